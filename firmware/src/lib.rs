@@ -1,0 +1,7 @@
+//! latentcam edge program: camera → preprocess → encoder → latent codec →
+//! link. This crate is both the `latentcam-edge` binary and a library, so
+//! tests and benchmarks can use its parts.
+#![deny(missing_docs)]
+
+/// Firmware version reported in `Hello`.
+pub const FIRMWARE_VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -1,0 +1,6 @@
+//! latentcam host: receives latents from edge devices and runs task heads on
+//! them. This crate is both the `latentcam-host` binary and a library, so
+//! tests and benchmarks can use its parts.
+#![deny(missing_docs)]
+
+pub mod recording;

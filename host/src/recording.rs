@@ -1,0 +1,177 @@
+//! Recordings: files holding a latentcam frame stream exactly as it crossed the
+//! link (see `wire/SPEC.md`). Reading one tolerates everything the wire
+//! decoder tolerates — corrupt or truncated frames are counted, not fatal.
+
+use std::collections::BTreeMap;
+use std::io::{self, Read};
+
+use latentcam_wire::{FeedResult, FrameDecoder, FrameError, Message, MessageKind};
+
+/// Errors reading a recording.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RecordingError {
+    /// The underlying reader failed.
+    #[error("reading the recording failed: {0}")]
+    Io(#[from] io::Error),
+}
+
+/// Decodes every frame of `reader`, calling `visit` with each message or
+/// frame error in stream order. Returns the number of bytes read. A partial
+/// frame at the end (a recording cut off by power loss) is reported as
+/// [`FrameError::Cobs`].
+pub fn for_each_frame<R: Read>(
+    mut reader: R,
+    mut visit: impl FnMut(Result<Message<'_>, FrameError>),
+) -> Result<u64, RecordingError> {
+    let mut decoder: Box<FrameDecoder> = Box::default();
+    let mut chunk = vec![0u8; 64 * 1024];
+    let mut total = 0u64;
+    loop {
+        let n = match reader.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e.into()),
+        };
+        total += n as u64;
+        let mut input = &chunk[..n];
+        while !input.is_empty() {
+            input = match decoder.feed(input) {
+                FeedResult::Consumed => break,
+                FeedResult::Message { message, remaining } => {
+                    visit(Ok(message));
+                    remaining
+                }
+                FeedResult::Error { error, remaining } => {
+                    visit(Err(error));
+                    remaining
+                }
+            };
+        }
+    }
+    if !decoder.is_idle() {
+        visit(Err(FrameError::Cobs));
+    }
+    Ok(total)
+}
+
+/// Per-device sequence accounting of the latents in a recording.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SequenceStats {
+    /// Latents seen.
+    pub latents: u64,
+    /// Lowest and highest sequence number.
+    pub first_last: Option<(u64, u64)>,
+    /// Sequence numbers skipped (sum of gap sizes).
+    pub missing: u64,
+    /// Latents whose sequence number was not above the previous one.
+    pub out_of_order_or_duplicate: u64,
+}
+
+impl SequenceStats {
+    /// Accounts for one latent.
+    pub fn observe(&mut self, seq: u64) {
+        self.latents += 1;
+        self.first_last = Some(match self.first_last {
+            None => (seq, seq),
+            Some((first, last)) if seq > last => {
+                self.missing += seq - last - 1;
+                (first, seq)
+            }
+            Some((first, last)) => {
+                self.out_of_order_or_duplicate += 1;
+                (first.min(seq), last)
+            }
+        });
+    }
+}
+
+/// What `latentcam-host inspect` reports about a recording.
+#[derive(Debug, Clone, Default)]
+pub struct Summary {
+    /// Bytes in the file.
+    pub bytes: u64,
+    /// Messages by kind name.
+    pub messages: BTreeMap<&'static str, u64>,
+    /// Frame errors by kind name.
+    pub errors: BTreeMap<&'static str, u64>,
+    /// Devices announced by `Hello`, with their model id and codec.
+    pub devices: BTreeMap<String, String>,
+    /// Sequence accounting of latents (across devices, in stream order).
+    pub sequence: SequenceStats,
+    /// Sum of latent payload bytes.
+    pub payload_bytes: u64,
+}
+
+fn kind_name(kind: MessageKind) -> &'static str {
+    match kind {
+        MessageKind::Hello => "hello",
+        MessageKind::Welcome => "welcome",
+        MessageKind::Auth => "auth",
+        MessageKind::Latent => "latent",
+        MessageKind::Heartbeat => "heartbeat",
+        MessageKind::Ack => "ack",
+        MessageKind::Bye => "bye",
+        _ => "other",
+    }
+}
+
+fn error_name(error: &FrameError) -> &'static str {
+    match error {
+        FrameError::Crc { .. } => "crc",
+        FrameError::TooLong => "too_long",
+        FrameError::TooShort => "too_short",
+        FrameError::Cobs => "cobs",
+        FrameError::UnsupportedVersion(_) => "unsupported_version",
+        FrameError::UnknownKind(_) => "unknown_kind",
+        FrameError::Undecodable => "undecodable",
+        FrameError::FieldTooLong { .. } => "field_too_long",
+        _ => "other",
+    }
+}
+
+/// Reads a whole recording and summarises it.
+pub fn summarize<R: Read>(reader: R) -> Result<Summary, RecordingError> {
+    let mut summary = Summary::default();
+    summary.bytes = for_each_frame(reader, |item| match item {
+        Ok(message) => {
+            *summary
+                .messages
+                .entry(kind_name(message.kind()))
+                .or_default() += 1;
+            match message {
+                Message::Hello(h) => {
+                    summary.devices.insert(
+                        h.device_id.to_owned(),
+                        format!("{} via {:?}", h.model.model_id, h.codec),
+                    );
+                }
+                Message::Latent(l) => {
+                    summary.sequence.observe(l.seq);
+                    summary.payload_bytes += l.payload.len() as u64;
+                }
+                _ => {}
+            }
+        }
+        Err(error) => *summary.errors.entry(error_name(&error)).or_default() += 1,
+    })?;
+    Ok(summary)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sequence_accounting() {
+        let mut stats = SequenceStats::default();
+        for seq in [5, 6, 9, 9, 7, 10] {
+            stats.observe(seq);
+        }
+        assert_eq!(stats.latents, 6);
+        assert_eq!(stats.first_last, Some((5, 10)));
+        assert_eq!(stats.missing, 2);
+        assert_eq!(stats.out_of_order_or_duplicate, 2);
+    }
+}

@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Installs everything the tests need on a fresh Debian 12 machine with Rust via
+# rustup: Debian packages, rustup targets, cargo tools. Idempotent and quiet
+# when everything is present. Sourced by scripts/test.sh; safe to run alone.
+set -euo pipefail
+
+SUDO=""
+if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
+
+# Debian packages the tests use (serial pty pairs, video decoding, cross
+# toolchains and qemu for the ARM targets, python for model fixtures).
+APT_PACKAGES=(
+    socat
+    ffmpeg
+    gcc-aarch64-linux-gnu libc6-dev-arm64-cross
+    gcc-arm-linux-gnueabihf libc6-dev-armhf-cross
+    qemu-user-static
+    python3-venv
+)
+
+missing=()
+for pkg in "${APT_PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "setup: installing Debian packages: ${missing[*]}"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+RUST_TARGETS=(thumbv7em-none-eabihf aarch64-unknown-linux-gnu armv7-unknown-linux-gnueabihf)
+installed_targets="$(rustup target list --installed)"
+for target in "${RUST_TARGETS[@]}"; do
+    if ! grep -qx "$target" <<<"$installed_targets"; then
+        echo "setup: adding rustup target $target"
+        rustup target add "$target"
+    fi
+done
+
+# The fuzz targets need nightly (present on this machine kind) and cargo-fuzz.
+if ! rustup toolchain list | grep -q '^nightly'; then
+    echo "setup: the nightly toolchain is missing; the fuzz step needs it (rustup toolchain install nightly)" >&2
+    exit 1
+fi
+CARGO_FUZZ_VERSION=0.13.2
+if ! cargo fuzz --version 2>/dev/null | grep -q "$CARGO_FUZZ_VERSION"; then
+    echo "setup: installing cargo-fuzz $CARGO_FUZZ_VERSION"
+    cargo install cargo-fuzz --locked --version "$CARGO_FUZZ_VERSION" --quiet
+fi

@@ -1,0 +1,98 @@
+//! Golden bytes: the exact encoding of every message is pinned here. A change
+//! to any of these strings is a wire-format change and needs a protocol
+//! version bump (see SPEC.md, "Evolution").
+
+mod common;
+
+use common::*;
+use latentcam_wire::*;
+
+fn check(message: Message<'static>, golden: &str) {
+    let bytes = encode(&message);
+    assert_eq!(
+        hex::encode(&bytes),
+        golden,
+        "encoding of {message:?} changed"
+    );
+    let mut datagram = hex::decode(golden).unwrap();
+    let decoded = frame::decode_datagram(&mut datagram).expect("golden decodes");
+    assert_eq!(decoded, message);
+}
+
+#[test]
+fn golden_hello() {
+    check(
+        hello(),
+        "004c0101010663616d2d303105302e312e30096566666e65742d6c305a1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8f9800a076c6974653232340574726163740301150102030405060708090a0b0c0d0e0f10ce26725400",
+    );
+}
+
+#[test]
+fn golden_welcome() {
+    check(
+        welcome(),
+        "00040102010d026f6b06686f73742d61012911f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f005f402f7cb00",
+    );
+}
+
+#[test]
+fn golden_auth() {
+    check(auth(), "000c010304abababab021a42b800");
+}
+
+#[test]
+fn golden_latent() {
+    check(
+        latent(),
+        "001201042a8080f9c0c1c482038005e003010c0103803f01010101010102c005e6f8c49a00",
+    );
+}
+
+#[test]
+fn golden_heartbeat() {
+    check(
+        heartbeat(),
+        "000e010580dddb01e807de07dd070a0118010232e0da01c8e201b89102c0b80201d8a406d5af99d800",
+    );
+}
+
+#[test]
+fn golden_ack() {
+    check(ack(), "00050106ac0204dc7ef200");
+}
+
+#[test]
+fn golden_bye() {
+    check(bye(), "000301070d075349475445524db730a02000");
+}
+
+/// The framed size quoted in SPEC.md and the README: a 1280-dim latent in
+/// `U8Affine` is 8 + 1280 payload bytes; everything else is overhead.
+#[test]
+fn latent_u8_1280_framed_size() {
+    let latent: Vec<f32> = (0..1280).map(|i| (i as f32 * 0.37).sin()).collect();
+    let payload = Codec::U8Affine.encode_to_vec(&latent).unwrap();
+    assert_eq!(payload.len(), 1288);
+    let message = Message::Latent(Latent {
+        seq: 1_000_000,
+        capture_us: 1_700_000_000_000_000,
+        frame_width: 1920,
+        frame_height: 1080,
+        codec: Codec::U8Affine,
+        payload: &payload,
+        mac: &[],
+    });
+    let framed = encode(&message);
+    assert_eq!(
+        framed.len(),
+        1318,
+        "update SPEC.md and README if this changes"
+    );
+}
+
+/// The worked example of SPEC.md, byte for byte.
+#[test]
+fn spec_worked_example() {
+    let framed = encode(&ack());
+    assert_eq!(hex::encode(framed), "00050106ac0204dc7ef200");
+}
