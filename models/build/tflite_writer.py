@@ -1,0 +1,245 @@
+"""Write the fp32 EfficientNet-Lite0 encoder as a TFLite flatbuffer, without TensorFlow.
+
+The graph is built straight from the BN-folded ONNX encoder (same weights, same
+order): CONV_2D / DEPTHWISE_CONV_2D with padding SAME (TFLite's SAME is
+TensorFlow's SAME, which is exactly the Conv2dStaticSamePadding of the source
+model: the odd padding pixel goes bottom/right) and fused RELU6, ADD for the
+residuals, MEAN over H,W for the global average pool. Input `image` NHWC
+[1,224,224,3] f32 (normalised (u8-127)/128, RGB), output `latent` [1,1280] f32.
+
+Uses the `tflite` package (generated flatbuffers bindings of the TFLite schema)
+and `flatbuffers`. Pure serialisation, so the output is bit-reproducible.
+"""
+
+from __future__ import annotations
+
+import flatbuffers
+import numpy as np
+import onnx
+from onnx import numpy_helper
+import tflite as T  # generated TFLite schema bindings; names are re-exported at package level
+
+
+class _Graph:
+    def __init__(self):
+        self.buffers: list[bytes | None] = [None]  # buffer 0 is the empty sentinel
+        self.tensors: list[tuple[str, list[int], int, int]] = []  # name, shape, type, buffer
+        self.ops: list[tuple[int, list[int], list[int], int, tuple]] = []
+        self.opcodes: list[int] = []
+
+    def tensor(self, name, shape, ttype=T.TensorType.FLOAT32, data: np.ndarray | None = None):
+        buf = 0
+        if data is not None:
+            self.buffers.append(np.ascontiguousarray(data).tobytes())
+            buf = len(self.buffers) - 1
+        self.tensors.append((name, list(shape), ttype, buf))
+        return len(self.tensors) - 1
+
+    def const(self, name, arr: np.ndarray):
+        arr = np.ascontiguousarray(arr)
+        ttype = {np.dtype("<f4"): T.TensorType.FLOAT32,
+                 np.dtype("<i4"): T.TensorType.INT32}[arr.dtype]
+        return self.tensor(name, arr.shape, ttype, arr.astype(arr.dtype.newbyteorder("<")))
+
+    def op(self, code, inputs, outputs, opt_type, opt):
+        if code not in self.opcodes:
+            self.opcodes.append(code)
+        self.ops.append((self.opcodes.index(code), inputs, outputs, opt_type, opt))
+
+
+def _vec_i32(b, start, vals):
+    start(b, len(vals))
+    for v in reversed(vals):
+        b.PrependInt32(v)
+    return b.EndVector()
+
+
+def _vec_off(b, start, offs):
+    start(b, len(offs))
+    for o in reversed(offs):
+        b.PrependUOffsetTRelative(o)
+    return b.EndVector()
+
+
+def _bytes_aligned(b, data: bytes, align=16):
+    b.StartVector(1, len(data), align)
+    b.head = b.Head() - len(data)
+    b.Bytes[b.Head():b.Head() + len(data)] = data
+    return b.EndVector()
+
+
+def _serialise(g: _Graph, description: str) -> bytes:
+    b = flatbuffers.Builder(16 << 20)
+    # buffers (data first, so the big blobs sit at the end of the file)
+    buf_offs = []
+    for data in g.buffers:
+        d = _bytes_aligned(b, data) if data else None
+        T.BufferStart(b)
+        if d is not None:
+            T.BufferAddData(b, d)
+        buf_offs.append(T.BufferEnd(b))
+    # tensors
+    t_offs = []
+    for name, shape, ttype, buf in g.tensors:
+        n = b.CreateString(name)
+        s = _vec_i32(b, T.TensorStartShapeVector, shape)
+        T.TensorStart(b)
+        T.TensorAddShape(b, s)
+        T.TensorAddType(b, ttype)
+        T.TensorAddBuffer(b, buf)
+        T.TensorAddName(b, n)
+        t_offs.append(T.TensorEnd(b))
+    # operators
+    o_offs = []
+    for opcode_index, ins, outs, opt_type, opt in g.ops:
+        opt_off = _options(b, opt_type, opt)
+        i = _vec_i32(b, T.OperatorStartInputsVector, ins)
+        o = _vec_i32(b, T.OperatorStartOutputsVector, outs)
+        T.OperatorStart(b)
+        T.OperatorAddOpcodeIndex(b, opcode_index)
+        T.OperatorAddInputs(b, i)
+        T.OperatorAddOutputs(b, o)
+        T.OperatorAddBuiltinOptionsType(b, opt_type)
+        T.OperatorAddBuiltinOptions(b, opt_off)
+        o_offs.append(T.OperatorEnd(b))
+    tv = _vec_off(b, T.SubGraphStartTensorsVector, t_offs)
+    iv = _vec_i32(b, T.SubGraphStartInputsVector, [0])
+    ov = _vec_i32(b, T.SubGraphStartOutputsVector, [g.output])
+    opv = _vec_off(b, T.SubGraphStartOperatorsVector, o_offs)
+    sgname = b.CreateString("main")
+    T.SubGraphStart(b)
+    T.SubGraphAddTensors(b, tv)
+    T.SubGraphAddInputs(b, iv)
+    T.SubGraphAddOutputs(b, ov)
+    T.SubGraphAddOperators(b, opv)
+    T.SubGraphAddName(b, sgname)
+    sg = T.SubGraphEnd(b)
+    oc_offs = []
+    for code in g.opcodes:
+        T.OperatorCodeStart(b)
+        T.OperatorCodeAddDeprecatedBuiltinCode(b, min(code, 127))
+        T.OperatorCodeAddBuiltinCode(b, code)
+        T.OperatorCodeAddVersion(b, 1)
+        oc_offs.append(T.OperatorCodeEnd(b))
+    ocv = _vec_off(b, T.ModelStartOperatorCodesVector, oc_offs)
+    sgv = _vec_off(b, T.ModelStartSubgraphsVector, [sg])
+    bv = _vec_off(b, T.ModelStartBuffersVector, buf_offs)
+    desc = b.CreateString(description)
+    T.ModelStart(b)
+    T.ModelAddVersion(b, 3)
+    T.ModelAddOperatorCodes(b, ocv)
+    T.ModelAddSubgraphs(b, sgv)
+    T.ModelAddDescription(b, desc)
+    T.ModelAddBuffers(b, bv)
+    m = T.ModelEnd(b)
+    b.Finish(m, file_identifier=b"TFL3")
+    return bytes(b.Output())
+
+
+def _options(b, opt_type, opt):
+    kind = opt[0]
+    if kind == "conv":
+        _, stride, act = opt
+        T.Conv2DOptionsStart(b)
+        T.Conv2DOptionsAddPadding(b, T.Padding.SAME)
+        T.Conv2DOptionsAddStrideW(b, stride)
+        T.Conv2DOptionsAddStrideH(b, stride)
+        T.Conv2DOptionsAddFusedActivationFunction(b, act)
+        T.Conv2DOptionsAddDilationWFactor(b, 1)
+        T.Conv2DOptionsAddDilationHFactor(b, 1)
+        return T.Conv2DOptionsEnd(b)
+    if kind == "dw":
+        _, stride, act = opt
+        T.DepthwiseConv2DOptionsStart(b)
+        T.DepthwiseConv2DOptionsAddPadding(b, T.Padding.SAME)
+        T.DepthwiseConv2DOptionsAddStrideW(b, stride)
+        T.DepthwiseConv2DOptionsAddStrideH(b, stride)
+        T.DepthwiseConv2DOptionsAddDepthMultiplier(b, 1)
+        T.DepthwiseConv2DOptionsAddFusedActivationFunction(b, act)
+        T.DepthwiseConv2DOptionsAddDilationWFactor(b, 1)
+        T.DepthwiseConv2DOptionsAddDilationHFactor(b, 1)
+        return T.DepthwiseConv2DOptionsEnd(b)
+    if kind == "add":
+        T.AddOptionsStart(b)
+        T.AddOptionsAddFusedActivationFunction(b, T.ActivationFunctionType.NONE)
+        return T.AddOptionsEnd(b)
+    if kind == "mean":
+        T.ReducerOptionsStart(b)
+        T.ReducerOptionsAddKeepDims(b, False)
+        return T.ReducerOptionsEnd(b)
+    raise ValueError(kind)
+
+
+def onnx_to_tflite(model: onnx.ModelProto, description: str) -> bytes:
+    """Translate the recipe's own fp32 ONNX encoder (Conv/Clip/Add/GlobalAveragePool/Flatten)."""
+    inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    g = _Graph()
+    g.tensor("image", [1, 224, 224, 3])
+    shapes = {"image": (224, 224, 3)}  # H, W, C of each activation
+    ids = {"image": 0}
+    nodes = list(model.graph.node)
+    producer = {o: n for n in nodes for o in n.output}
+    consumers = {}
+    for n in nodes:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+    k = 0
+    while k < len(nodes):
+        n = nodes[k]
+        if n.op_type == "Conv":
+            attrs = {a.name: onnx.helper.get_attribute_value(a) for a in n.attribute}
+            w, bias = inits[n.input[1]], inits[n.input[2]]
+            stride = attrs["strides"][0]
+            h, wd, c = shapes[n.input[0]]
+            oh, ow = -(-h // stride), -(-wd // stride)
+            # The recipe emits SAME padding only; make sure that is what this node has.
+            kk = attrs["kernel_shape"][0]
+            tot = max((oh - 1) * stride + kk - h, 0)
+            assert list(attrs["pads"]) == [tot // 2, tot // 2, tot - tot // 2, tot - tot // 2], n.name
+            out_name = n.output[0]
+            act = T.ActivationFunctionType.NONE
+            nxt = consumers.get(out_name, [])
+            if len(nxt) == 1 and nxt[0].op_type == "Clip":
+                lo, hi = inits[nxt[0].input[1]].item(), inits[nxt[0].input[2]].item()
+                assert (lo, hi) == (0.0, 6.0)
+                act = T.ActivationFunctionType.RELU6
+                out_name = nxt[0].output[0]
+                k += 1
+                assert nodes[k] is nxt[0]
+            depthwise = attrs.get("group", 1) > 1
+            cout = w.shape[0]
+            if depthwise:
+                assert attrs["group"] == cout == c and w.shape[1] == 1
+                wt = g.const(f"{n.name}.weight", w[:, 0].transpose(1, 2, 0)[None].astype("<f4"))
+            else:
+                wt = g.const(f"{n.name}.weight", w.transpose(0, 2, 3, 1).astype("<f4"))
+            bt = g.const(f"{n.name}.bias", bias.astype("<f4"))
+            ot = g.tensor(out_name, [1, oh, ow, cout])
+            ids[out_name] = ot
+            shapes[out_name] = (oh, ow, cout)
+            if depthwise:
+                g.op(T.BuiltinOperator.DEPTHWISE_CONV_2D, [ids[n.input[0]], wt, bt], [ot],
+                     T.BuiltinOptions.DepthwiseConv2DOptions, ("dw", stride, act))
+            else:
+                g.op(T.BuiltinOperator.CONV_2D, [ids[n.input[0]], wt, bt], [ot],
+                     T.BuiltinOptions.Conv2DOptions, ("conv", stride, act))
+        elif n.op_type == "Add":
+            a, c2 = n.input
+            assert shapes[a] == shapes[c2]
+            ot = g.tensor(n.output[0], [1, *shapes[a]])
+            ids[n.output[0]] = ot
+            shapes[n.output[0]] = shapes[a]
+            g.op(T.BuiltinOperator.ADD, [ids[a], ids[c2]], [ot], T.BuiltinOptions.AddOptions, ("add",))
+        elif n.op_type == "GlobalAveragePool":
+            assert nodes[k + 1].op_type == "Flatten" and nodes[k + 1].input[0] == n.output[0]
+            h, wd, c = shapes[n.input[0]]
+            axes = g.const("mean_axes", np.array([1, 2], dtype="<i4"))
+            ot = g.tensor("latent", [1, c])
+            g.op(T.BuiltinOperator.MEAN, [ids[n.input[0]], axes], [ot],
+                 T.BuiltinOptions.ReducerOptions, ("mean",))
+            g.output = ot
+            k += 1
+        else:
+            raise ValueError(f"unsupported op {n.op_type}")
+        k += 1
+    return _serialise(g, description)
