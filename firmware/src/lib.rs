@@ -5,3 +5,8 @@
 
 /// Firmware version reported in `Hello`.
 pub const FIRMWARE_VERSION: &str = env!("CARGO_PKG_VERSION");
+
+pub mod batch;
+pub mod encoder;
+pub mod manifest;
+pub mod preprocess;

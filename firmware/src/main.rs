@@ -1,21 +1,134 @@
 //! `latentcam-edge`: argument parsing and wiring only; the work is in the
 //! library.
 
-use clap::Parser;
+use std::fs::File;
+use std::io::BufWriter;
+use std::path::PathBuf;
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand, ValueEnum};
+use latentcam_firmware::batch::{self, BatchSettings};
+use latentcam_firmware::encoder::{self, Backend, EncoderOptions, Precision};
+use latentcam_firmware::manifest::{Manifest, default_models_dir};
+use latentcam_firmware::preprocess::Preprocessor;
+use latentcam_wire::Codec;
 
 #[derive(Parser)]
 #[command(
     version,
     about = "latentcam edge program: camera → encoder → latent → link"
 )]
-struct Cli {}
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum CodecArg {
+    F32,
+    F16,
+    U8,
+}
+
+impl From<CodecArg> for Codec {
+    fn from(c: CodecArg) -> Self {
+        match c {
+            CodecArg::F32 => Codec::F32,
+            CodecArg::F16 => Codec::F16,
+            CodecArg::U8 => Codec::U8Affine,
+        }
+    }
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Encode image files (JPEG/PNG, or directories of them) into a recording
+    /// the host can read: a Hello, then one latent per image.
+    Encode {
+        /// Images or directories.
+        #[arg(required = true)]
+        images: Vec<PathBuf>,
+        /// Recording to write.
+        #[arg(long, short)]
+        out: PathBuf,
+        /// Models directory (holding manifest.toml).
+        #[arg(long, default_value_os_t = default_models_dir())]
+        models: PathBuf,
+        /// Inference backend.
+        #[arg(long, default_value = "tract")]
+        backend: Backend,
+        /// Encoder precision. On tract, fp32 is the faster variant.
+        #[arg(long, default_value = "fp32")]
+        precision: Precision,
+        /// Latent codec on the wire.
+        #[arg(long, value_enum, default_value = "u8")]
+        codec: CodecArg,
+        /// Device id sent in Hello.
+        #[arg(long, default_value = "edge-batch")]
+        device_id: String,
+    },
+}
 
 fn main() -> anyhow::Result<()> {
-    let _cli = Cli::parse();
-    println!(
-        "latentcam-edge {} speaks wire protocol {}",
-        latentcam_firmware::FIRMWARE_VERSION,
-        latentcam_wire::PROTOCOL_VERSION
-    );
+    match Cli::parse().command {
+        Command::Encode {
+            images,
+            out,
+            models,
+            backend,
+            precision,
+            codec,
+            device_id,
+        } => {
+            let manifest = Manifest::load(&models).with_context(|| {
+                format!(
+                    "loading the model manifest from {} (set --models or LATENTCAM_MODELS)",
+                    models.display()
+                )
+            })?;
+            let options = EncoderOptions {
+                backend,
+                precision,
+                ..EncoderOptions::default()
+            };
+            let mut encoder = encoder::open(&manifest, &options).context("loading the encoder")?;
+            let mut preprocessor =
+                Preprocessor::new(&manifest.preprocessing, encoder.info().layout);
+            let images = batch::expand_inputs(&images)?;
+            if images.is_empty() {
+                bail!("no JPEG or PNG images found in the given paths");
+            }
+            let file =
+                File::create(&out).with_context(|| format!("cannot create {}", out.display()))?;
+            let settings = BatchSettings {
+                device_id,
+                codec: codec.into(),
+                preprocessing_id: manifest.preprocessing.id.clone(),
+            };
+            let report = batch::encode_images(
+                &images,
+                encoder.as_mut(),
+                &mut preprocessor,
+                &settings,
+                &mut BufWriter::new(file),
+            )
+            .with_context(|| format!("writing {}", out.display()))?;
+            for (path, reason) in &report.skipped {
+                eprintln!("skipped {}: {reason}", path.display());
+            }
+            let n = report.encoded.max(1) as f64;
+            println!(
+                "{}: {} latents ({} skipped), {:.0} bytes/frame, preprocess {:.1} ms/frame, {} {} {:.1} ms/frame",
+                out.display(),
+                report.encoded,
+                report.skipped.len(),
+                report.latent_frame_bytes as f64 / n,
+                report.preprocess_seconds * 1e3 / n,
+                options.backend,
+                options.precision.name(),
+                report.encode_seconds * 1e3 / n,
+            );
+        }
+    }
     Ok(())
 }
