@@ -1,10 +1,18 @@
 #!/usr/bin/env bash
-# The end-to-end demo: what the workspace can show today.
-# A recording made as a noisy serial line would deliver it is decoded by the
-# host, which recovers every intact frame and counts the rest.
+# The end-to-end demo. Real photos (the model fixtures' originals and the 20
+# labelled ImageNet validation photos of PyPI foolbox) are encoded by the
+# edge program with the shipped EfficientNet-Lite0 into 8-bit latents and
+# written as a recording in the wire format; the host reads the recording,
+# checks the model identity in Hello, and runs the ImageNet head on each
+# latent. File names of the foolbox photos end in their true class index.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+cache="${LATENTCAM_CACHE:-$HOME/.cache/latentcam}"
 out="${TMPDIR:-/tmp}/latentcam-demo"
 mkdir -p "$out"
-cargo run --quiet --release --locked -p latentcam-wire --example noisy_line -- "$out/noisy.lcr" 2000 2
-cargo run --quiet --release --locked -p latentcam-host -- inspect "$out/noisy.lcr"
+bash scripts/fetch-test-data.sh
+cargo build --quiet --release --locked -p latentcam-firmware -p latentcam-host
+./target/release/latentcam-edge encode --codec u8 --device-id demo-cam --out "$out/photos.lcr" \
+    models/efficientnet-lite0/fixtures/originals "$cache/foolbox-imagenet"
+./target/release/latentcam-host inspect "$out/photos.lcr"
+./target/release/latentcam-host classify --top 3 "$out/photos.lcr"

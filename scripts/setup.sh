@@ -15,7 +15,8 @@ APT_PACKAGES=(
     gcc-aarch64-linux-gnu libc6-dev-arm64-cross
     gcc-arm-linux-gnueabihf libc6-dev-armhf-cross
     qemu-user-static
-    python3-venv
+    python3-venv python3-pip
+    dataset-fashion-mnist
 )
 
 missing=()
@@ -36,6 +37,9 @@ for target in "${RUST_TARGETS[@]}"; do
         rustup target add "$target"
     fi
 done
+
+# Real photos for the accuracy tests that no Debian package carries.
+bash "$(dirname "${BASH_SOURCE[0]}")/fetch-test-data.sh"
 
 # The fuzz targets need nightly (present on this machine kind) and cargo-fuzz.
 if ! rustup toolchain list | grep -q '^nightly'; then

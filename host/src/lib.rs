@@ -3,4 +3,7 @@
 //! tests and benchmarks can use its parts.
 #![deny(missing_docs)]
 
+pub mod classify;
+pub mod heads;
 pub mod recording;
+pub mod session;

@@ -7,6 +7,8 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use latentcam_firmware::manifest::{Manifest, default_models_dir};
+use latentcam_host::heads::imagenet::ImagenetHead;
 
 #[derive(Parser)]
 #[command(
@@ -25,6 +27,18 @@ enum Command {
     Inspect {
         /// The recording file.
         recording: PathBuf,
+    },
+    /// Run the model's ImageNet head over every latent of a recording and
+    /// print the top classes.
+    Classify {
+        /// The recording file.
+        recording: PathBuf,
+        /// Models directory (holding manifest.toml).
+        #[arg(long, default_value_os_t = default_models_dir())]
+        models: PathBuf,
+        /// Classes to show per latent.
+        #[arg(long, default_value_t = 3)]
+        top: usize,
     },
 }
 
@@ -57,6 +71,57 @@ fn main() -> anyhow::Result<()> {
                 for (kind, count) in &summary.errors {
                     println!("frame errors: {kind} {count}");
                 }
+            }
+        }
+        Command::Classify {
+            recording,
+            models,
+            top,
+        } => {
+            let manifest = Manifest::load(&models).with_context(|| {
+                format!(
+                    "loading the model manifest from {} (set --models or LATENTCAM_MODELS)",
+                    models.display()
+                )
+            })?;
+            let head =
+                ImagenetHead::from_manifest(&manifest).context("loading the ImageNet head")?;
+            let file = File::open(&recording)
+                .with_context(|| format!("cannot open recording {}", recording.display()))?;
+            let summary = latentcam_host::classify::classify_recording(
+                BufReader::new(file),
+                &manifest,
+                &head,
+                top.max(1),
+                |c| {
+                    let classes: Vec<String> = c
+                        .predictions
+                        .iter()
+                        .map(|p| format!("{} {:.0}%", p.label, p.probability * 100.0))
+                        .collect();
+                    println!(
+                        "{} #{:<4} {:>4}x{:<4} {}",
+                        c.device_id,
+                        c.seq,
+                        c.frame_size.0,
+                        c.frame_size.1,
+                        classes.join(" | ")
+                    );
+                },
+            )
+            .with_context(|| format!("while reading {}", recording.display()))?;
+            for (device, refusal) in &summary.refused {
+                eprintln!("refused device {device}: {refusal}");
+            }
+            println!(
+                "{} latents classified, {} without an accepted Hello, {} bad payloads, {} frame errors",
+                summary.classified,
+                summary.without_hello,
+                summary.bad_payload,
+                summary.frame_errors
+            );
+            if summary.classified == 0 && !summary.refused.is_empty() {
+                anyhow::bail!("no latent could be classified: every device was refused");
             }
         }
     }

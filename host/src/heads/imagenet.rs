@@ -1,0 +1,89 @@
+//! The ImageNet head of a model: its classifier weights and class names, both
+//! named in the model manifest.
+
+use std::path::Path;
+
+use latentcam_firmware::manifest::{Manifest, ManifestError};
+
+use super::linear::{HeadError, LinearHead};
+
+/// Loading a head failed in the manifest or in the head file.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LoadError {
+    /// Manifest lookup or hash check.
+    #[error(transparent)]
+    Manifest(#[from] ManifestError),
+    /// Head or labels file.
+    #[error(transparent)]
+    Head(#[from] HeadError),
+}
+
+/// A classifier with class names.
+#[derive(Debug, Clone)]
+pub struct ImagenetHead {
+    /// The linear classifier.
+    pub head: LinearHead,
+    /// One name per class.
+    pub labels: Vec<String>,
+}
+
+/// A prediction: class index, name, probability.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Prediction {
+    /// Class index.
+    pub class: usize,
+    /// Class name.
+    pub label: String,
+    /// Softmax probability.
+    pub probability: f32,
+}
+
+impl ImagenetHead {
+    /// Loads the head and labels a manifest names, checking their SHA-256.
+    pub fn from_manifest(manifest: &Manifest) -> Result<Self, LoadError> {
+        let head_entry = manifest.file_with_role("head")?;
+        let (head_path, _) = manifest.verify(head_entry)?;
+        let labels_entry = manifest.file_with_role("labels")?;
+        let (labels_path, _) = manifest.verify(labels_entry)?;
+        let head = LinearHead::load(&head_path)?;
+        let labels = load_labels(&labels_path)?;
+        if head.in_dim() != manifest.latent_dim || labels.len() != head.out_dim() {
+            return Err(HeadError::Format {
+                path: head_path,
+                reason: format!(
+                    "{}x{} head with {} labels does not fit latent dimension {}",
+                    head.out_dim(),
+                    head.in_dim(),
+                    labels.len(),
+                    manifest.latent_dim
+                ),
+            }
+            .into());
+        }
+        Ok(Self { head, labels })
+    }
+
+    /// The `k` most probable classes for a latent.
+    pub fn predict(&self, latent: &[f32], k: usize) -> Result<Vec<Prediction>, HeadError> {
+        Ok(self
+            .head
+            .top_k(latent, k)?
+            .into_iter()
+            .map(|(class, probability)| Prediction {
+                class,
+                label: self.labels[class].clone(),
+                probability,
+            })
+            .collect())
+    }
+}
+
+/// Reads one label per line.
+pub fn load_labels(path: &Path) -> Result<Vec<String>, HeadError> {
+    let text = std::fs::read_to_string(path).map_err(|source| HeadError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    Ok(text.lines().map(str::to_owned).collect())
+}

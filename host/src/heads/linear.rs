@@ -1,0 +1,404 @@
+//! Linear heads on latents: `logits = W · latent + b`, loaded from the
+//! `LCHEAD01` format (models/README.md) and fitted on stored latents.
+//!
+//! Format (little-endian): `b"LCHEAD01"`, `in_dim: u32`, `out_dim: u32`,
+//! `weight: f32[out_dim][in_dim]`, `bias: f32[out_dim]`.
+
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+
+const MAGIC: &[u8; 8] = b"LCHEAD01";
+/// Refuse absurd dimensions from a damaged or hostile file before allocating.
+const MAX_DIM: u32 = 1 << 16;
+
+/// Errors loading, saving or fitting a head.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum HeadError {
+    /// Reading or writing failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: io::Error,
+    },
+    /// The file is not a head.
+    #[error("{path} is not a latentcam head file: {reason}")]
+    Format {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A latent of the wrong dimension.
+    #[error("latent has {got} values, the head expects {expected}")]
+    Dimension {
+        /// Expected.
+        expected: usize,
+        /// Given.
+        got: usize,
+    },
+    /// Training data is unusable.
+    #[error("cannot fit a head: {0}")]
+    Training(String),
+}
+
+/// A linear classifier head.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LinearHead {
+    in_dim: usize,
+    out_dim: usize,
+    /// Row-major `[out_dim][in_dim]`.
+    weight: Vec<f32>,
+    bias: Vec<f32>,
+}
+
+impl LinearHead {
+    /// A head from its parts; `weight` is row-major `[out_dim][in_dim]`.
+    pub fn new(in_dim: usize, out_dim: usize, weight: Vec<f32>, bias: Vec<f32>) -> Self {
+        assert_eq!(weight.len(), in_dim * out_dim);
+        assert_eq!(bias.len(), out_dim);
+        Self {
+            in_dim,
+            out_dim,
+            weight,
+            bias,
+        }
+    }
+
+    /// Loads a head file.
+    pub fn load(path: impl AsRef<Path>) -> Result<Self, HeadError> {
+        let path = path.as_ref();
+        let io_err = |source| HeadError::Io {
+            path: path.to_path_buf(),
+            source,
+        };
+        let format_err = |reason: String| HeadError::Format {
+            path: path.to_path_buf(),
+            reason,
+        };
+        let mut file = std::fs::File::open(path).map_err(io_err)?;
+        let mut header = [0u8; 16];
+        file.read_exact(&mut header)
+            .map_err(|_| format_err("shorter than its 16-byte header".into()))?;
+        if &header[..8] != MAGIC {
+            return Err(format_err("wrong magic (expected LCHEAD01)".into()));
+        }
+        let in_dim = u32::from_le_bytes(header[8..12].try_into().unwrap());
+        let out_dim = u32::from_le_bytes(header[12..16].try_into().unwrap());
+        if in_dim == 0 || out_dim == 0 || in_dim > MAX_DIM || out_dim > MAX_DIM {
+            return Err(format_err(format!("implausible shape {out_dim}x{in_dim}")));
+        }
+        let (in_dim, out_dim) = (in_dim as usize, out_dim as usize);
+        let expected = 4 * (in_dim * out_dim + out_dim);
+        let mut body = Vec::with_capacity(expected);
+        file.read_to_end(&mut body).map_err(io_err)?;
+        if body.len() != expected {
+            return Err(format_err(format!(
+                "{out_dim}x{in_dim} head needs {expected} bytes after the header, file has {}",
+                body.len()
+            )));
+        }
+        let values: Vec<f32> = body
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
+        if values.iter().any(|v| !v.is_finite()) {
+            return Err(format_err("holds NaN or infinite weights".into()));
+        }
+        let bias = values[in_dim * out_dim..].to_vec();
+        let mut weight = values;
+        weight.truncate(in_dim * out_dim);
+        Ok(Self::new(in_dim, out_dim, weight, bias))
+    }
+
+    /// Writes the head in the `LCHEAD01` format.
+    pub fn save(&self, path: impl AsRef<Path>) -> Result<(), HeadError> {
+        let path = path.as_ref();
+        let io_err = |source| HeadError::Io {
+            path: path.to_path_buf(),
+            source,
+        };
+        let mut out = io::BufWriter::new(std::fs::File::create(path).map_err(io_err)?);
+        out.write_all(MAGIC).map_err(io_err)?;
+        out.write_all(&(self.in_dim as u32).to_le_bytes())
+            .map_err(io_err)?;
+        out.write_all(&(self.out_dim as u32).to_le_bytes())
+            .map_err(io_err)?;
+        for v in self.weight.iter().chain(&self.bias) {
+            out.write_all(&v.to_le_bytes()).map_err(io_err)?;
+        }
+        out.flush().map_err(io_err)
+    }
+
+    /// Input dimension.
+    pub fn in_dim(&self) -> usize {
+        self.in_dim
+    }
+
+    /// Number of outputs (classes).
+    pub fn out_dim(&self) -> usize {
+        self.out_dim
+    }
+
+    /// Logits for one latent.
+    pub fn logits(&self, latent: &[f32], out: &mut [f32]) -> Result<(), HeadError> {
+        if latent.len() != self.in_dim {
+            return Err(HeadError::Dimension {
+                expected: self.in_dim,
+                got: latent.len(),
+            });
+        }
+        for ((o, row), b) in out
+            .iter_mut()
+            .zip(self.weight.chunks_exact(self.in_dim))
+            .zip(&self.bias)
+        {
+            *o = b + dot(row, latent);
+        }
+        Ok(())
+    }
+
+    /// Softmax probabilities for one latent.
+    pub fn probabilities(&self, latent: &[f32]) -> Result<Vec<f32>, HeadError> {
+        let mut out = vec![0f32; self.out_dim];
+        self.logits(latent, &mut out)?;
+        softmax_in_place(&mut out);
+        Ok(out)
+    }
+
+    /// The `k` most probable classes, best first, with probabilities.
+    pub fn top_k(&self, latent: &[f32], k: usize) -> Result<Vec<(usize, f32)>, HeadError> {
+        let p = self.probabilities(latent)?;
+        Ok(top_k(&p, k))
+    }
+}
+
+/// Dot product with four independent accumulators, which lets the compiler
+/// vectorise it.
+pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0f32; 8];
+    let chunks = a.len() / 8;
+    for i in 0..chunks {
+        for j in 0..8 {
+            acc[j] += a[i * 8 + j] * b[i * 8 + j];
+        }
+    }
+    let mut sum: f32 = acc.iter().sum();
+    for i in chunks * 8..a.len() {
+        sum += a[i] * b[i];
+    }
+    sum
+}
+
+/// Numerically stable softmax.
+pub fn softmax_in_place(v: &mut [f32]) {
+    let max = v.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+    let mut sum = 0.0;
+    for x in v.iter_mut() {
+        *x = (*x - max).exp();
+        sum += *x;
+    }
+    for x in v.iter_mut() {
+        *x /= sum;
+    }
+}
+
+/// Indices and values of the `k` largest entries, largest first.
+pub fn top_k(values: &[f32], k: usize) -> Vec<(usize, f32)> {
+    let mut indexed: Vec<(usize, f32)> = values.iter().cloned().enumerate().collect();
+    indexed.sort_by(|a, b| b.1.total_cmp(&a.1));
+    indexed.truncate(k);
+    indexed
+}
+
+/// Options for [`fit_softmax`].
+#[derive(Debug, Clone)]
+pub struct FitOptions {
+    /// Full-batch Adam steps.
+    pub epochs: usize,
+    /// Adam learning rate.
+    pub learning_rate: f32,
+    /// L2 penalty on the weights.
+    pub l2: f32,
+}
+
+impl Default for FitOptions {
+    fn default() -> Self {
+        Self {
+            epochs: 300,
+            learning_rate: 0.01,
+            l2: 1e-4,
+        }
+    }
+}
+
+/// Fits a multinomial logistic-regression head on latents (rows of
+/// `features`, each `dim` long) with full-batch Adam. Features are
+/// standardised internally and the scaling folded into the returned head, so
+/// it applies to raw latents.
+pub fn fit_softmax(
+    features: &[f32],
+    dim: usize,
+    labels: &[usize],
+    classes: usize,
+    options: &FitOptions,
+) -> Result<LinearHead, HeadError> {
+    let n = labels.len();
+    if n == 0 || dim == 0 || features.len() != n * dim {
+        return Err(HeadError::Training(format!(
+            "{} feature values for {n} labels of dimension {dim}",
+            features.len()
+        )));
+    }
+    if let Some(bad) = labels.iter().find(|&&l| l >= classes) {
+        return Err(HeadError::Training(format!(
+            "label {bad} out of range for {classes} classes"
+        )));
+    }
+    // Standardise each feature.
+    let mut mean = vec![0f32; dim];
+    let mut inv_std = vec![0f32; dim];
+    for row in features.chunks_exact(dim) {
+        for (m, x) in mean.iter_mut().zip(row) {
+            *m += x / n as f32;
+        }
+    }
+    for row in features.chunks_exact(dim) {
+        for ((s, x), m) in inv_std.iter_mut().zip(row).zip(&mean) {
+            *s += (x - m) * (x - m) / n as f32;
+        }
+    }
+    for s in inv_std.iter_mut() {
+        *s = 1.0 / (s.sqrt() + 1e-6);
+    }
+    let x: Vec<f32> = features
+        .chunks_exact(dim)
+        .flat_map(|row| {
+            row.iter()
+                .zip(&mean)
+                .zip(&inv_std)
+                .map(|((v, m), s)| (v - m) * s)
+                .collect::<Vec<_>>()
+        })
+        .collect();
+
+    let params = classes * dim + classes;
+    let mut w = vec![0f32; params];
+    let (mut m1, mut m2) = (vec![0f32; params], vec![0f32; params]);
+    let (beta1, beta2, eps) = (0.9f32, 0.999f32, 1e-8f32);
+    let mut grad = vec![0f32; params];
+    let mut logits = vec![0f32; classes];
+    for step in 1..=options.epochs {
+        grad.iter_mut().for_each(|g| *g = 0.0);
+        for (row, &label) in x.chunks_exact(dim).zip(labels) {
+            for (c, l) in logits.iter_mut().enumerate() {
+                *l = w[classes * dim + c] + dot(&w[c * dim..(c + 1) * dim], row);
+            }
+            softmax_in_place(&mut logits);
+            logits[label] -= 1.0;
+            for (c, &err) in logits.iter().enumerate() {
+                let e = err / n as f32;
+                for (g, v) in grad[c * dim..(c + 1) * dim].iter_mut().zip(row) {
+                    *g += e * v;
+                }
+                grad[classes * dim + c] += e;
+            }
+        }
+        for (g, wi) in grad[..classes * dim].iter_mut().zip(&w) {
+            *g += options.l2 * wi;
+        }
+        let (b1t, b2t) = (1.0 - beta1.powi(step as i32), 1.0 - beta2.powi(step as i32));
+        for i in 0..params {
+            m1[i] = beta1 * m1[i] + (1.0 - beta1) * grad[i];
+            m2[i] = beta2 * m2[i] + (1.0 - beta2) * grad[i] * grad[i];
+            w[i] -= options.learning_rate * (m1[i] / b1t) / ((m2[i] / b2t).sqrt() + eps);
+        }
+    }
+    // Fold the standardisation into the weights: w·((x−m)·s) = (w·s)·x − w·(m·s).
+    let mut weight = vec![0f32; classes * dim];
+    let mut bias = w[classes * dim..].to_vec();
+    for c in 0..classes {
+        for j in 0..dim {
+            let scaled = w[c * dim + j] * inv_std[j];
+            weight[c * dim + j] = scaled;
+            bias[c] -= scaled * mean[j];
+        }
+    }
+    Ok(LinearHead::new(dim, classes, weight, bias))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn save_load_roundtrip_and_corruption() {
+        let dir = std::env::temp_dir().join(format!("lchead-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let head = LinearHead::new(3, 2, vec![1.0, 2.0, 3.0, -1.0, 0.5, 0.0], vec![0.1, -0.2]);
+        let path = dir.join("h.bin");
+        head.save(&path).unwrap();
+        assert_eq!(LinearHead::load(&path).unwrap(), head);
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes.pop();
+        std::fs::write(&path, &bytes).unwrap();
+        assert!(matches!(
+            LinearHead::load(&path),
+            Err(HeadError::Format { .. })
+        ));
+        bytes[0] = b'X';
+        std::fs::write(&path, &bytes).unwrap();
+        assert!(
+            LinearHead::load(&path)
+                .unwrap_err()
+                .to_string()
+                .contains("magic")
+        );
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn logits_and_top_k() {
+        let head = LinearHead::new(
+            2,
+            3,
+            vec![1.0, 0.0, 0.0, 1.0, 1.0, 1.0],
+            vec![0.0, 0.0, -5.0],
+        );
+        let top = head.top_k(&[2.0, 1.0], 2).unwrap();
+        assert_eq!(top[0].0, 0);
+        assert_eq!(top[1].0, 1);
+        assert!(top[0].1 > top[1].1);
+        assert!(head.top_k(&[1.0], 1).is_err());
+    }
+
+    #[test]
+    fn fit_separates_gaussian_blobs() {
+        // Three classes in 4-D, centred at distinct corners.
+        let mut state = 12345u64;
+        let mut noise = || {
+            state = state.wrapping_mul(6364136223846793005).wrapping_add(1);
+            ((state >> 33) as f32 / (1u64 << 31) as f32) - 0.5
+        };
+        let centres = [
+            [3.0, 0.0, 0.0, 1.0],
+            [0.0, 3.0, 0.0, 1.0],
+            [0.0, 0.0, 3.0, 1.0],
+        ];
+        let (mut features, mut labels) = (Vec::new(), Vec::new());
+        for i in 0..300 {
+            let c = i % 3;
+            features.extend(centres[c].iter().map(|v| v + noise()));
+            labels.push(c);
+        }
+        let head = fit_softmax(&features, 4, &labels, 3, &FitOptions::default()).unwrap();
+        let correct = features
+            .chunks_exact(4)
+            .zip(&labels)
+            .filter(|(x, l)| head.top_k(x, 1).unwrap()[0].0 == **l)
+            .count();
+        assert_eq!(correct, 300);
+    }
+}
