@@ -66,28 +66,34 @@ fn golden_bye() {
     check(bye(), "000301070d075349475445524db730a02000");
 }
 
-/// The framed size quoted in SPEC.md and the README: a 1280-dim latent in
-/// `U8Affine` is 8 + 1280 payload bytes; everything else is overhead.
+/// The framed sizes quoted in SPEC.md and the README for a 1280-dim latent.
 #[test]
-fn latent_u8_1280_framed_size() {
+fn latent_1280_framed_sizes() {
     let latent: Vec<f32> = (0..1280).map(|i| (i as f32 * 0.37).sin()).collect();
-    let payload = Codec::U8Affine.encode_to_vec(&latent).unwrap();
-    assert_eq!(payload.len(), 1288);
-    let message = Message::Latent(Latent {
-        seq: 1_000_000,
-        capture_us: 1_700_000_000_000_000,
-        frame_width: 1920,
-        frame_height: 1080,
-        codec: Codec::U8Affine,
-        payload: &payload,
-        mac: &[],
-    });
-    let framed = encode(&message);
-    assert_eq!(
-        framed.len(),
-        1318,
-        "update SPEC.md and README if this changes"
-    );
+    // (codec, payload bytes, framed bytes)
+    for (codec, payload_len, framed_len) in [
+        (Codec::U8Affine, 1288, 1318),
+        (Codec::F16, 2560, 2593),
+        (Codec::F32, 5120, 5162),
+    ] {
+        let payload = codec.encode_to_vec(&latent).unwrap();
+        assert_eq!(payload.len(), payload_len);
+        let message = Message::Latent(Latent {
+            seq: 1_000_000,
+            capture_us: 1_700_000_000_000_000,
+            frame_width: 1920,
+            frame_height: 1080,
+            codec,
+            payload: &payload,
+            mac: &[],
+        });
+        let framed = encode(&message);
+        assert_eq!(
+            framed.len(),
+            framed_len,
+            "{codec:?}: update SPEC.md and README if this changes"
+        );
+    }
 }
 
 /// The worked example of SPEC.md, byte for byte.
