@@ -8,5 +8,6 @@ pub const FIRMWARE_VERSION: &str = env!("CARGO_PKG_VERSION");
 
 pub mod batch;
 pub mod encoder;
+pub mod led;
 pub mod manifest;
 pub mod preprocess;

@@ -1,0 +1,172 @@
+//! The status LED: one optional GPIO line that tells a person standing next
+//! to the camera what the device is doing, without a screen.
+//!
+//! | state       | pattern                        |
+//! |-------------|--------------------------------|
+//! | streaming   | steady on                      |
+//! | link down   | slow blink, 1 Hz (500/500 ms)  |
+//! | error       | fast blink, 5 Hz (100/100 ms)  |
+//! | off         | off                            |
+//!
+//! The logic is generic over [`embedded_hal::digital::OutputPin`] and is
+//! driven by explicit timestamps, so it is tested with an in-memory pin and
+//! no clock; on a device the pin is a linux-embedded-hal `CdevPin`.
+
+use embedded_hal::digital::OutputPin;
+
+/// What the LED shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LedState {
+    /// Latents are flowing: steady on.
+    Streaming,
+    /// The link to the host is down: slow blink.
+    LinkDown,
+    /// A fault needs attention (camera gone, model refused): fast blink.
+    Error,
+    /// Off (shutdown).
+    Off,
+}
+
+impl LedState {
+    /// Half-period of the blink in milliseconds, or `None` for a steady level.
+    fn half_period_ms(self) -> Option<u64> {
+        match self {
+            LedState::Streaming | LedState::Off => None,
+            LedState::LinkDown => Some(500),
+            LedState::Error => Some(100),
+        }
+    }
+}
+
+/// Drives an output pin according to a [`LedState`].
+#[derive(Debug)]
+pub struct StatusLed<P: OutputPin> {
+    pin: P,
+    state: LedState,
+    /// When the current state began, ms.
+    since_ms: u64,
+    /// Level last written, to avoid redundant GPIO writes.
+    lit: Option<bool>,
+}
+
+impl<P: OutputPin> StatusLed<P> {
+    /// A LED that starts off.
+    pub fn new(pin: P) -> Self {
+        Self {
+            pin,
+            state: LedState::Off,
+            since_ms: 0,
+            lit: None,
+        }
+    }
+
+    /// The current state.
+    pub fn state(&self) -> LedState {
+        self.state
+    }
+
+    /// Switches state at time `now_ms`; blinking restarts with the LED on so
+    /// a change is visible at once.
+    pub fn set_state(&mut self, state: LedState, now_ms: u64) -> Result<(), P::Error> {
+        if state != self.state {
+            self.state = state;
+            self.since_ms = now_ms;
+        }
+        self.tick(now_ms)
+    }
+
+    /// Updates the pin for time `now_ms`. Call it at least every 50 ms.
+    pub fn tick(&mut self, now_ms: u64) -> Result<(), P::Error> {
+        let lit = match self.state.half_period_ms() {
+            None => self.state == LedState::Streaming,
+            Some(half) => (now_ms.saturating_sub(self.since_ms) / half).is_multiple_of(2),
+        };
+        if self.lit != Some(lit) {
+            if lit {
+                self.pin.set_high()?;
+            } else {
+                self.pin.set_low()?;
+            }
+            self.lit = Some(lit);
+        }
+        Ok(())
+    }
+
+    /// Gives the pin back (e.g. to release the GPIO line on shutdown).
+    pub fn release(self) -> P {
+        self.pin
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use core::convert::Infallible;
+
+    /// In-memory pin recording every write.
+    #[derive(Debug, Default)]
+    struct RecordingPin {
+        writes: Vec<bool>,
+    }
+
+    impl embedded_hal::digital::ErrorType for RecordingPin {
+        type Error = Infallible;
+    }
+
+    impl OutputPin for RecordingPin {
+        fn set_low(&mut self) -> Result<(), Infallible> {
+            self.writes.push(false);
+            Ok(())
+        }
+        fn set_high(&mut self) -> Result<(), Infallible> {
+            self.writes.push(true);
+            Ok(())
+        }
+    }
+
+    /// Samples the LED level every 10 ms over `duration` ms.
+    fn levels(led: &mut StatusLed<RecordingPin>, start: u64, duration: u64) -> Vec<bool> {
+        (start..start + duration)
+            .step_by(10)
+            .map(|t| {
+                led.tick(t).unwrap();
+                led.lit.unwrap()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn streaming_is_steady_on_with_one_write() {
+        let mut led = StatusLed::new(RecordingPin::default());
+        led.set_state(LedState::Streaming, 0).unwrap();
+        assert!(levels(&mut led, 0, 5000).iter().all(|&l| l));
+        assert_eq!(led.release().writes, vec![true]);
+    }
+
+    #[test]
+    fn link_down_blinks_at_one_hertz() {
+        let mut led = StatusLed::new(RecordingPin::default());
+        led.set_state(LedState::LinkDown, 1000).unwrap();
+        let l = levels(&mut led, 1000, 2000);
+        // 500 ms on, 500 ms off, twice.
+        assert!(l[..50].iter().all(|&x| x));
+        assert!(l[50..100].iter().all(|&x| !x));
+        assert!(l[100..150].iter().all(|&x| x));
+        assert!(l[150..].iter().all(|&x| !x));
+        assert_eq!(led.release().writes, vec![true, false, true, false]);
+    }
+
+    #[test]
+    fn error_blinks_fast_and_state_changes_restart_the_pattern() {
+        let mut led = StatusLed::new(RecordingPin::default());
+        led.set_state(LedState::Error, 0).unwrap();
+        let l = levels(&mut led, 0, 1000);
+        let toggles = l.windows(2).filter(|w| w[0] != w[1]).count();
+        assert_eq!(toggles, 9, "5 Hz blink over 1 s");
+        // Mid-blink, a recovery shows at once.
+        led.set_state(LedState::Streaming, 1050).unwrap();
+        assert_eq!(led.lit, Some(true));
+        led.set_state(LedState::Off, 2000).unwrap();
+        assert_eq!(led.lit, Some(false));
+    }
+}
