@@ -1,0 +1,285 @@
+//! Links: how framed bytes leave the device.
+//!
+//! Every transport carries the same bytes — complete frames from
+//! [`latentcam_wire::frame::encode`] (`0x00 ‖ COBS ‖ 0x00`) — behind one
+//! trait, [`Link`]:
+//!
+//! | link | module | direction | reconnects |
+//! |---|---|---|---|
+//! | TCP client to the host | [`tcp`] | both | with [`Backoff`], inside [`Link::send`] |
+//! | UDP, one frame per datagram | [`udp`] | device → host | re-creates the socket |
+//! | serial line (`linux-embedded-hal`) | [`serial`] | both | reopens the device |
+//! | recording file | [`file`](mod@file) | device → file | reopens the file |
+//!
+//! A link never blocks the pipeline for long: sends carry write timeouts and a
+//! link that is down answers [`LinkError::Down`] at once, so the caller keeps
+//! the frame in its spool and tries again later ([`LinkError::is_transient`]).
+
+pub mod file;
+pub mod serial;
+pub mod tcp;
+pub mod udp;
+
+use std::io;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use latentcam_wire::{
+    AuthScheme, ByeReason, FeedResult, FrameDecoder, Message, MessageKind, NONCE_LEN, WelcomeStatus,
+};
+
+pub use crate::backoff::Backoff;
+pub use file::{FileLink, FsyncPolicy};
+pub use serial::{DEFAULT_BAUD, SerialConfig, SerialLink};
+pub use tcp::{TcpConfig, TcpLink};
+pub use udp::UdpLink;
+
+/// A transport that carries encoded frames from the device to a host.
+pub trait Link {
+    /// Writes one complete encoded frame (both delimiters included). On
+    /// [`LinkError::Down`] the frame was not (or not completely) delivered
+    /// and the caller should keep it for a later attempt.
+    fn send(&mut self, frame: &[u8]) -> Result<(), LinkError>;
+
+    /// Host → device messages that arrived, waiting at most `timeout` for the
+    /// first bytes and then taking whatever else is already buffered.
+    /// Corrupt frames are counted in [`LinkStats::frame_errors`], never
+    /// returned as errors. One-way links return an empty list at once.
+    fn poll_incoming(&mut self, timeout: Duration) -> Result<Vec<Incoming>, LinkError>;
+
+    /// Drops the current connection (if any) and opens a new one now,
+    /// ignoring any backoff schedule.
+    fn reconnect(&mut self) -> Result<(), LinkError>;
+
+    /// True while the link holds an open connection, socket, port or file.
+    fn is_connected(&self) -> bool;
+
+    /// Sets the frame (a `Hello`) sent first on every new connection of a
+    /// bidirectional link, so a host always learns who is talking before the
+    /// first `Latent`. One-way links ignore it: on those the pipeline repeats
+    /// `Hello` every 10 s (SPEC.md, section 2).
+    fn set_hello(&mut self, frame: Vec<u8>);
+
+    /// Counters since the link was created.
+    fn stats(&self) -> LinkStats;
+
+    /// A one-line description for logs, e.g. `tcp://10.0.0.2:7878 (connected)`.
+    fn describe(&self) -> String;
+}
+
+/// Counters kept by every link.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LinkStats {
+    /// Frames written completely (not counting `Hello` frames sent on connect).
+    pub frames_sent: u64,
+    /// Bytes of those frames.
+    pub bytes_sent: u64,
+    /// Host → device messages decoded.
+    pub frames_received: u64,
+    /// Host → device frames rejected by the decoder (CRC, COBS, unknown kind…).
+    pub frame_errors: u64,
+    /// Connections (or opens) that succeeded, the first one included.
+    pub connects: u64,
+}
+
+/// A host → device message, owned so it outlives the link's buffers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Incoming {
+    /// The host's answer to `Hello`.
+    Welcome {
+        /// Accepted, or why not.
+        status: WelcomeStatus,
+        /// Human-readable reason, logged by the device.
+        reason: String,
+        /// The host's identity.
+        host_id: String,
+        /// Highest `seq` the host already holds for this device.
+        acked: Option<u64>,
+        /// Authentication scheme the host requires.
+        auth_scheme: AuthScheme,
+        /// The host's nonce for authentication.
+        host_nonce: [u8; NONCE_LEN],
+        /// The host's proof (empty without authentication).
+        host_proof: Vec<u8>,
+    },
+    /// The host holds every latent with `seq ≤ up_to`.
+    Ack {
+        /// Highest acknowledged sequence number.
+        up_to: u64,
+    },
+    /// The host ends the session.
+    Bye {
+        /// Why.
+        reason: ByeReason,
+        /// Human-readable detail.
+        detail: String,
+    },
+    /// A well-formed message that a host should not send to a device
+    /// (e.g. a `Latent`); the caller may log it.
+    Unexpected {
+        /// Its kind.
+        kind: MessageKind,
+    },
+}
+
+impl Incoming {
+    /// Converts a decoded message into its owned form.
+    pub fn from_message(message: &Message<'_>) -> Self {
+        match message {
+            Message::Welcome(w) => Incoming::Welcome {
+                status: w.status,
+                reason: w.reason.to_owned(),
+                host_id: w.host_id.to_owned(),
+                acked: w.acked,
+                auth_scheme: w.auth.scheme,
+                host_nonce: w.auth.host_nonce,
+                host_proof: w.auth.host_proof.to_vec(),
+            },
+            Message::Ack(a) => Incoming::Ack { up_to: a.up_to },
+            Message::Bye(b) => Incoming::Bye {
+                reason: b.reason,
+                detail: b.detail.to_owned(),
+            },
+            other => Incoming::Unexpected { kind: other.kind() },
+        }
+    }
+}
+
+/// Why a link could not do what was asked.
+///
+/// [`LinkError::is_transient`] separates "down, retry later" from errors that
+/// retrying cannot fix (configuration, full disk).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LinkError {
+    /// The link is down (refused, reset, broken pipe, host stalled, serial
+    /// adapter unplugged). Keep the frame and retry later.
+    #[error("{link} is down: {source}{}", retry_hint(*.retry_in))]
+    Down {
+        /// [`Link::describe`] of the link.
+        link: String,
+        /// What the operating system said.
+        #[source]
+        source: io::Error,
+        /// When the link will next try to connect by itself, if it does.
+        retry_in: Option<Duration>,
+    },
+    /// The configuration cannot work (bad address, no such serial device,
+    /// no permission). Retrying does not help; the message says what to fix.
+    #[error("{link}: {problem}")]
+    Config {
+        /// The link as configured.
+        link: String,
+        /// What is wrong and what to do about it.
+        problem: String,
+    },
+    /// The recording's file system is full. Every frame written before this
+    /// one is intact; the partial frame, if any, was cut off again.
+    #[error(
+        "disk full writing recording {path} ({kept_bytes} bytes kept intact): \
+         free space or point the recording at a larger disk"
+    )]
+    DiskFull {
+        /// The recording.
+        path: PathBuf,
+        /// Length of the recording, all complete frames.
+        kept_bytes: u64,
+    },
+    /// A frame is too large for this link (e.g. a UDP datagram).
+    #[error("frame of {len} bytes is too large for {link} (at most {max})")]
+    FrameTooLarge {
+        /// The link.
+        link: String,
+        /// The frame's length.
+        len: usize,
+        /// The link's limit.
+        max: usize,
+    },
+    /// Any other I/O failure, with the file or device it concerns.
+    #[error("{link}: {source}")]
+    Io {
+        /// The link.
+        link: String,
+        /// What the operating system said.
+        #[source]
+        source: io::Error,
+    },
+}
+
+fn retry_hint(retry_in: Option<Duration>) -> String {
+    match retry_in {
+        Some(d) => format!(" (next attempt in {} ms)", d.as_millis()),
+        None => String::new(),
+    }
+}
+
+impl LinkError {
+    /// True when retrying later can succeed: the frame should stay spooled.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, LinkError::Down { .. })
+    }
+}
+
+/// True for I/O errors that mean "the peer or the line went away", as
+/// opposed to a programming or configuration error.
+pub(crate) fn is_disconnect(kind: io::ErrorKind) -> bool {
+    use io::ErrorKind as K;
+    matches!(
+        kind,
+        K::ConnectionRefused
+            | K::ConnectionReset
+            | K::ConnectionAborted
+            | K::BrokenPipe
+            | K::NotConnected
+            | K::TimedOut
+            | K::WouldBlock
+            | K::UnexpectedEof
+            | K::Interrupted
+            | K::HostUnreachable
+            | K::NetworkUnreachable
+            | K::NetworkDown
+            | K::AddrNotAvailable
+    )
+}
+
+/// Largest host → device frame a link accepts; `Welcome`, the largest, is
+/// well under 512 bytes.
+const INCOMING_FRAME_LIMIT: usize = 1024;
+
+/// Decodes the host → device byte stream of a bidirectional link.
+#[derive(Debug, Default)]
+pub(crate) struct IncomingDecoder {
+    decoder: FrameDecoder<INCOMING_FRAME_LIMIT>,
+}
+
+impl IncomingDecoder {
+    /// Feeds received bytes, appending decoded messages to `out` and
+    /// counting rejected frames in `stats`.
+    pub(crate) fn push(
+        &mut self,
+        mut bytes: &[u8],
+        out: &mut Vec<Incoming>,
+        stats: &mut LinkStats,
+    ) {
+        while !bytes.is_empty() {
+            bytes = match self.decoder.feed(bytes) {
+                FeedResult::Consumed => break,
+                FeedResult::Message { message, remaining } => {
+                    out.push(Incoming::from_message(&message));
+                    stats.frames_received += 1;
+                    remaining
+                }
+                FeedResult::Error { remaining, .. } => {
+                    stats.frame_errors += 1;
+                    remaining
+                }
+            };
+        }
+    }
+
+    /// Forgets a partial frame from a previous connection.
+    pub(crate) fn reset(&mut self) {
+        self.decoder.reset();
+    }
+}
