@@ -7,8 +7,10 @@ set -euo pipefail
 SUDO=""
 if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
 
-# Debian packages the tests use (serial pty pairs, video decoding, cross
-# toolchains and qemu for the ARM targets, python for model fixtures).
+# Debian packages the tests use: serial pty pairs (socat), video replay
+# (ffmpeg, opencv-doc's vtest.avi), cross toolchains and qemu for the ARM
+# targets, python for the model recipe, Fashion-MNIST, and clang/libclang for
+# the v4l feature's bindgen.
 APT_PACKAGES=(
     socat
     ffmpeg
@@ -17,6 +19,8 @@ APT_PACKAGES=(
     qemu-user-static
     python3-venv python3-pip
     dataset-fashion-mnist
+    opencv-doc
+    clang libclang-dev
 )
 
 missing=()

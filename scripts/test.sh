@@ -15,6 +15,9 @@ step "workspace tests"
 cargo test --workspace --all-targets --locked
 cargo test --workspace --doc --locked
 
+step "firmware with the v4l feature (V4L2 capture; no camera here, so the pure parts and the no-device errors)"
+cargo test -p latentcam-firmware --features v4l --lib --test sources --locked
+
 step "wire crate is no_std (thumbv7em-none-eabihf, with and without alloc)"
 cargo check -p latentcam-wire --no-default-features --target thumbv7em-none-eabihf --locked
 cargo check -p latentcam-wire --no-default-features --features alloc --target thumbv7em-none-eabihf --locked

@@ -6,8 +6,14 @@
 /// Firmware version reported in `Hello`.
 pub const FIRMWARE_VERSION: &str = env!("CARGO_PKG_VERSION");
 
+pub mod backoff;
 pub mod batch;
+pub mod config;
 pub mod encoder;
 pub mod led;
+pub mod link;
 pub mod manifest;
 pub mod preprocess;
+pub mod source;
+pub mod spool;
+pub mod stats;

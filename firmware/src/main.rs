@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 use latentcam_firmware::batch::{self, BatchSettings};
+use latentcam_firmware::config::EdgeConfig;
 use latentcam_firmware::encoder::{self, Backend, EncoderOptions, Precision};
 use latentcam_firmware::manifest::{Manifest, default_models_dir};
 use latentcam_firmware::preprocess::Preprocessor;
@@ -42,6 +43,13 @@ impl From<CodecArg> for Codec {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Load and validate a configuration file and the model it names, print
+    /// the effective configuration, and exit.
+    CheckConfig {
+        /// The configuration file.
+        #[arg(long, short)]
+        config: PathBuf,
+    },
     /// Encode image files (JPEG/PNG, or directories of them) into a recording
     /// the host can read: a Hello, then one latent per image.
     Encode {
@@ -71,6 +79,29 @@ enum Command {
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
+        Command::CheckConfig { config } => {
+            let config = EdgeConfig::load(&config)?;
+            let models = if config.model.dir.as_os_str().is_empty() {
+                default_models_dir()
+            } else {
+                config.model.dir.clone()
+            };
+            let manifest = Manifest::load(&models)
+                .with_context(|| format!("model manifest in {}", models.display()))?;
+            let backend: Backend = config.model.backend.parse().map_err(anyhow::Error::msg)?;
+            let precision: Precision =
+                config.model.precision.parse().map_err(anyhow::Error::msg)?;
+            let entry = manifest.encoder(backend.format(), precision.name())?;
+            let (path, _) = manifest.verify(entry)?;
+            print!("{}", config.to_toml());
+            println!(
+                "# ok: model {} ({} {}) at {} matches its SHA-256",
+                manifest.model_id,
+                backend,
+                precision.name(),
+                path.display()
+            );
+        }
         Command::Encode {
             images,
             out,

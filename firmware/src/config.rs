@@ -1,0 +1,359 @@
+//! Edge configuration: a TOML file (`latentcam-edge --config edge.toml`)
+//! whose values command-line flags override. `latentcam-edge check-config`
+//! loads and validates it without starting anything.
+//!
+//! See `firmware/edge.example.toml` for every key with its default.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// Errors loading or validating a configuration.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config {path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for this schema (unknown keys included).
+    #[error("config {path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// Parser message, with line and column.
+        message: String,
+    },
+    /// A value is out of range or inconsistent.
+    #[error("config: {key} = {value}: {reason}")]
+    Invalid {
+        /// Dotted key.
+        key: &'static str,
+        /// The value.
+        value: String,
+        /// What would be valid.
+        reason: String,
+    },
+}
+
+/// The whole edge configuration.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct EdgeConfig {
+    /// Identity.
+    pub device: DeviceConfig,
+    /// Encoder.
+    pub model: ModelConfig,
+    /// Frame source.
+    pub source: SourceConfig,
+    /// Link to the host.
+    pub link: LinkConfig,
+    /// Unacknowledged-latent spool.
+    pub spool: SpoolSection,
+    /// Status LED.
+    pub led: LedConfig,
+}
+
+/// `[device]`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct DeviceConfig {
+    /// Device id sent in `Hello`; defaults to the hostname.
+    pub id: String,
+    /// Seconds between heartbeats.
+    pub heartbeat_seconds: f64,
+}
+
+impl Default for DeviceConfig {
+    fn default() -> Self {
+        Self {
+            id: hostname(),
+            heartbeat_seconds: 5.0,
+        }
+    }
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/etc/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "latentcam".to_owned())
+}
+
+/// `[model]`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ModelConfig {
+    /// Models directory (holding manifest.toml); empty means the default
+    /// lookup (`$LATENTCAM_MODELS`, then beside the binary).
+    pub dir: PathBuf,
+    /// `tract` or `tflite`.
+    pub backend: String,
+    /// `fp32` or `int8`.
+    pub precision: String,
+    /// Inference threads.
+    pub threads: usize,
+    /// Latent codec on the wire: `f32`, `f16` or `u8`.
+    pub codec: String,
+}
+
+impl Default for ModelConfig {
+    fn default() -> Self {
+        Self {
+            dir: PathBuf::new(),
+            backend: "tract".into(),
+            precision: "fp32".into(),
+            threads: 1,
+            codec: "u8".into(),
+        }
+    }
+}
+
+/// `[source]`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct SourceConfig {
+    /// `v4l`, `replay` or `synthetic`.
+    pub kind: String,
+    /// Camera device (`/dev/video0`) or replay file/directory.
+    pub path: PathBuf,
+    /// Frames per second; 0 = the camera's or file's own rate.
+    pub fps: f64,
+    /// Capture width and height (v4l, synthetic); 0 = device default.
+    pub width: u32,
+    /// See `width`.
+    pub height: u32,
+    /// Replay: start over at the end.
+    #[serde(rename = "loop")]
+    pub looping: bool,
+    /// Frames waiting for the encoder; when full the oldest is dropped.
+    pub queue: usize,
+}
+
+impl Default for SourceConfig {
+    fn default() -> Self {
+        Self {
+            kind: "v4l".into(),
+            path: PathBuf::from("/dev/video0"),
+            fps: 0.0,
+            width: 640,
+            height: 480,
+            looping: false,
+            queue: 2,
+        }
+    }
+}
+
+/// `[link]`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LinkConfig {
+    /// `tcp`, `udp`, `serial` or `file`.
+    pub kind: String,
+    /// `host:port` for tcp and udp.
+    pub address: String,
+    /// Serial device or recording file.
+    pub path: PathBuf,
+    /// Serial baud rate.
+    pub baud: u32,
+}
+
+impl Default for LinkConfig {
+    fn default() -> Self {
+        Self {
+            kind: "tcp".into(),
+            address: "127.0.0.1:7878".into(),
+            path: PathBuf::new(),
+            baud: 921_600,
+        }
+    }
+}
+
+/// `[spool]`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct SpoolSection {
+    /// Spool directory; empty disables the spool. On by default for TCP.
+    pub dir: PathBuf,
+    /// Maximum bytes on disk.
+    pub max_megabytes: u64,
+}
+
+impl Default for SpoolSection {
+    fn default() -> Self {
+        Self {
+            dir: PathBuf::from("/var/lib/latentcam/spool"),
+            max_megabytes: 256,
+        }
+    }
+}
+
+/// `[led]`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LedConfig {
+    /// GPIO chip (`/dev/gpiochip0`); empty disables the LED.
+    pub chip: PathBuf,
+    /// Line offset on the chip.
+    pub line: u32,
+}
+
+fn invalid(key: &'static str, value: impl ToString, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key,
+        value: value.to_string(),
+        reason: reason.into(),
+    }
+}
+
+impl EdgeConfig {
+    /// Loads and validates a config file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::parse(&text, path)
+    }
+
+    /// Parses and validates config text; `path` is only for messages.
+    pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        let config: Self = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks every value; call again after applying command-line overrides.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let id = &self.device.id;
+        if id.is_empty() || id.len() > latentcam_wire::MAX_ID_LEN {
+            return Err(invalid(
+                "device.id",
+                id,
+                format!("1 to {} bytes", latentcam_wire::MAX_ID_LEN),
+            ));
+        }
+        if !(0.1..=3600.0).contains(&self.device.heartbeat_seconds) {
+            return Err(invalid(
+                "device.heartbeat_seconds",
+                self.device.heartbeat_seconds,
+                "between 0.1 and 3600",
+            ));
+        }
+        one_of("model.backend", &self.model.backend, &["tract", "tflite"])?;
+        one_of("model.precision", &self.model.precision, &["fp32", "int8"])?;
+        one_of("model.codec", &self.model.codec, &["f32", "f16", "u8"])?;
+        if !(1..=64).contains(&self.model.threads) {
+            return Err(invalid("model.threads", self.model.threads, "1 to 64"));
+        }
+        one_of(
+            "source.kind",
+            &self.source.kind,
+            &["v4l", "replay", "synthetic"],
+        )?;
+        if self.source.kind != "synthetic" && self.source.path.as_os_str().is_empty() {
+            return Err(invalid(
+                "source.path",
+                "\"\"",
+                "a camera device or replay path",
+            ));
+        }
+        if !(0.0..=1000.0).contains(&self.source.fps) {
+            return Err(invalid("source.fps", self.source.fps, "0 (native) to 1000"));
+        }
+        if !(1..=64).contains(&self.source.queue) {
+            return Err(invalid("source.queue", self.source.queue, "1 to 64"));
+        }
+        one_of(
+            "link.kind",
+            &self.link.kind,
+            &["tcp", "udp", "serial", "file"],
+        )?;
+        match self.link.kind.as_str() {
+            "tcp" | "udp" if !self.link.address.contains(':') => {
+                return Err(invalid("link.address", &self.link.address, "host:port"));
+            }
+            "serial" | "file" if self.link.path.as_os_str().is_empty() => {
+                return Err(invalid("link.path", "\"\"", "a serial device or file path"));
+            }
+            _ => {}
+        }
+        if self.link.kind == "serial" && !(1200..=4_000_000).contains(&self.link.baud) {
+            return Err(invalid("link.baud", self.link.baud, "1200 to 4000000"));
+        }
+        if self.spool.max_megabytes == 0 {
+            return Err(invalid("spool.max_megabytes", 0, "at least 1"));
+        }
+        Ok(())
+    }
+
+    /// The effective configuration as TOML (for `check-config`).
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot render: {e}"))
+    }
+}
+
+fn one_of(key: &'static str, value: &str, allowed: &[&str]) -> Result<(), ConfigError> {
+    if allowed.contains(&value) {
+        Ok(())
+    } else {
+        Err(invalid(
+            key,
+            format!("{value:?}"),
+            format!("one of {}", allowed.join(", ")),
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<EdgeConfig, ConfigError> {
+        EdgeConfig::parse(text, Path::new("test.toml"))
+    }
+
+    #[test]
+    fn example_config_parses() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("edge.example.toml");
+        let config = EdgeConfig::load(&path).unwrap();
+        assert_eq!(config.link.kind, "tcp");
+        // Rendering and re-parsing gives the same configuration.
+        assert_eq!(parse(&config.to_toml()).unwrap(), config);
+    }
+
+    #[test]
+    fn empty_file_means_defaults() {
+        let config = parse("").unwrap();
+        assert_eq!(config.model.backend, "tract");
+        assert_eq!(config.model.precision, "fp32");
+        assert_eq!(config.link.baud, 921_600);
+    }
+
+    #[test]
+    fn bad_values_name_the_key_and_the_fix() {
+        let err = parse("[model]\nbackend = \"onnxruntime\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("model.backend") && err.contains("tract, tflite"),
+            "{err}"
+        );
+        let err = parse("[link]\nkind = \"serial\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("link.path"), "{err}");
+        let err = parse("[source]\nfsp = 30\n").unwrap_err().to_string();
+        assert!(err.contains("fsp"), "unknown keys are refused: {err}");
+        let err = parse("[device]\nid = \"\"\n").unwrap_err().to_string();
+        assert!(err.contains("device.id"), "{err}");
+    }
+}

@@ -1,0 +1,311 @@
+//! The on-disk spool: latents the host has not acknowledged yet.
+//!
+//! Every `Latent` frame sent on an acknowledged link is also appended to the
+//! spool. The host's cumulative `Ack { up_to }` releases everything up to that
+//! sequence number; after a reconnect the edge re-sends what is still pending,
+//! in order. The spool is bounded: when it is full the oldest segment is
+//! deleted and its latents are counted as dropped (`Heartbeat.spool_dropped`).
+//!
+//! Layout: a directory of segment files `<first seq, 20 digits>.seg`, each
+//! holding wire frames back to back exactly as they went on the link (so a
+//! segment is also a valid recording). Only per-segment bookkeeping is kept in
+//! memory. On open, segments are scanned to rebuild that bookkeeping; a frame
+//! torn by a power cut at the end of the last segment is cut off.
+
+use std::collections::VecDeque;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+use latentcam_wire::{FeedResult, FrameDecoder, Message};
+
+/// Errors of the spool.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SpoolError {
+    /// A file operation failed (disk full, permissions, removed directory).
+    #[error("spool {path}: {source}")]
+    Io {
+        /// File or directory.
+        path: PathBuf,
+        /// Why.
+        source: io::Error,
+    },
+    /// A frame larger than a whole segment cannot be spooled.
+    #[error("frame of {len} bytes exceeds the spool segment size {segment}")]
+    FrameTooLarge {
+        /// Frame length.
+        len: usize,
+        /// Segment size.
+        segment: u64,
+    },
+    /// Sequence numbers must increase.
+    #[error("sequence {seq} is not above the last spooled {last}")]
+    OutOfOrder {
+        /// Offending seq.
+        seq: u64,
+        /// Last spooled.
+        last: u64,
+    },
+}
+
+/// Spool limits.
+#[derive(Debug, Clone, Copy)]
+pub struct SpoolConfig {
+    /// Total bytes on disk before the oldest segment is dropped.
+    pub max_bytes: u64,
+    /// Bytes per segment file.
+    pub segment_bytes: u64,
+}
+
+impl Default for SpoolConfig {
+    fn default() -> Self {
+        Self {
+            max_bytes: 256 * 1024 * 1024,
+            segment_bytes: 4 * 1024 * 1024,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Segment {
+    path: PathBuf,
+    /// Sequence numbers of its frames, ascending (8 bytes per ~1.3 KB frame).
+    seqs: Vec<u64>,
+    bytes: u64,
+}
+
+impl Segment {
+    fn last_seq(&self) -> u64 {
+        self.seqs.last().copied().unwrap_or(0)
+    }
+
+    /// Frames with `seq > acked`.
+    fn unacked(&self, acked: Option<u64>) -> u64 {
+        match acked {
+            None => self.seqs.len() as u64,
+            Some(a) => (self.seqs.len() - self.seqs.partition_point(|&s| s <= a)) as u64,
+        }
+    }
+}
+
+/// The spool of one device.
+#[derive(Debug)]
+pub struct Spool {
+    dir: PathBuf,
+    config: SpoolConfig,
+    segments: VecDeque<Segment>,
+    /// Open handle on the newest segment.
+    active: Option<File>,
+    /// Everything `<= acked` is released.
+    acked: Option<u64>,
+    dropped: u64,
+}
+
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> SpoolError + '_ {
+    move |source| SpoolError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Sequence numbers and end offsets of the complete latent frames in `bytes`.
+fn scan(bytes: &[u8]) -> (Vec<(u64, usize)>, usize) {
+    let mut decoder: Box<FrameDecoder> = Box::default();
+    let mut found = Vec::new();
+    let mut input = bytes;
+    let mut valid_end = 0;
+    while !input.is_empty() {
+        input = match decoder.feed(input) {
+            FeedResult::Consumed => break,
+            FeedResult::Message { message, remaining } => {
+                let end = bytes.len() - remaining.len();
+                if let Message::Latent(l) = message {
+                    found.push((l.seq, end));
+                }
+                valid_end = end;
+                remaining
+            }
+            FeedResult::Error { remaining, .. } => remaining,
+        };
+    }
+    (found, valid_end)
+}
+
+impl Spool {
+    /// Opens (creating if needed) the spool in `dir` and rebuilds its state
+    /// from the segments on disk.
+    pub fn open(dir: impl AsRef<Path>, config: SpoolConfig) -> Result<Self, SpoolError> {
+        let dir = dir.as_ref().to_path_buf();
+        fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+        let mut paths: Vec<PathBuf> = fs::read_dir(&dir)
+            .map_err(io_err(&dir))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|e| e == "seg"))
+            .collect();
+        paths.sort();
+        let mut segments = VecDeque::new();
+        let count = paths.len();
+        for (i, path) in paths.into_iter().enumerate() {
+            let mut bytes = Vec::new();
+            File::open(&path)
+                .and_then(|mut f| f.read_to_end(&mut bytes))
+                .map_err(io_err(&path))?;
+            let (frames, valid_end) = scan(&bytes);
+            if i + 1 == count && valid_end < bytes.len() {
+                // A torn write at the tail: cut it so appends start clean.
+                let file = OpenOptions::new()
+                    .write(true)
+                    .open(&path)
+                    .map_err(io_err(&path))?;
+                file.set_len(valid_end as u64).map_err(io_err(&path))?;
+            }
+            if frames.is_empty() {
+                fs::remove_file(&path).map_err(io_err(&path))?;
+            } else {
+                segments.push_back(Segment {
+                    path,
+                    seqs: frames.iter().map(|&(seq, _)| seq).collect(),
+                    bytes: valid_end as u64,
+                });
+            }
+        }
+        Ok(Self {
+            dir,
+            config,
+            segments,
+            active: None,
+            acked: None,
+            dropped: 0,
+        })
+    }
+
+    /// Appends one encoded `Latent` frame with sequence number `seq`.
+    pub fn push(&mut self, seq: u64, frame: &[u8]) -> Result<(), SpoolError> {
+        let len = frame.len() as u64;
+        if len > self.config.segment_bytes {
+            return Err(SpoolError::FrameTooLarge {
+                len: frame.len(),
+                segment: self.config.segment_bytes,
+            });
+        }
+        if let Some(last) = self.segments.back().map(Segment::last_seq)
+            && seq <= last
+        {
+            return Err(SpoolError::OutOfOrder { seq, last });
+        }
+        let roll = match self.segments.back() {
+            None => true,
+            // After a restart, start a fresh segment rather than append to
+            // one whose tail was written by the previous run.
+            Some(s) => s.bytes + len > self.config.segment_bytes || self.active.is_none(),
+        };
+        if roll {
+            let path = self.dir.join(format!("{seq:020}.seg"));
+            let file = OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&path)
+                .map_err(io_err(&path))?;
+            self.active = Some(file);
+            self.segments.push_back(Segment {
+                path,
+                seqs: Vec::new(),
+                bytes: 0,
+            });
+        }
+        let segment = self.segments.back_mut().expect("a segment exists");
+        let file = self.active.as_mut().expect("active segment is open");
+        if let Err(e) = file.write_all(frame) {
+            // Do not leave a partial frame behind: cut back to the last
+            // complete one (best effort) so the segment stays readable.
+            let _ = file.set_len(segment.bytes);
+            let _ = file.seek(SeekFrom::End(0));
+            return Err(SpoolError::Io {
+                path: segment.path.clone(),
+                source: e,
+            });
+        }
+        segment.seqs.push(seq);
+        segment.bytes += len;
+        self.enforce_limit()
+    }
+
+    fn enforce_limit(&mut self) -> Result<(), SpoolError> {
+        while self.bytes() > self.config.max_bytes && self.segments.len() > 1 {
+            let oldest = self.segments.pop_front().expect("len > 1");
+            self.dropped += oldest.unacked(self.acked);
+            fs::remove_file(&oldest.path).map_err(io_err(&oldest.path))?;
+        }
+        Ok(())
+    }
+
+    /// Releases every latent with `seq <= up_to`; whole segments are deleted.
+    pub fn ack(&mut self, up_to: u64) -> Result<(), SpoolError> {
+        self.acked = Some(self.acked.map_or(up_to, |a| a.max(up_to)));
+        while let Some(oldest) = self.segments.front() {
+            if oldest.last_seq() > up_to {
+                break;
+            }
+            let oldest = self.segments.pop_front().expect("front exists");
+            if self.segments.is_empty() {
+                self.active = None;
+            }
+            fs::remove_file(&oldest.path).map_err(io_err(&oldest.path))?;
+        }
+        Ok(())
+    }
+
+    /// Latents waiting for an ack.
+    pub fn pending(&self) -> u64 {
+        self.segments.iter().map(|s| s.unacked(self.acked)).sum()
+    }
+
+    /// Bytes on disk.
+    pub fn bytes(&self) -> u64 {
+        self.segments.iter().map(|s| s.bytes).sum()
+    }
+
+    /// Latents dropped because the spool was full.
+    pub fn dropped(&self) -> u64 {
+        self.dropped
+    }
+
+    /// Highest acknowledged sequence number.
+    pub fn acked(&self) -> Option<u64> {
+        self.acked
+    }
+
+    /// Calls `resend` with every pending frame (seq > acked), oldest first,
+    /// stopping at the first error it returns.
+    pub fn for_each_pending<E>(
+        &self,
+        mut resend: impl FnMut(u64, &[u8]) -> Result<(), E>,
+    ) -> Result<Result<(), E>, SpoolError> {
+        for segment in &self.segments {
+            let mut bytes = Vec::new();
+            File::open(&segment.path)
+                .and_then(|mut f| f.read_to_end(&mut bytes))
+                .map_err(io_err(&segment.path))?;
+            let (frames, _) = scan(&bytes);
+            let mut start = 0;
+            for (seq, end) in frames {
+                if self.acked.is_none_or(|a| seq > a)
+                    && let Err(e) = resend(seq, &bytes[start..end])
+                {
+                    return Ok(Err(e));
+                }
+                start = end;
+            }
+        }
+        Ok(Ok(()))
+    }
+
+    /// Flushes the active segment to stable storage (shutdown).
+    pub fn sync(&mut self) -> Result<(), SpoolError> {
+        if let (Some(file), Some(segment)) = (self.active.as_mut(), self.segments.back()) {
+            file.sync_all().map_err(io_err(&segment.path))?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,149 @@
+//! The spool on a real filesystem: acks release, restarts keep what is
+//! pending, a full spool drops the oldest and counts them, and a torn tail
+//! from a power cut is cut off.
+
+use std::path::PathBuf;
+
+use latentcam_firmware::spool::{Spool, SpoolConfig, SpoolError};
+use latentcam_wire::{Codec, Latent, Message, frame};
+
+fn latent_frame(seq: u64) -> Vec<u8> {
+    let values: Vec<f32> = (0..1280)
+        .map(|i| ((i as u64 * 31 + seq) % 97) as f32)
+        .collect();
+    let payload = Codec::U8Affine.encode_to_vec(&values).unwrap();
+    frame::encode_to_vec(&Message::Latent(Latent {
+        seq,
+        capture_us: seq * 1000,
+        frame_width: 640,
+        frame_height: 480,
+        codec: Codec::U8Affine,
+        payload: &payload,
+        mac: &[],
+    }))
+    .unwrap()
+}
+
+fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("latentcam-spool-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+fn pending_seqs(spool: &Spool) -> Vec<u64> {
+    let mut seqs = Vec::new();
+    spool
+        .for_each_pending(|seq, bytes| {
+            // What is re-sent must be the exact frame that was spooled.
+            assert_eq!(bytes, latent_frame(seq).as_slice());
+            seqs.push(seq);
+            Ok::<(), ()>(())
+        })
+        .unwrap()
+        .unwrap();
+    seqs
+}
+
+const SMALL: SpoolConfig = SpoolConfig {
+    max_bytes: 64 * 1024,
+    segment_bytes: 8 * 1024,
+};
+
+#[test]
+fn ack_releases_and_restart_keeps_pending() {
+    let dir = temp_dir("restart");
+    {
+        let mut spool = Spool::open(&dir, SpoolConfig::default()).unwrap();
+        for seq in 0..100 {
+            spool.push(seq, &latent_frame(seq)).unwrap();
+        }
+        assert_eq!(spool.pending(), 100);
+        spool.ack(39).unwrap();
+        assert_eq!(spool.pending(), 60);
+        assert_eq!(pending_seqs(&spool), (40..100).collect::<Vec<_>>());
+        spool.sync().unwrap();
+    }
+    // A restart forgets the in-memory ack; the host's Welcome.acked restores
+    // it. Everything not released by whole-segment deletion is still there.
+    let mut spool = Spool::open(&dir, SpoolConfig::default()).unwrap();
+    assert_eq!(spool.pending(), 100);
+    spool.ack(39).unwrap();
+    assert_eq!(pending_seqs(&spool), (40..100).collect::<Vec<_>>());
+    for seq in 100..110 {
+        spool.push(seq, &latent_frame(seq)).unwrap();
+    }
+    assert_eq!(pending_seqs(&spool), (40..110).collect::<Vec<_>>());
+    spool.ack(109).unwrap();
+    assert_eq!(spool.pending(), 0);
+    assert_eq!(spool.bytes(), 0, "fully acked segments are deleted");
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn full_spool_drops_oldest_and_counts() {
+    let dir = temp_dir("full");
+    let mut spool = Spool::open(&dir, SMALL).unwrap();
+    let frame_len = latent_frame(0).len() as u64;
+    let total = 200;
+    for seq in 0..total {
+        spool.push(seq, &latent_frame(seq)).unwrap();
+        assert!(spool.bytes() <= SMALL.max_bytes);
+    }
+    let pending = pending_seqs(&spool);
+    // The newest latents survive, contiguous, and every missing one is counted.
+    assert_eq!(*pending.last().unwrap(), total - 1);
+    assert_eq!(pending, (pending[0]..total).collect::<Vec<_>>());
+    assert_eq!(spool.dropped() + pending.len() as u64, total);
+    assert!(pending.len() as u64 >= (SMALL.max_bytes - SMALL.segment_bytes) / frame_len);
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn torn_tail_is_cut_on_open() {
+    let dir = temp_dir("torn");
+    {
+        let mut spool = Spool::open(&dir, SpoolConfig::default()).unwrap();
+        for seq in 0..10 {
+            spool.push(seq, &latent_frame(seq)).unwrap();
+        }
+    }
+    // Power cut halfway through the next frame.
+    let segment = std::fs::read_dir(&dir)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let partial = latent_frame(10);
+    let mut bytes = std::fs::read(&segment).unwrap();
+    bytes.extend(&partial[..partial.len() / 2]);
+    std::fs::write(&segment, &bytes).unwrap();
+
+    let mut spool = Spool::open(&dir, SpoolConfig::default()).unwrap();
+    assert_eq!(pending_seqs(&spool), (0..10).collect::<Vec<_>>());
+    spool.push(10, &latent_frame(10)).unwrap();
+    assert_eq!(pending_seqs(&spool), (0..11).collect::<Vec<_>>());
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn out_of_order_and_oversized_are_refused() {
+    let dir = temp_dir("order");
+    let mut spool = Spool::open(&dir, SMALL).unwrap();
+    spool.push(5, &latent_frame(5)).unwrap();
+    assert!(matches!(
+        spool.push(5, &latent_frame(5)),
+        Err(SpoolError::OutOfOrder { seq: 5, last: 5 })
+    ));
+    assert!(matches!(
+        spool.push(6, &vec![1u8; 9000]),
+        Err(SpoolError::FrameTooLarge { .. })
+    ));
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn unwritable_directory_is_a_clear_error() {
+    let err = Spool::open("/proc/latentcam-spool", SpoolConfig::default()).unwrap_err();
+    assert!(err.to_string().contains("/proc/latentcam-spool"), "{err}");
+}
