@@ -43,6 +43,9 @@ impl From<CodecArg> for Codec {
 
 #[derive(Subcommand)]
 enum Command {
+    /// List V4L2 cameras with their formats, sizes and frame rates (needs a
+    /// build with `--features v4l`).
+    Cameras,
     /// Load and validate a configuration file and the model it names, print
     /// the effective configuration, and exit.
     CheckConfig {
@@ -79,6 +82,33 @@ enum Command {
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
+        Command::Cameras => {
+            let cameras = latentcam_firmware::source::v4l::list_cameras()?;
+            if cameras.is_empty() {
+                println!("no V4L2 camera found (/dev/video* absent or not capture devices)");
+            }
+            for camera in cameras {
+                println!("{} — {}", camera.path.display(), camera.name);
+                for format in camera.formats {
+                    let usable = if format.format.is_some() {
+                        ""
+                    } else {
+                        " (unsupported)"
+                    };
+                    println!("  {} {}{usable}", format.fourcc, format.description);
+                    for size in format.sizes {
+                        let rates: Vec<String> =
+                            size.fps.iter().map(|f| format!("{f:.0}")).collect();
+                        println!(
+                            "    {}x{} @ {} fps",
+                            size.width,
+                            size.height,
+                            rates.join("/")
+                        );
+                    }
+                }
+            }
+        }
         Command::CheckConfig { config } => {
             let config = EdgeConfig::load(&config)?;
             let models = if config.model.dir.as_os_str().is_empty() {
