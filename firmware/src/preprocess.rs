@@ -187,7 +187,6 @@ impl Preprocessor {
         }
         self.prepare(width, height);
         let cw = self.spec.crop_width as usize;
-        let ch = self.spec.crop_height as usize;
         let stride = width as usize * 3;
         let half = 1i32 << (PRECISION_BITS - 1);
 
@@ -227,10 +226,15 @@ impl Preprocessor {
             }
         }
 
-        // Normalise into the tensor layout.
-        let (mean, std) = (self.spec.mean, self.spec.std);
-        let inv = [1.0 / std[0], 1.0 / std[1], 1.0 / std[2]];
-        let plane = cw * ch;
+        self.normalize();
+        Ok(&self.tensor)
+    }
+
+    /// Normalises `self.crop` into `self.tensor` in the encoder's layout.
+    fn normalize(&mut self) {
+        let mean = self.spec.mean;
+        let inv = self.spec.std.map(|s| 1.0 / s);
+        let plane = (self.spec.crop_width * self.spec.crop_height) as usize;
         match self.layout {
             Layout::Nchw => {
                 for (p, px) in self.crop.chunks_exact(3).enumerate() {
@@ -246,7 +250,6 @@ impl Preprocessor {
                 }
             }
         }
-        Ok(&self.tensor)
     }
 
     /// The 8-bit RGB crop of the last frame (crop_height × crop_width × 3).
@@ -267,17 +270,7 @@ impl Preprocessor {
             });
         }
         self.crop.copy_from_slice(crop);
-        let (mean, std) = (self.spec.mean, self.spec.std);
-        let plane = (w * h) as usize;
-        for (p, px) in self.crop.chunks_exact(3).enumerate() {
-            for c in 0..3 {
-                let value = (f32::from(px[c]) - mean[c]) / std[c];
-                match self.layout {
-                    Layout::Nchw => self.tensor[c * plane + p] = value,
-                    Layout::Nhwc => self.tensor[p * 3 + c] = value,
-                }
-            }
-        }
+        self.normalize();
         Ok(&self.tensor)
     }
 }

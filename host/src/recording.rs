@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::io::{self, Read};
 
-use latentcam_wire::{FeedResult, FrameDecoder, FrameError, Message, MessageKind};
+use latentcam_wire::{FrameDecoder, FrameError, Message, MessageKind};
 
 /// Errors reading a recording.
 #[derive(Debug, thiserror::Error)]
@@ -35,20 +35,7 @@ pub fn for_each_frame<R: Read>(
             Err(e) => return Err(e.into()),
         };
         total += n as u64;
-        let mut input = &chunk[..n];
-        while !input.is_empty() {
-            input = match decoder.feed(input) {
-                FeedResult::Consumed => break,
-                FeedResult::Message { message, remaining } => {
-                    visit(Ok(message));
-                    remaining
-                }
-                FeedResult::Error { error, remaining } => {
-                    visit(Err(error));
-                    remaining
-                }
-            };
-        }
+        decoder.feed_all(&chunk[..n], &mut visit);
     }
     if !decoder.is_idle() {
         visit(Err(FrameError::Cobs));

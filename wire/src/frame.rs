@@ -286,6 +286,29 @@ impl<const N: usize> FrameDecoder<N> {
         self.unstuffer.is_empty() && !self.skipping
     }
 
+    /// Feeds all of `input`, calling `visit` with every message or frame
+    /// error it completes, in stream order: the loop around [`Self::feed`]
+    /// that most callers want.
+    pub fn feed_all(
+        &mut self,
+        mut input: &[u8],
+        mut visit: impl FnMut(Result<Message<'_>, FrameError>),
+    ) {
+        while !input.is_empty() {
+            input = match self.feed(input) {
+                FeedResult::Consumed => break,
+                FeedResult::Message { message, remaining } => {
+                    visit(Ok(message));
+                    remaining
+                }
+                FeedResult::Error { error, remaining } => {
+                    visit(Err(error));
+                    remaining
+                }
+            };
+        }
+    }
+
     /// Feeds bytes; see the type's documentation.
     pub fn feed<'input>(&mut self, input: &'input [u8]) -> FeedResult<'input, '_> {
         for (i, &byte) in input.iter().enumerate() {

@@ -25,7 +25,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use latentcam_wire::{
-    AuthScheme, ByeReason, FeedResult, FrameDecoder, Message, MessageKind, NONCE_LEN, WelcomeStatus,
+    AuthScheme, ByeReason, FrameDecoder, Message, MessageKind, NONCE_LEN, WelcomeStatus,
 };
 
 pub use crate::backoff::Backoff;
@@ -256,26 +256,14 @@ pub(crate) struct IncomingDecoder {
 impl IncomingDecoder {
     /// Feeds received bytes, appending decoded messages to `out` and
     /// counting rejected frames in `stats`.
-    pub(crate) fn push(
-        &mut self,
-        mut bytes: &[u8],
-        out: &mut Vec<Incoming>,
-        stats: &mut LinkStats,
-    ) {
-        while !bytes.is_empty() {
-            bytes = match self.decoder.feed(bytes) {
-                FeedResult::Consumed => break,
-                FeedResult::Message { message, remaining } => {
-                    out.push(Incoming::from_message(&message));
-                    stats.frames_received += 1;
-                    remaining
-                }
-                FeedResult::Error { remaining, .. } => {
-                    stats.frame_errors += 1;
-                    remaining
-                }
-            };
-        }
+    pub(crate) fn push(&mut self, bytes: &[u8], out: &mut Vec<Incoming>, stats: &mut LinkStats) {
+        self.decoder.feed_all(bytes, |item| match item {
+            Ok(message) => {
+                out.push(Incoming::from_message(&message));
+                stats.frames_received += 1;
+            }
+            Err(_) => stats.frame_errors += 1,
+        });
     }
 
     /// Forgets a partial frame from a previous connection.

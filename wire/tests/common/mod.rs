@@ -129,20 +129,7 @@ pub fn feed_all<const N: usize>(
         let take = chunks().clamp(1, rest.len());
         let (chunk, tail) = rest.split_at(take);
         rest = tail;
-        let mut input = chunk;
-        while !input.is_empty() {
-            input = match decoder.feed(input) {
-                FeedResult::Consumed => break,
-                FeedResult::Message { message, remaining } => {
-                    out.push(Ok(encode(&message)));
-                    remaining
-                }
-                FeedResult::Error { error, remaining } => {
-                    out.push(Err(error));
-                    remaining
-                }
-            };
-        }
+        decoder.feed_all(chunk, |item| out.push(item.map(|message| encode(&message))));
     }
     out
 }
