@@ -6,12 +6,8 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use latentcam_wire::{
-    AuthOffer, AuthScheme, Codec, Hello, Latent, Message, ModelIdentity, NONCE_LEN,
-    PROTOCOL_VERSION, frame,
-};
+use latentcam_wire::{Codec, Latent, Message, frame};
 
-use crate::FIRMWARE_VERSION;
 use crate::encoder::{Encoder, EncoderError};
 use crate::preprocess::Preprocessor;
 
@@ -111,27 +107,15 @@ pub fn encode_images<W: Write>(
     let info = encoder.info().clone();
     let mut report = BatchReport::default();
     let mut frame_buf = vec![0u8; frame::ENCODE_BUFFER_LEN];
-    let hello = Message::Hello(Hello {
-        protocol: PROTOCOL_VERSION.into(),
-        device_id: &settings.device_id,
-        firmware_version: FIRMWARE_VERSION,
-        model: ModelIdentity {
-            model_id: &info.model_id,
-            encoder_sha256: info.sha256,
-            latent_dim: info.latent_dim as u32,
-            preprocessing: &settings.preprocessing_id,
-        },
-        backend: info.backend.name(),
-        codec: settings.codec,
-        auth: AuthOffer {
-            scheme: AuthScheme::None,
-            key_id: "",
-            device_nonce: [0; NONCE_LEN],
-        },
-    });
-    let n = frame::encode(&hello, &mut frame_buf).map_err(|e| BatchError::Wire(e.to_string()))?;
-    out.write_all(&frame_buf[..n]).map_err(BatchError::Write)?;
-    report.bytes += n as u64;
+    let hello = crate::pipeline::hello_frame(
+        &info,
+        &settings.device_id,
+        &settings.preprocessing_id,
+        settings.codec,
+    )
+    .map_err(|e| BatchError::Wire(e.to_string()))?;
+    out.write_all(&hello).map_err(BatchError::Write)?;
+    report.bytes += hello.len() as u64;
 
     let mut latent = vec![0f32; info.latent_dim];
     let mut payload = vec![

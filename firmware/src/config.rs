@@ -131,6 +131,9 @@ pub struct SourceConfig {
     /// Replay: start over at the end.
     #[serde(rename = "loop")]
     pub looping: bool,
+    /// Replay and synthetic: ignore `fps` and deliver frames as fast as
+    /// they can be decoded (benchmarks, bulk encoding).
+    pub unpaced: bool,
     /// Frames waiting for the encoder; when full the oldest is dropped.
     pub queue: usize,
 }
@@ -144,6 +147,7 @@ impl Default for SourceConfig {
             width: 640,
             height: 480,
             looping: false,
+            unpaced: false,
             queue: 2,
         }
     }

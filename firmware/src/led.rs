@@ -12,10 +12,14 @@
 //! driven by explicit timestamps, so it is tested with an in-memory pin and
 //! no clock; on a device the pin is a linux-embedded-hal `CdevPin`.
 
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::time::{Duration, Instant};
+
 use embedded_hal::digital::OutputPin;
 
 /// What the LED shows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
 pub enum LedState {
     /// Latents are flowing: steady on.
     Streaming,
@@ -96,6 +100,99 @@ impl<P: OutputPin> StatusLed<P> {
     pub fn release(self) -> P {
         self.pin
     }
+}
+
+/// The LED state shared between the pipeline threads and the thread that
+/// drives the pin.
+#[derive(Debug)]
+pub struct LedSignal(AtomicU8);
+
+impl Default for LedSignal {
+    fn default() -> Self {
+        Self(AtomicU8::new(LedState::LinkDown as u8))
+    }
+}
+
+impl LedSignal {
+    /// Sets the state the LED should show.
+    pub fn set(&self, state: LedState) {
+        self.0.store(state as u8, Ordering::Relaxed);
+    }
+
+    /// The state the LED should show.
+    pub fn get(&self) -> LedState {
+        match self.0.load(Ordering::Relaxed) {
+            x if x == LedState::Streaming as u8 => LedState::Streaming,
+            x if x == LedState::LinkDown as u8 => LedState::LinkDown,
+            x if x == LedState::Error as u8 => LedState::Error,
+            _ => LedState::Off,
+        }
+    }
+}
+
+/// Drives `led` from `signal` every 25 ms until `stop`, then turns it off
+/// and returns the pin. A failing GPIO write is logged once and the loop
+/// goes on: the LED is never worth stopping the camera for.
+pub fn drive<P: OutputPin>(mut led: StatusLed<P>, signal: &LedSignal, stop: &AtomicBool) -> P
+where
+    P::Error: core::fmt::Debug,
+{
+    let start = Instant::now();
+    let mut reported = false;
+    let mut report = |e: P::Error| {
+        if !reported {
+            tracing::warn!("status LED write failed: {e:?}");
+            reported = true;
+        }
+    };
+    while !stop.load(Ordering::Relaxed) {
+        let now = start.elapsed().as_millis() as u64;
+        if let Err(e) = led.set_state(signal.get(), now) {
+            report(e);
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    let now = start.elapsed().as_millis() as u64;
+    if let Err(e) = led.set_state(LedState::Off, now) {
+        report(e);
+    }
+    led.release()
+}
+
+/// Why the GPIO line for the LED could not be opened.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "status LED {chip} line {line}: {message} (check [led] chip/line; the user needs \
+     read-write access to the chip, e.g. the `gpio` group; or set chip = \"\" to run without a LED)"
+)]
+pub struct GpioLedError {
+    /// The GPIO chip.
+    pub chip: std::path::PathBuf,
+    /// The line offset.
+    pub line: u32,
+    /// What gpio-cdev said.
+    pub message: String,
+}
+
+/// Opens line `line` of GPIO character device `chip` as an output for the
+/// status LED (linux-embedded-hal `CdevPin`).
+pub fn open_gpio(
+    chip: &std::path::Path,
+    line: u32,
+) -> Result<StatusLed<linux_embedded_hal::CdevPin>, GpioLedError> {
+    use linux_embedded_hal::gpio_cdev::{Chip, LineRequestFlags};
+    let err = |e: &dyn std::fmt::Display| GpioLedError {
+        chip: chip.to_path_buf(),
+        line,
+        message: e.to_string(),
+    };
+    let mut gpio = Chip::new(chip).map_err(|e| err(&e))?;
+    let handle = gpio
+        .get_line(line)
+        .and_then(|l| l.request(LineRequestFlags::OUTPUT, 0, "latentcam-status"))
+        .map_err(|e| err(&e))?;
+    let pin = linux_embedded_hal::CdevPin::new(handle).map_err(|e| err(&e))?;
+    Ok(StatusLed::new(pin))
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@
 /// Firmware version reported in `Hello`.
 pub const FIRMWARE_VERSION: &str = env!("CARGO_PKG_VERSION");
 
+pub mod assemble;
 pub mod backoff;
 pub mod batch;
 pub mod config;
@@ -13,6 +14,7 @@ pub mod encoder;
 pub mod led;
 pub mod link;
 pub mod manifest;
+pub mod pipeline;
 pub mod preprocess;
 pub mod source;
 pub mod spool;

@@ -3,25 +3,156 @@
 
 use std::fs::File;
 use std::io::BufWriter;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 
 use anyhow::{Context, bail};
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use latentcam_firmware::assemble;
 use latentcam_firmware::batch::{self, BatchSettings};
 use latentcam_firmware::config::EdgeConfig;
 use latentcam_firmware::encoder::{self, Backend, EncoderOptions, Precision};
+use latentcam_firmware::led::{self, LedSignal};
 use latentcam_firmware::manifest::{Manifest, default_models_dir};
+use latentcam_firmware::pipeline::{self, Report};
 use latentcam_firmware::preprocess::Preprocessor;
 use latentcam_wire::Codec;
 
+/// Without a subcommand, `latentcam-edge` runs the pipeline: frames from the
+/// configured source are encoded and sent over the configured link until
+/// SIGINT/SIGTERM (or the end of a replay).
 #[derive(Parser)]
 #[command(
     version,
-    about = "latentcam edge program: camera → encoder → latent → link"
+    about = "latentcam edge program: camera → encoder → latent → link",
+    args_conflicts_with_subcommands = true
 )]
 struct Cli {
     #[command(subcommand)]
-    command: Command,
+    command: Option<Command>,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+/// Run-mode flags; each overrides the same key of the config file.
+#[derive(Args, Default)]
+struct RunArgs {
+    /// Configuration file (TOML); without it, built-in defaults.
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    /// [device] id.
+    #[arg(long)]
+    device_id: Option<String>,
+    /// [model] dir: models directory holding manifest.toml.
+    #[arg(long)]
+    models: Option<PathBuf>,
+    /// [model] backend: tract or tflite.
+    #[arg(long)]
+    backend: Option<String>,
+    /// [model] precision: fp32 or int8.
+    #[arg(long)]
+    precision: Option<String>,
+    /// [model] threads.
+    #[arg(long)]
+    threads: Option<usize>,
+    /// [model] codec: f32, f16 or u8.
+    #[arg(long)]
+    codec: Option<String>,
+    /// [source] kind: v4l, replay or synthetic.
+    #[arg(long)]
+    source: Option<String>,
+    /// [source] path: camera device, video file or image directory.
+    #[arg(long)]
+    input: Option<PathBuf>,
+    /// [source] fps (0: the camera's or file's own rate).
+    #[arg(long)]
+    fps: Option<f64>,
+    /// [source] loop: restart a replay at its end.
+    #[arg(long = "loop")]
+    looping: bool,
+    /// [source] unpaced: replay as fast as frames decode.
+    #[arg(long)]
+    unpaced: bool,
+    /// [source] queue: frames waiting for the encoder.
+    #[arg(long)]
+    queue: Option<usize>,
+    /// [link] kind: tcp, udp, serial or file.
+    #[arg(long)]
+    link: Option<String>,
+    /// [link] address (tcp/udp host:port).
+    #[arg(long)]
+    address: Option<String>,
+    /// [link] path (serial device or recording file).
+    #[arg(long)]
+    link_path: Option<PathBuf>,
+    /// [link] baud (serial).
+    #[arg(long)]
+    baud: Option<u32>,
+    /// [spool] dir: where unacknowledged latents wait.
+    #[arg(long, conflicts_with = "no_spool")]
+    spool: Option<PathBuf>,
+    /// Run without a spool (latents sent while the link is down are lost).
+    #[arg(long)]
+    no_spool: bool,
+    /// [spool] max_megabytes.
+    #[arg(long)]
+    spool_mb: Option<u64>,
+    /// [led] chip (e.g. /dev/gpiochip0).
+    #[arg(long)]
+    led_chip: Option<PathBuf>,
+    /// [led] line.
+    #[arg(long)]
+    led_line: Option<u32>,
+    /// Stop after this many captured frames.
+    #[arg(long)]
+    max_frames: Option<u64>,
+    /// On shutdown, seconds to keep delivering unacknowledged latents.
+    #[arg(long, default_value_t = 5.0)]
+    drain_seconds: f64,
+    /// Write the run's report (counts, stage timings, peak RSS) as JSON.
+    #[arg(long)]
+    report: Option<PathBuf>,
+}
+
+impl RunArgs {
+    /// The config file (or defaults) with every given flag applied, validated.
+    fn config(&self) -> anyhow::Result<EdgeConfig> {
+        let mut c = match &self.config {
+            Some(path) => EdgeConfig::load(path)?,
+            None => EdgeConfig::default(),
+        };
+        fn set<T: Clone>(slot: &mut T, value: &Option<T>) {
+            if let Some(v) = value {
+                *slot = v.clone();
+            }
+        }
+        set(&mut c.device.id, &self.device_id);
+        set(&mut c.model.dir, &self.models);
+        set(&mut c.model.backend, &self.backend);
+        set(&mut c.model.precision, &self.precision);
+        set(&mut c.model.threads, &self.threads);
+        set(&mut c.model.codec, &self.codec);
+        set(&mut c.source.kind, &self.source);
+        set(&mut c.source.path, &self.input);
+        set(&mut c.source.fps, &self.fps);
+        set(&mut c.source.queue, &self.queue);
+        c.source.looping |= self.looping;
+        c.source.unpaced |= self.unpaced;
+        set(&mut c.link.kind, &self.link);
+        set(&mut c.link.address, &self.address);
+        set(&mut c.link.path, &self.link_path);
+        set(&mut c.link.baud, &self.baud);
+        set(&mut c.spool.dir, &self.spool);
+        if self.no_spool {
+            c.spool.dir = PathBuf::new();
+        }
+        set(&mut c.spool.max_megabytes, &self.spool_mb);
+        set(&mut c.led.chip, &self.led_chip);
+        set(&mut c.led.line, &self.led_line);
+        c.validate()?;
+        Ok(c)
+    }
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -43,6 +174,8 @@ impl From<CodecArg> for Codec {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the pipeline (the same as giving no subcommand).
+    Run(Box<RunArgs>),
     /// List V4L2 cameras with their formats, sizes and frame rates (needs a
     /// build with `--features v4l`).
     Cameras,
@@ -81,7 +214,11 @@ enum Command {
 }
 
 fn main() -> anyhow::Result<()> {
-    match Cli::parse().command {
+    let cli = Cli::parse();
+    let Some(command) = cli.command else {
+        return run(&cli.run);
+    };
+    match command {
         Command::Cameras => {
             let cameras = latentcam_firmware::source::v4l::list_cameras()?;
             if cameras.is_empty() {
@@ -109,6 +246,7 @@ fn main() -> anyhow::Result<()> {
                 }
             }
         }
+        Command::Run(args) => return run(args.as_ref()),
         Command::CheckConfig { config } => {
             let config = EdgeConfig::load(&config)?;
             let models = if config.model.dir.as_os_str().is_empty() {
@@ -192,4 +330,91 @@ fn main() -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+fn init_logging() {
+    use tracing_subscriber::EnvFilter;
+    let filter =
+        EnvFilter::try_from_env("LATENTCAM_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+}
+
+fn run(args: &RunArgs) -> anyhow::Result<()> {
+    init_logging();
+    let config = args.config()?;
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(signal, Arc::clone(&stop))
+            .context("installing the signal handler")?;
+    }
+    let (parts, mut settings) = assemble::open_all(&config, Arc::clone(&stop))?;
+    settings.max_frames = args.max_frames;
+    settings.drain_timeout = std::time::Duration::from_secs_f64(args.drain_seconds.max(0.0));
+
+    let signal = Arc::new(LedSignal::default());
+    let led_stop = Arc::new(AtomicBool::new(false));
+    let led_thread = if config.led.chip.as_os_str().is_empty() {
+        None
+    } else {
+        let led = led::open_gpio(&config.led.chip, config.led.line)?;
+        let (signal, led_stop) = (Arc::clone(&signal), Arc::clone(&led_stop));
+        Some(std::thread::spawn(move || {
+            led::drive(led, &signal, &led_stop);
+        }))
+    };
+
+    let result = pipeline::run(parts, settings, stop, Some(signal));
+    led_stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    if let Some(t) = led_thread {
+        let _ = t.join();
+    }
+    let report = result?;
+    summarize(&report);
+    if let Some(path) = &args.report {
+        write_report(path, &report)?;
+    }
+    Ok(())
+}
+
+fn summarize(r: &Report) {
+    let t = &r.timings;
+    let work = t.capture.total_s
+        + t.preprocess.total_s
+        + t.encode.total_s
+        + t.codec.total_s
+        + t.send.total_s;
+    let share = |s: f64| if work > 0.0 { 100.0 * s / work } else { 0.0 };
+    tracing::info!(
+        "{} frames captured, {} encoded ({:.2} fps), {} dropped by the queue, {} corrupt; \
+         {} sent + {} from spool, {} lost, {} still spooled; peak RSS {} KiB",
+        r.captured,
+        r.encoded,
+        r.fps,
+        r.dropped,
+        r.corrupt,
+        r.session.sent,
+        r.session.sent_from_spool,
+        r.session.link_dropped,
+        r.session.spool_pending,
+        r.peak_rss_kib.unwrap_or(0),
+    );
+    tracing::info!(
+        "time per stage: capture {:.1}%, preprocess {:.1}% ({} us p50), encode {:.1}% ({} us p50), codec {:.1}%, send {:.1}%",
+        share(t.capture.total_s),
+        share(t.preprocess.total_s),
+        t.preprocess.p50_us,
+        share(t.encode.total_s),
+        t.encode.p50_us,
+        share(t.codec.total_s),
+        share(t.send.total_s),
+    );
+}
+
+fn write_report(path: &Path, report: &Report) -> anyhow::Result<()> {
+    let json = serde_json::to_string_pretty(report).context("rendering the report")?;
+    std::fs::write(path, json + "\n").with_context(|| format!("writing {}", path.display()))
 }

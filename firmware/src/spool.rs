@@ -11,6 +11,11 @@
 //! segment is also a valid recording). Only per-segment bookkeeping is kept in
 //! memory. On open, segments are scanned to rebuild that bookkeeping; a frame
 //! torn by a power cut at the end of the last segment is cut off.
+//!
+//! A small file `acked` holds the highest acknowledged sequence number. It is
+//! written (atomically, by rename) before a segment is released, so after a
+//! restart [`Spool::next_seq`] continues above every sequence number the host
+//! may already hold, even when every segment was released.
 
 use std::collections::VecDeque;
 use std::fs::{self, File, OpenOptions};
@@ -99,6 +104,8 @@ pub struct Spool {
     active: Option<File>,
     /// Everything `<= acked` is released.
     acked: Option<u64>,
+    /// The segment last read by [`Spool::read_pending`]: (path, bytes).
+    cache: Option<(PathBuf, Vec<u8>)>,
     dropped: u64,
 }
 
@@ -110,6 +117,23 @@ fn io_err(path: &Path) -> impl FnOnce(io::Error) -> SpoolError + '_ {
 }
 
 /// Sequence numbers and end offsets of the complete latent frames in `bytes`.
+/// File holding the highest acknowledged sequence number, in decimal.
+const ACKED_FILE: &str = "acked";
+
+fn read_mark(path: &Path) -> Result<Option<u64>, SpoolError> {
+    match fs::read_to_string(path) {
+        Ok(text) => Ok(text.trim().parse().ok()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(io_err(path)(e)),
+    }
+}
+
+fn write_mark(path: &Path, value: u64) -> Result<(), SpoolError> {
+    let tmp = path.with_extension("tmp");
+    fs::write(&tmp, format!("{value}\n")).map_err(io_err(&tmp))?;
+    fs::rename(&tmp, path).map_err(io_err(path))
+}
+
 fn scan(bytes: &[u8]) -> (Vec<(u64, usize)>, usize) {
     let mut decoder: Box<FrameDecoder> = Box::default();
     let mut found = Vec::new();
@@ -144,6 +168,7 @@ impl Spool {
             .filter(|p| p.extension().is_some_and(|e| e == "seg"))
             .collect();
         paths.sort();
+        let acked = read_mark(&dir.join(ACKED_FILE))?;
         let mut segments = VecDeque::new();
         let count = paths.len();
         for (i, path) in paths.into_iter().enumerate() {
@@ -175,8 +200,9 @@ impl Spool {
             config,
             segments,
             active: None,
-            acked: None,
+            acked,
             dropped: 0,
+            cache: None,
         })
     }
 
@@ -242,16 +268,84 @@ impl Spool {
 
     /// Releases every latent with `seq <= up_to`; whole segments are deleted.
     pub fn ack(&mut self, up_to: u64) -> Result<(), SpoolError> {
-        self.acked = Some(self.acked.map_or(up_to, |a| a.max(up_to)));
+        let acked = self.acked.map_or(up_to, |a| a.max(up_to));
+        self.acked = Some(acked);
         while let Some(oldest) = self.segments.front() {
-            if oldest.last_seq() > up_to {
+            if oldest.last_seq() > acked {
                 break;
             }
+            // The mark goes to disk first: a restart must not reuse the
+            // sequence numbers of a released segment.
+            write_mark(&self.dir.join(ACKED_FILE), acked)?;
             let oldest = self.segments.pop_front().expect("front exists");
             if self.segments.is_empty() {
                 self.active = None;
             }
             fs::remove_file(&oldest.path).map_err(io_err(&oldest.path))?;
+        }
+        Ok(())
+    }
+
+    /// The sequence number the next latent should carry: above everything
+    /// spooled and everything ever acknowledged (0 for a new spool).
+    pub fn next_seq(&self) -> u64 {
+        let last = self.segments.back().map(Segment::last_seq);
+        match (last, self.acked) {
+            (None, None) => 0,
+            (a, b) => a.max(b).unwrap_or(0).saturating_add(1),
+        }
+    }
+
+    /// The oldest pending (unacknowledged) sequence number.
+    pub fn first_pending(&self) -> Option<u64> {
+        self.segments.iter().find_map(|s| {
+            s.seqs
+                .iter()
+                .copied()
+                .find(|&seq| self.acked.is_none_or(|a| seq > a))
+        })
+    }
+
+    /// Appends to `out` up to `limit` spooled frames with `seq >= from` and
+    /// above the acknowledged mark, oldest first, as `(seq, frame bytes)`.
+    /// The segment read last is cached, so resending a backlog in chunks
+    /// reads each segment from disk about once.
+    pub fn read_pending(
+        &mut self,
+        from: u64,
+        limit: usize,
+        out: &mut Vec<(u64, Vec<u8>)>,
+    ) -> Result<(), SpoolError> {
+        let from = self.acked.map_or(from, |a| from.max(a.saturating_add(1)));
+        let mut taken = 0;
+        for i in 0..self.segments.len() {
+            if taken >= limit {
+                break;
+            }
+            let segment = &self.segments[i];
+            if segment.last_seq() < from {
+                continue;
+            }
+            let fresh = matches!(&self.cache, Some((path, bytes))
+                if *path == segment.path && bytes.len() as u64 == segment.bytes);
+            if !fresh {
+                let mut bytes = Vec::with_capacity(segment.bytes as usize);
+                File::open(&segment.path)
+                    .and_then(|mut f| f.read_to_end(&mut bytes))
+                    .map_err(io_err(&segment.path))?;
+                bytes.truncate(segment.bytes as usize);
+                self.cache = Some((segment.path.clone(), bytes));
+            }
+            let bytes = &self.cache.as_ref().expect("cache filled above").1;
+            let (frames, _) = scan(bytes);
+            let mut start = 0;
+            for (seq, end) in frames {
+                if seq >= from && taken < limit {
+                    out.push((seq, bytes[start..end].to_vec()));
+                    taken += 1;
+                }
+                start = end;
+            }
         }
         Ok(())
     }
@@ -303,6 +397,9 @@ impl Spool {
 
     /// Flushes the active segment to stable storage (shutdown).
     pub fn sync(&mut self) -> Result<(), SpoolError> {
+        if let Some(acked) = self.acked {
+            write_mark(&self.dir.join(ACKED_FILE), acked)?;
+        }
         if let (Some(file), Some(segment)) = (self.active.as_mut(), self.segments.back()) {
             file.sync_all().map_err(io_err(&segment.path))?;
         }

@@ -3,14 +3,16 @@
 //! No test asserts timing; every wait has a deadline so nothing hangs.
 
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{TcpListener, UdpSocket};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
+mod common;
+
+use common::PtyPair;
 use latentcam_firmware::link::{
     Backoff, FileLink, FsyncPolicy, Incoming, Link, LinkError, SerialConfig, SerialLink, TcpConfig,
     TcpLink, UdpLink,
@@ -568,60 +570,6 @@ fn file_in_a_missing_directory_is_a_config_error() {
 }
 
 // ---------------------------------------------------------------- serial
-
-/// A socat pseudo-terminal pair; killed on drop.
-struct PtyPair {
-    child: Child,
-    paths: [String; 2],
-}
-
-impl PtyPair {
-    fn new() -> Self {
-        let mut child = Command::new("socat")
-            .args(["-d", "-d", "pty,raw,echo=0", "pty,raw,echo=0"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("socat is needed for the serial tests: apt-get install socat");
-        let stderr = child.stderr.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        // Keeps draining socat's log so it never blocks on a full pipe.
-        thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some((_, path)) = line.split_once("PTY is ") {
-                    let _ = tx.send(Some(path.trim().to_string()));
-                } else if line.contains("starting data transfer loop") {
-                    let _ = tx.send(None);
-                }
-            }
-        });
-        let mut paths = Vec::new();
-        loop {
-            match rx.recv_timeout(Duration::from_secs(5)) {
-                Ok(Some(path)) => paths.push(path),
-                Ok(None) if paths.len() == 2 => break,
-                Ok(None) => {}
-                Err(e) => {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    panic!("socat did not report two ptys ({e}): {paths:?}");
-                }
-            }
-        }
-        Self {
-            child,
-            paths: [paths[0].clone(), paths[1].clone()],
-        }
-    }
-}
-
-impl Drop for PtyPair {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 #[test]
 #[cfg_attr(

@@ -63,11 +63,11 @@ fn ack_releases_and_restart_keeps_pending() {
         assert_eq!(pending_seqs(&spool), (40..100).collect::<Vec<_>>());
         spool.sync().unwrap();
     }
-    // A restart forgets the in-memory ack; the host's Welcome.acked restores
-    // it. Everything not released by whole-segment deletion is still there.
+    // `sync` (the shutdown path) persisted the ack mark: a restart still
+    // knows that 0..=39 are held by the host, though their segment remains.
     let mut spool = Spool::open(&dir, SpoolConfig::default()).unwrap();
-    assert_eq!(spool.pending(), 100);
-    spool.ack(39).unwrap();
+    assert_eq!(spool.pending(), 60);
+    assert_eq!(spool.acked(), Some(39));
     assert_eq!(pending_seqs(&spool), (40..100).collect::<Vec<_>>());
     for seq in 100..110 {
         spool.push(seq, &latent_frame(seq)).unwrap();
@@ -146,4 +146,61 @@ fn out_of_order_and_oversized_are_refused() {
 fn unwritable_directory_is_a_clear_error() {
     let err = Spool::open("/proc/latentcam-spool", SpoolConfig::default()).unwrap_err();
     assert!(err.to_string().contains("/proc/latentcam-spool"), "{err}");
+}
+
+#[test]
+fn numbering_continues_above_released_segments_after_a_restart() {
+    let dir = temp_dir("next-seq");
+    let mut spool = Spool::open(&dir, SMALL).unwrap();
+    assert_eq!(spool.next_seq(), 0);
+    for seq in 0..40 {
+        spool.push(seq, &latent_frame(seq)).unwrap();
+    }
+    assert_eq!(spool.next_seq(), 40);
+    // Everything acknowledged: every segment file is released...
+    spool.ack(39).unwrap();
+    assert_eq!(spool.pending(), 0);
+    drop(spool);
+    let segments = std::fs::read_dir(&dir)
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .path()
+                .extension()
+                .is_some_and(|x| x == "seg")
+        })
+        .count();
+    assert_eq!(segments, 0);
+    // ...yet a restarted spool does not hand out 0 again.
+    let spool = Spool::open(&dir, SMALL).unwrap();
+    assert_eq!(spool.next_seq(), 40);
+    assert_eq!(spool.acked(), Some(39));
+}
+
+#[test]
+fn read_pending_returns_chunks_in_order_from_a_cursor() {
+    let dir = temp_dir("read-pending");
+    let mut spool = Spool::open(&dir, SMALL).unwrap();
+    for seq in 100..130 {
+        spool.push(seq, &latent_frame(seq)).unwrap();
+    }
+    spool.ack(104).unwrap();
+    assert_eq!(spool.first_pending(), Some(105));
+    let mut cursor = 0;
+    let mut seen = Vec::new();
+    loop {
+        let mut chunk = Vec::new();
+        spool.read_pending(cursor, 7, &mut chunk).unwrap();
+        if chunk.is_empty() {
+            break;
+        }
+        assert!(chunk.len() <= 7);
+        for (seq, bytes) in chunk {
+            assert_eq!(bytes, latent_frame(seq), "exact spooled bytes");
+            seen.push(seq);
+            cursor = seq + 1;
+        }
+    }
+    assert_eq!(seen, (105..130).collect::<Vec<_>>());
 }

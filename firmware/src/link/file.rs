@@ -179,6 +179,10 @@ impl Link for FileLink {
         self.file.is_some()
     }
 
+    fn is_bidirectional(&self) -> bool {
+        false
+    }
+
     fn set_hello(&mut self, _frame: Vec<u8>) {}
 
     fn stats(&self) -> LinkStats {

@@ -54,6 +54,10 @@ pub trait Link {
     /// True while the link holds an open connection, socket, port or file.
     fn is_connected(&self) -> bool;
 
+    /// True for links the host answers on (`Welcome`, `Ack`): TCP and
+    /// serial. On one-way links (UDP, file) nothing is ever acknowledged.
+    fn is_bidirectional(&self) -> bool;
+
     /// Sets the frame (a `Hello`) sent first on every new connection of a
     /// bidirectional link, so a host always learns who is talking before the
     /// first `Latent`. One-way links ignore it: on those the pipeline repeats

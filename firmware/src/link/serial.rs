@@ -270,6 +270,10 @@ impl Link for SerialLink {
         self.port.is_some()
     }
 
+    fn is_bidirectional(&self) -> bool {
+        true
+    }
+
     fn set_hello(&mut self, frame: Vec<u8>) {
         self.hello = Some(frame);
     }

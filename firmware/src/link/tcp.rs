@@ -282,6 +282,10 @@ impl Link for TcpLink {
         self.stream.is_some()
     }
 
+    fn is_bidirectional(&self) -> bool {
+        true
+    }
+
     fn set_hello(&mut self, frame: Vec<u8>) {
         self.hello = Some(frame);
     }

@@ -132,6 +132,10 @@ impl Link for UdpLink {
         self.socket.is_some()
     }
 
+    fn is_bidirectional(&self) -> bool {
+        false
+    }
+
     fn set_hello(&mut self, _frame: Vec<u8>) {}
 
     fn stats(&self) -> LinkStats {

@@ -17,6 +17,8 @@
 
 use std::fmt;
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 pub use crate::backoff::Backoff;
@@ -348,6 +350,7 @@ pub struct Reopening<S> {
     max_attempts: Option<u32>,
     observer: Observer,
     reopens: u64,
+    stop: Option<Arc<AtomicBool>>,
 }
 
 impl<S: FrameSource> Reopening<S> {
@@ -366,6 +369,36 @@ impl<S: FrameSource> Reopening<S> {
             max_attempts,
             observer: Box::new(observer),
             reopens: 0,
+            stop: None,
+        }
+    }
+
+    /// Gives up reopening (returning the `Disappeared` error) as soon as
+    /// `stop` becomes true, so a shutdown is not held up by a camera that is
+    /// still unplugged.
+    pub fn with_stop(mut self, stop: Arc<AtomicBool>) -> Self {
+        self.stop = Some(stop);
+        self
+    }
+
+    fn stopped(&self) -> bool {
+        self.stop
+            .as_ref()
+            .is_some_and(|s| s.load(Ordering::Relaxed))
+    }
+
+    /// Sleeps `delay` in short slices; false if a stop was requested.
+    fn pause(&self, delay: Duration) -> bool {
+        let until = Instant::now() + delay;
+        loop {
+            if self.stopped() {
+                return false;
+            }
+            let now = Instant::now();
+            if now >= until {
+                return true;
+            }
+            std::thread::sleep((until - now).min(Duration::from_millis(50)));
         }
     }
 
@@ -397,7 +430,7 @@ impl<S: FrameSource> Reopening<S> {
                     return Ok(());
                 }
                 Err(error) if error.kind() == ErrorKind::Disappeared => {
-                    if self.max_attempts.is_some_and(|max| attempt >= max) {
+                    if self.max_attempts.is_some_and(|max| attempt >= max) || self.stopped() {
                         return Err(error);
                     }
                     let delay = self.backoff.next_delay();
@@ -406,7 +439,9 @@ impl<S: FrameSource> Reopening<S> {
                         error: &error,
                         retry_in: delay,
                     });
-                    std::thread::sleep(delay);
+                    if !self.pause(delay) {
+                        return Err(error);
+                    }
                 }
                 Err(error) => return Err(error),
             }

@@ -1,0 +1,245 @@
+//! Turning an [`EdgeConfig`] into running parts: the model, the frame
+//! source, the link, the spool and the status LED. The binary only calls
+//! these; tests call them too, so the configured path is the tested path.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+
+use latentcam_wire::Codec;
+
+use crate::backoff::Backoff;
+use crate::config::EdgeConfig;
+use crate::encoder::{self, Backend, Encoder, EncoderError, EncoderOptions, Precision};
+use crate::link::{
+    FileLink, FsyncPolicy, Link, LinkError, SerialConfig, SerialLink, TcpConfig, TcpLink, UdpLink,
+};
+use crate::manifest::{Manifest, ManifestError, default_models_dir};
+use crate::pipeline::{Parts, Settings};
+use crate::preprocess::Preprocessor;
+use crate::source::v4l::{CameraRequest, V4lSource};
+use crate::source::{
+    FrameSource, Pace, ReopenNotice, Reopening, ReplayOptions, SourceError, SyntheticOptions,
+    SyntheticSource, open_replay,
+};
+use crate::spool::{Spool, SpoolConfig, SpoolError};
+
+/// Why the configured parts could not be opened. Each message names the
+/// file, device or key and what to do.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AssembleError {
+    /// The manifest could not be loaded.
+    #[error("model manifest in {dir}: {source} (set [model] dir, --models or LATENTCAM_MODELS)")]
+    Manifest {
+        /// The models directory.
+        dir: PathBuf,
+        /// Why.
+        source: ManifestError,
+    },
+    /// The encoder could not be loaded (missing file, wrong SHA-256,
+    /// backend not compiled in).
+    #[error(transparent)]
+    Encoder(#[from] EncoderError),
+    /// The frame source could not be opened.
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    /// The link could not be set up.
+    #[error(transparent)]
+    Link(#[from] LinkError),
+    /// The spool directory could not be opened.
+    #[error("{0} (set [spool] dir or --spool DIR to a writable directory, or --no-spool)")]
+    Spool(#[from] SpoolError),
+    /// A configuration value the schema accepts but this build cannot use.
+    #[error("{0}")]
+    Config(String),
+}
+
+/// The models directory the configuration names, or the default lookup.
+pub fn models_dir(config: &EdgeConfig) -> PathBuf {
+    if config.model.dir.as_os_str().is_empty() {
+        default_models_dir()
+    } else {
+        config.model.dir.clone()
+    }
+}
+
+/// The manifest and encoder options the configuration names.
+pub fn encoder_options(config: &EdgeConfig) -> Result<EncoderOptions, AssembleError> {
+    let backend: Backend = config
+        .model
+        .backend
+        .parse()
+        .map_err(AssembleError::Config)?;
+    let precision: Precision = config
+        .model
+        .precision
+        .parse()
+        .map_err(AssembleError::Config)?;
+    Ok(EncoderOptions {
+        backend,
+        precision,
+        threads: config.model.threads,
+    })
+}
+
+/// Loads the manifest and the encoder (SHA-256 checked).
+pub fn open_model(
+    config: &EdgeConfig,
+) -> Result<(Manifest, Box<dyn Encoder>, Preprocessor), AssembleError> {
+    let dir = models_dir(config);
+    let manifest =
+        Manifest::load(&dir).map_err(|source| AssembleError::Manifest { dir, source })?;
+    let encoder = encoder::open(&manifest, &encoder_options(config)?)?;
+    let preprocessor = Preprocessor::new(&manifest.preprocessing, encoder.info().layout);
+    Ok((manifest, encoder, preprocessor))
+}
+
+/// The wire codec named in the configuration.
+pub fn codec(config: &EdgeConfig) -> Result<Codec, AssembleError> {
+    match config.model.codec.as_str() {
+        "f32" => Ok(Codec::F32),
+        "f16" => Ok(Codec::F16),
+        "u8" => Ok(Codec::U8Affine),
+        other => Err(AssembleError::Config(format!(
+            "model.codec = {other:?}: one of f32, f16, u8"
+        ))),
+    }
+}
+
+fn log_reopen(notice: &ReopenNotice<'_>) {
+    match notice {
+        ReopenNotice::Lost { error } => tracing::warn!("{error}"),
+        ReopenNotice::Failed {
+            attempt,
+            error,
+            retry_in,
+        } => {
+            // Every attempt at first, then only every tenth.
+            if *attempt <= 3 || attempt.is_multiple_of(10) {
+                tracing::warn!(
+                    "reopen attempt {attempt} failed: {error}; retrying in {retry_in:?}"
+                );
+            }
+        }
+        ReopenNotice::Recovered { attempts } => {
+            tracing::info!("source is back after {attempts} attempt(s)")
+        }
+    }
+}
+
+/// Opens the configured frame source. Cameras and replays are wrapped in
+/// [`Reopening`] (for ever, backoff 100 ms → 10 s), stopping when `stop`
+/// is set.
+pub fn open_source(
+    config: &EdgeConfig,
+    stop: Arc<AtomicBool>,
+) -> Result<Box<dyn FrameSource>, AssembleError> {
+    let s = &config.source;
+    let backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(10));
+    let source: Box<dyn FrameSource> = match s.kind.as_str() {
+        "replay" => {
+            let pace = if s.unpaced {
+                Pace::AsFastAsPossible
+            } else if s.fps > 0.0 {
+                Pace::Fps(s.fps)
+            } else {
+                Pace::Native
+            };
+            let inner = open_replay(
+                &s.path,
+                ReplayOptions {
+                    pace,
+                    looping: s.looping,
+                },
+            )?;
+            Box::new(Reopening::new(inner, backoff, None, log_reopen).with_stop(stop))
+        }
+        "synthetic" => Box::new(SyntheticSource::new(SyntheticOptions {
+            width: if s.width == 0 { 640 } else { s.width },
+            height: if s.height == 0 { 480 } else { s.height },
+            fps: if s.unpaced {
+                None
+            } else {
+                Some(if s.fps > 0.0 { s.fps } else { 30.0 })
+            },
+        })?),
+        "v4l" => {
+            let mut request = CameraRequest::new(&s.path);
+            if s.width > 0 && s.height > 0 {
+                request.width = s.width;
+                request.height = s.height;
+            }
+            if s.fps > 0.0 {
+                request.fps = s.fps;
+            }
+            let camera = V4lSource::open(&request)?;
+            Box::new(Reopening::new(camera, backoff, None, log_reopen).with_stop(stop))
+        }
+        other => {
+            return Err(AssembleError::Config(format!(
+                "source.kind = {other:?}: one of v4l, replay, synthetic"
+            )));
+        }
+    };
+    Ok(source)
+}
+
+/// Opens the configured link.
+pub fn open_link(config: &EdgeConfig) -> Result<Box<dyn Link + Send>, AssembleError> {
+    let l = &config.link;
+    Ok(match l.kind.as_str() {
+        "tcp" => Box::new(TcpLink::new(TcpConfig::new(&l.address))?),
+        "udp" => Box::new(UdpLink::connect(&l.address)?),
+        "serial" => Box::new(SerialLink::open(SerialConfig::new(&l.path).baud(l.baud))?),
+        "file" => Box::new(FileLink::open(&l.path, FsyncPolicy::default())?),
+        other => {
+            return Err(AssembleError::Config(format!(
+                "link.kind = {other:?}: one of tcp, udp, serial, file"
+            )));
+        }
+    })
+}
+
+/// Opens the spool when the configuration asks for one and the link is
+/// acknowledged (TCP, serial); `None` otherwise.
+pub fn open_spool(config: &EdgeConfig) -> Result<Option<Spool>, AssembleError> {
+    let acknowledged = matches!(config.link.kind.as_str(), "tcp" | "serial");
+    if config.spool.dir.as_os_str().is_empty() || !acknowledged {
+        return Ok(None);
+    }
+    let max_bytes = config.spool.max_megabytes.saturating_mul(1024 * 1024);
+    let spool_config = SpoolConfig {
+        max_bytes,
+        segment_bytes: (max_bytes / 16).clamp(64 * 1024, 4 * 1024 * 1024),
+    };
+    Ok(Some(Spool::open(&config.spool.dir, spool_config)?))
+}
+
+/// Everything [`crate::pipeline::run`] needs, from one configuration.
+pub fn open_all(
+    config: &EdgeConfig,
+    stop: Arc<AtomicBool>,
+) -> Result<(Parts, Settings), AssembleError> {
+    let (manifest, encoder, preprocessor) = open_model(config)?;
+    let codec = codec(config)?;
+    let spool = open_spool(config)?;
+    let link = open_link(config)?;
+    let source = open_source(config, stop)?;
+    let mut settings = Settings::new(&config.device.id, &manifest.preprocessing.id);
+    settings.codec = codec;
+    settings.queue = config.source.queue;
+    settings.lossless = config.source.unpaced && config.source.kind == "replay";
+    settings.heartbeat = Duration::from_secs_f64(config.device.heartbeat_seconds);
+    Ok((
+        Parts {
+            source,
+            encoder,
+            preprocessor,
+            link,
+            spool,
+        },
+        settings,
+    ))
+}
