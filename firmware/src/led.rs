@@ -266,4 +266,25 @@ mod tests {
         led.set_state(LedState::Off, 2000).unwrap();
         assert_eq!(led.lit, Some(false));
     }
+
+    #[test]
+    fn drive_follows_the_signal_and_ends_off() {
+        use std::sync::Arc;
+        let signal = Arc::new(LedSignal::default());
+        assert_eq!(signal.get(), LedState::LinkDown);
+        signal.set(LedState::Streaming);
+        let stop = Arc::new(AtomicBool::new(false));
+        let driver = {
+            let (signal, stop) = (Arc::clone(&signal), Arc::clone(&stop));
+            std::thread::spawn(move || {
+                drive(StatusLed::new(RecordingPin::default()), &signal, &stop)
+            })
+        };
+        std::thread::sleep(Duration::from_millis(100));
+        stop.store(true, Ordering::Relaxed);
+        let pin = driver.join().unwrap();
+        // Lit for streaming, then dark on stop.
+        assert_eq!(pin.writes.first(), Some(&true));
+        assert_eq!(pin.writes.last(), Some(&false));
+    }
 }

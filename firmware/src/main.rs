@@ -41,67 +41,70 @@ struct RunArgs {
     /// Configuration file (TOML); without it, built-in defaults.
     #[arg(long, short)]
     config: Option<PathBuf>,
-    /// [device] id.
+    /// Config `[device]` id.
     #[arg(long)]
     device_id: Option<String>,
-    /// [model] dir: models directory holding manifest.toml.
+    /// Config `[device]` heartbeat_seconds.
+    #[arg(long)]
+    heartbeat_seconds: Option<f64>,
+    /// Config `[model]` dir: models directory holding manifest.toml.
     #[arg(long)]
     models: Option<PathBuf>,
-    /// [model] backend: tract or tflite.
+    /// Config `[model]` backend: tract or tflite.
     #[arg(long)]
     backend: Option<String>,
-    /// [model] precision: fp32 or int8.
+    /// Config `[model]` precision: fp32 or int8.
     #[arg(long)]
     precision: Option<String>,
-    /// [model] threads.
+    /// Config `[model]` threads.
     #[arg(long)]
     threads: Option<usize>,
-    /// [model] codec: f32, f16 or u8.
+    /// Config `[model]` codec: f32, f16 or u8.
     #[arg(long)]
     codec: Option<String>,
-    /// [source] kind: v4l, replay or synthetic.
+    /// Config `[source]` kind: v4l, replay or synthetic.
     #[arg(long)]
     source: Option<String>,
-    /// [source] path: camera device, video file or image directory.
+    /// Config `[source]` path: camera device, video file or image directory.
     #[arg(long)]
     input: Option<PathBuf>,
-    /// [source] fps (0: the camera's or file's own rate).
+    /// Config `[source]` fps (0: the camera's or file's own rate).
     #[arg(long)]
     fps: Option<f64>,
-    /// [source] loop: restart a replay at its end.
+    /// Config `[source]` loop: restart a replay at its end.
     #[arg(long = "loop")]
     looping: bool,
-    /// [source] unpaced: replay as fast as frames decode.
+    /// Config `[source]` unpaced: replay as fast as frames decode.
     #[arg(long)]
     unpaced: bool,
-    /// [source] queue: frames waiting for the encoder.
+    /// Config `[source]` queue: frames waiting for the encoder.
     #[arg(long)]
     queue: Option<usize>,
-    /// [link] kind: tcp, udp, serial or file.
+    /// Config `[link]` kind: tcp, udp, serial or file.
     #[arg(long)]
     link: Option<String>,
-    /// [link] address (tcp/udp host:port).
+    /// Config `[link]` address (tcp/udp host:port).
     #[arg(long)]
     address: Option<String>,
-    /// [link] path (serial device or recording file).
+    /// Config `[link]` path (serial device or recording file).
     #[arg(long)]
     link_path: Option<PathBuf>,
-    /// [link] baud (serial).
+    /// Config `[link]` baud (serial).
     #[arg(long)]
     baud: Option<u32>,
-    /// [spool] dir: where unacknowledged latents wait.
+    /// Config `[spool]` dir: where unacknowledged latents wait.
     #[arg(long, conflicts_with = "no_spool")]
     spool: Option<PathBuf>,
     /// Run without a spool (latents sent while the link is down are lost).
     #[arg(long)]
     no_spool: bool,
-    /// [spool] max_megabytes.
+    /// Config `[spool]` max_megabytes.
     #[arg(long)]
     spool_mb: Option<u64>,
-    /// [led] chip (e.g. /dev/gpiochip0).
+    /// Config `[led]` chip (e.g. /dev/gpiochip0).
     #[arg(long)]
     led_chip: Option<PathBuf>,
-    /// [led] line.
+    /// Config `[led]` line.
     #[arg(long)]
     led_line: Option<u32>,
     /// Stop after this many captured frames.
@@ -128,6 +131,7 @@ impl RunArgs {
             }
         }
         set(&mut c.device.id, &self.device_id);
+        set(&mut c.device.heartbeat_seconds, &self.heartbeat_seconds);
         set(&mut c.model.dir, &self.models);
         set(&mut c.model.backend, &self.backend);
         set(&mut c.model.precision, &self.precision);

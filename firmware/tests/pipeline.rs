@@ -377,6 +377,12 @@ fn tcp_photos_arrive_and_match_the_python_reference() {
     let photos = dir.join("photos");
     std::fs::create_dir_all(&photos).unwrap();
     let reference = reference_photos(&photos);
+    // A damaged file among the photos (sorted last) is skipped and counted.
+    std::fs::write(
+        photos.join("zz-damaged.jpg"),
+        b"\xff\xd8\xff\xe0 not really a JPEG",
+    )
+    .unwrap();
     let host = TcpHost::start(0, Arc::default());
     let report_path = dir.join("report.json");
     run_ok(
@@ -394,6 +400,7 @@ fn tcp_photos_arrive_and_match_the_python_reference() {
     );
     let r = report(&report_path);
     assert_eq!(num(&r, "/encoded"), reference.len() as u64);
+    assert_eq!(num(&r, "/corrupt"), 1, "the damaged file is counted");
     assert_eq!(num(&r, "/session/spool_pending"), 0);
     let (_, state) = host.kill();
     let state = state.lock().unwrap();
