@@ -5,5 +5,6 @@
 
 pub mod classify;
 pub mod heads;
+pub mod ingest;
 pub mod recording;
 pub mod session;

@@ -87,3 +87,30 @@ pub fn load_labels(path: &Path) -> Result<Vec<String>, HeadError> {
     })?;
     Ok(text.lines().map(str::to_owned).collect())
 }
+
+/// The ImageNet head as a [`super::Head`]: the `k` most likely classes.
+#[derive(Debug, Clone)]
+pub struct TopK {
+    /// The classifier.
+    pub head: ImagenetHead,
+    /// Classes reported per latent.
+    pub k: usize,
+}
+
+impl super::Head for TopK {
+    fn name(&self) -> &str {
+        "imagenet"
+    }
+
+    fn run(&mut self, input: &super::LatentRef<'_>) -> Result<serde_json::Value, HeadError> {
+        let predictions = self.head.predict(input.latent, self.k)?;
+        Ok(serde_json::Value::Array(
+            predictions
+                .into_iter()
+                .map(
+                    |p| serde_json::json!({"label": p.label, "class": p.class, "p": p.probability}),
+                )
+                .collect(),
+        ))
+    }
+}

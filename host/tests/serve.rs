@@ -1,0 +1,393 @@
+//! `latentcam-host serve` as a process, fed by the real edge pipeline
+//! (in-process, through the library the edge binary uses) over loopback
+//! TCP: results per latent, exactly once across a host crash, and hostile
+//! peers that only lose their own connection.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use latentcam_firmware::assemble;
+use latentcam_firmware::config::EdgeConfig;
+use latentcam_firmware::pipeline::{self, Report};
+use latentcam_wire::frame::{self, MAX_FRAME_LEN};
+use latentcam_wire::{
+    AuthOffer, AuthScheme, ByeReason, Codec, FrameDecoder, Hello, Latent, Message, ModelIdentity,
+    PROTOCOL_VERSION, WelcomeStatus,
+};
+use serde_json::Value;
+
+const VTEST: &str = "/usr/share/doc/opencv-doc/examples/data/vtest.avi";
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("latentcam-serve-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// A `latentcam-host serve` process on an ephemeral loopback port.
+struct Host {
+    child: Child,
+    address: String,
+}
+
+impl Host {
+    fn start(jsonl: &Path) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_latentcam-host"))
+            .args(["serve", "--tcp", "127.0.0.1:0", "--models"])
+            .arg(repo().join("models"))
+            .arg("--jsonl")
+            .arg(jsonl)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn latentcam-host");
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                eprintln!("host: {line}");
+                if let Some((_, address)) = line.split_once("listening on ") {
+                    let _ = tx.send(address.trim().to_owned());
+                }
+            }
+        });
+        let address = rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("the host reports its address");
+        Self { child, address }
+    }
+
+    fn signal(&self, signal: &str) {
+        let ok = Command::new("kill")
+            .args([signal, &self.child.id().to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok);
+    }
+
+    /// SIGTERM, then wait for a clean exit.
+    fn stop(mut self) {
+        self.signal("-TERM");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                assert!(status.success(), "host exited with {status}");
+                return;
+            }
+            assert!(Instant::now() < deadline, "host did not stop on SIGTERM");
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGKILL: a crash.
+    fn crash(mut self) {
+        self.signal("-KILL");
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// An edge configuration replaying `input` to `address` over TCP.
+fn edge_config(input: &Path, address: &str, spool: &Path, device: &str) -> EdgeConfig {
+    let mut c = EdgeConfig::default();
+    c.device.id = device.to_owned();
+    c.model.dir = repo().join("models");
+    c.source.kind = "replay".into();
+    c.source.path = input.to_path_buf();
+    c.link.kind = "tcp".into();
+    c.link.address = address.to_owned();
+    c.spool.dir = spool.to_path_buf();
+    c
+}
+
+/// Runs the edge pipeline in a thread.
+fn run_edge(config: EdgeConfig, max_frames: u64) -> thread::JoinHandle<Report> {
+    thread::spawn(move || {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (parts, mut settings) = assemble::open_all(&config, Arc::clone(&stop)).unwrap();
+        settings.max_frames = Some(max_frames);
+        settings.drain_timeout = Duration::from_secs(30);
+        pipeline::run(parts, settings, stop, None).unwrap()
+    })
+}
+
+/// The result lines of a results file.
+fn results(jsonl: &Path) -> Vec<Value> {
+    std::fs::read_to_string(jsonl)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+fn seqs_of(lines: &[Value], device: &str) -> Vec<u64> {
+    lines
+        .iter()
+        .filter(|l| l["device"] == device)
+        .map(|l| l["seq"].as_u64().unwrap())
+        .collect()
+}
+
+fn wait_for_lines(jsonl: &Path, n: usize) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while results(jsonl).len() < n {
+        assert!(Instant::now() < deadline, "fewer than {n} results arrived");
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn photos_are_classified_like_the_reference() {
+    let dir = scratch("photos");
+    let jsonl = dir.join("results.jsonl");
+    let host = Host::start(&jsonl);
+    let originals = repo().join("models/efficientnet-lite0/fixtures/originals");
+    let mut config = edge_config(&originals, &host.address, &dir.join("spool"), "door");
+    config.source.unpaced = true;
+    let report = run_edge(config, 100).join().unwrap();
+    assert_eq!(report.encoded, 3);
+    assert_eq!(report.session.spool_pending, 0, "all acknowledged");
+    host.stop();
+
+    // The reference's onnxruntime top-1 for each original photo.
+    let reference: Value = serde_json::from_str(
+        &std::fs::read_to_string(repo().join("models/efficientnet-lite0/fixtures/reference.json"))
+            .unwrap(),
+    )
+    .unwrap();
+    let mut expected: Vec<(String, u64)> = reference["photos"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["original"].is_string())
+        .map(|p| {
+            let top1 = p["top5_fp32"][0].as_u64().unwrap();
+            (p["name"].as_str().unwrap().to_owned(), top1)
+        })
+        .collect();
+    expected.sort();
+    let lines = results(&jsonl);
+    assert_eq!(seqs_of(&lines, "door"), vec![0, 1, 2]);
+    for (line, (name, class)) in lines.iter().zip(&expected) {
+        let top = &line["heads"]["imagenet"][0];
+        eprintln!("{name}: {} {:.3}", top["label"], top["p"]);
+        assert_eq!(top["class"].as_u64(), Some(*class), "{name}: {line}");
+        assert_eq!(line["payload_bytes"], 1288);
+    }
+}
+
+#[test]
+fn a_host_crash_loses_and_repeats_nothing() {
+    let dir = scratch("crash");
+    let jsonl = dir.join("results.jsonl");
+    let host = Host::start(&jsonl);
+    // vtest.avi at 20 fps: the crash lands mid-stream.
+    let mut config = edge_config(Path::new(VTEST), &host.address, &dir.join("spool"), "hall");
+    config.source.fps = 20.0;
+    let edge = run_edge(config, 120);
+    wait_for_lines(&jsonl, 25);
+    let address = host.address.clone();
+    host.crash();
+    thread::sleep(Duration::from_secs(1));
+    // The same address: the edge reconnects to where it was configured.
+    let host = Host::start_at(&jsonl, &address);
+    let report = edge.join().unwrap();
+    host.stop();
+    let seqs = seqs_of(&results(&jsonl), "hall");
+    eprintln!(
+        "{} encoded, {} sent live, {} from the spool, {} connects",
+        report.encoded,
+        report.session.sent,
+        report.session.sent_from_spool,
+        report.session.connects
+    );
+    assert!(report.session.connects >= 2);
+    assert_eq!(report.session.spool_pending, 0);
+    assert_eq!(seqs, (0..report.encoded).collect::<Vec<_>>());
+}
+
+impl Host {
+    fn start_at(jsonl: &Path, address: &str) -> Self {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let mut child = Command::new(env!("CARGO_BIN_EXE_latentcam-host"))
+                .args(["serve", "--tcp", address, "--models"])
+                .arg(repo().join("models"))
+                .arg("--jsonl")
+                .arg(jsonl)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap();
+            let stderr = child.stderr.take().unwrap();
+            let (tx, rx) = mpsc::channel();
+            thread::spawn(move || {
+                for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                    eprintln!("host: {line}");
+                    if line.contains("listening on ") {
+                        let _ = tx.send(true);
+                    }
+                }
+                let _ = tx.send(false);
+            });
+            if rx.recv_timeout(Duration::from_secs(60)) == Ok(true) {
+                return Self {
+                    child,
+                    address: address.to_owned(),
+                };
+            }
+            let _ = child.wait();
+            assert!(Instant::now() < deadline, "cannot rebind {address}");
+            thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+// ----------------------------------------------------------- hostile peers
+
+fn hello(model_id: &str, protocol: u16) -> Vec<u8> {
+    frame::encode_to_vec(&Message::Hello(Hello {
+        protocol,
+        device_id: "intruder",
+        firmware_version: "0",
+        model: ModelIdentity {
+            model_id,
+            encoder_sha256: [0; 32],
+            latent_dim: 1280,
+            preprocessing: "x",
+        },
+        backend: "tract",
+        codec: Codec::U8Affine,
+        auth: AuthOffer {
+            scheme: AuthScheme::None,
+            key_id: "",
+            device_nonce: [0; 16],
+        },
+    }))
+    .unwrap()
+}
+
+/// What the host sends back before closing: (Welcome status, Bye reason).
+fn answer(address: &str, bytes: &[u8]) -> (Option<WelcomeStatus>, Option<ByeReason>) {
+    let mut stream = TcpStream::connect(address).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    // The host may close while we still write garbage; that is the point.
+    let _ = stream.write_all(bytes);
+    let mut received = Vec::new();
+    let _ = stream.read_to_end(&mut received);
+    let (mut welcome, mut bye) = (None, None);
+    let mut decoder: Box<FrameDecoder<MAX_FRAME_LEN>> = Box::default();
+    decoder.feed_all(&received, |m| match m {
+        Ok(Message::Welcome(w)) => welcome = Some(w.status),
+        Ok(Message::Bye(b)) => bye = Some(b.reason),
+        _ => {}
+    });
+    (welcome, bye)
+}
+
+#[test]
+fn hostile_peers_lose_only_their_own_connection() {
+    let dir = scratch("hostile");
+    let jsonl = dir.join("results.jsonl");
+    let host = Host::start(&jsonl);
+    let mut config = edge_config(Path::new(VTEST), &host.address, &dir.join("spool"), "gate");
+    config.source.fps = 20.0;
+    let edge = run_edge(config, 60);
+    wait_for_lines(&jsonl, 5);
+
+    // Random bytes (many delimiters, no valid frame): closed as a violation.
+    let mut noise = vec![0u8; 64 * 1024];
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    for b in noise.iter_mut() {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        *b = (x >> 56) as u8 & 0x0f; // small values: plenty of zero bytes
+    }
+    assert_eq!(
+        answer(&host.address, &noise),
+        (None, Some(ByeReason::ProtocolViolation))
+    );
+    // Oversized frames: rejected without buffering, then closed.
+    let mut oversized = Vec::new();
+    for _ in 0..16 {
+        oversized.push(0);
+        oversized.extend(std::iter::repeat_n(0x55u8, MAX_FRAME_LEN + 100));
+    }
+    oversized.push(0);
+    assert_eq!(
+        answer(&host.address, &oversized),
+        (None, Some(ByeReason::ProtocolViolation))
+    );
+    // A model the host does not know, and a future protocol version.
+    assert_eq!(
+        answer(
+            &host.address,
+            &hello("someone-elses-model", PROTOCOL_VERSION.into())
+        ),
+        (Some(WelcomeStatus::UnknownModel), None)
+    );
+    assert_eq!(
+        answer(
+            &host.address,
+            &hello(
+                "efficientnet-lite0-imagenet-v1",
+                u16::from(PROTOCOL_VERSION) + 1
+            )
+        ),
+        (Some(WelcomeStatus::UnsupportedVersion), None)
+    );
+    // A latent without Hello.
+    let latent = frame::encode_to_vec(&Message::Latent(Latent {
+        seq: 0,
+        capture_us: 0,
+        frame_width: 1,
+        frame_height: 1,
+        codec: Codec::F32,
+        payload: &[0; 16],
+        mac: &[],
+    }))
+    .unwrap();
+    assert_eq!(
+        answer(&host.address, &latent),
+        (None, Some(ByeReason::ProtocolViolation))
+    );
+
+    // The honest device never noticed.
+    let report = edge.join().unwrap();
+    host.stop();
+    assert_eq!(
+        report.session.connects, 1,
+        "the good device kept its connection"
+    );
+    assert_eq!(report.session.spool_pending, 0);
+    let lines = results(&jsonl);
+    assert_eq!(
+        seqs_of(&lines, "gate"),
+        (0..report.encoded).collect::<Vec<_>>()
+    );
+    assert!(lines.iter().all(|l| l["device"] == "gate"));
+}
