@@ -43,31 +43,47 @@ struct Host {
 }
 
 impl Host {
+    /// A host on an ephemeral port.
     fn start(jsonl: &Path) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_latentcam-host"))
-            .args(["serve", "--tcp", "127.0.0.1:0", "--models"])
-            .arg(repo().join("models"))
-            .arg("--jsonl")
-            .arg(jsonl)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn latentcam-host");
-        let stderr = child.stderr.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                eprintln!("host: {line}");
-                if let Some((_, address)) = line.split_once("listening on ") {
-                    let _ = tx.send(address.trim().to_owned());
+        Self::start_at(jsonl, "127.0.0.1:0")
+    }
+
+    /// A host on `address`, retrying while a crashed predecessor's port is
+    /// still being released.
+    fn start_at(jsonl: &Path, address: &str) -> Self {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let mut child = Command::new(env!("CARGO_BIN_EXE_latentcam-host"))
+                .args(["serve", "--tcp", address, "--models"])
+                .arg(repo().join("models"))
+                .arg("--jsonl")
+                .arg(jsonl)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("spawn latentcam-host");
+            let stderr = child.stderr.take().unwrap();
+            let (tx, rx) = mpsc::channel();
+            thread::spawn(move || {
+                for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                    eprintln!("host: {line}");
+                    if let Some((_, bound)) = line.split_once("listening on ") {
+                        let _ = tx.send(Some(bound.trim().to_owned()));
+                    }
                 }
+                let _ = tx.send(None);
+            });
+            if let Ok(Some(bound)) = rx.recv_timeout(Duration::from_secs(60)) {
+                return Self {
+                    child,
+                    address: bound,
+                };
             }
-        });
-        let address = rx
-            .recv_timeout(Duration::from_secs(60))
-            .expect("the host reports its address");
-        Self { child, address }
+            let _ = child.wait();
+            assert!(Instant::now() < deadline, "cannot listen on {address}");
+            thread::sleep(Duration::from_millis(100));
+        }
     }
 
     fn signal(&self, signal: &str) {
@@ -224,44 +240,6 @@ fn a_host_crash_loses_and_repeats_nothing() {
     assert!(report.session.connects >= 2);
     assert_eq!(report.session.spool_pending, 0);
     assert_eq!(seqs, (0..report.encoded).collect::<Vec<_>>());
-}
-
-impl Host {
-    fn start_at(jsonl: &Path, address: &str) -> Self {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let mut child = Command::new(env!("CARGO_BIN_EXE_latentcam-host"))
-                .args(["serve", "--tcp", address, "--models"])
-                .arg(repo().join("models"))
-                .arg("--jsonl")
-                .arg(jsonl)
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap();
-            let stderr = child.stderr.take().unwrap();
-            let (tx, rx) = mpsc::channel();
-            thread::spawn(move || {
-                for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                    eprintln!("host: {line}");
-                    if line.contains("listening on ") {
-                        let _ = tx.send(true);
-                    }
-                }
-                let _ = tx.send(false);
-            });
-            if rx.recv_timeout(Duration::from_secs(60)) == Ok(true) {
-                return Self {
-                    child,
-                    address: address.to_owned(),
-                };
-            }
-            let _ = child.wait();
-            assert!(Instant::now() < deadline, "cannot rebind {address}");
-            thread::sleep(Duration::from_millis(100));
-        }
-    }
 }
 
 // ----------------------------------------------------------- hostile peers
