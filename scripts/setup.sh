@@ -20,6 +20,7 @@ APT_PACKAGES=(
     python3-venv python3-pip
     dataset-fashion-mnist
     opencv-doc
+    chromium
     clang libclang-dev
 )
 

@@ -823,3 +823,28 @@ fn missing_model_port_and_camera_are_one_clear_error_each() {
         "{stderr}"
     );
 }
+
+#[test]
+fn without_a_spool_latents_wait_in_memory_for_the_handshake() {
+    let dir = scratch("no-spool");
+    let host = TcpHost::start(0, Arc::default());
+    let report_path = dir.join("report.json");
+    // Three photos encode faster than Hello → Welcome completes.
+    run_ok(
+        edge_line(&format!(
+            "--source replay --input {} --unpaced --link tcp --address {} --no-spool",
+            repo()
+                .join("models/efficientnet-lite0/fixtures/originals")
+                .display(),
+            host.address()
+        ))
+        .arg("--report")
+        .arg(&report_path),
+        Duration::from_secs(120),
+    );
+    let r = report(&report_path);
+    assert_eq!(num(&r, "/encoded"), 3);
+    assert_eq!(num(&r, "/session/link_dropped"), 0);
+    let (_, state) = host.kill();
+    assert_exactly_once(&state.lock().unwrap(), 3);
+}

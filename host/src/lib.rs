@@ -4,6 +4,7 @@
 #![deny(missing_docs)]
 
 pub mod classify;
+pub mod demo;
 pub mod heads;
 pub mod ingest;
 pub mod recording;

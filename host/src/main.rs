@@ -8,8 +8,12 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use latentcam_firmware::manifest::{Manifest, default_models_dir};
+use latentcam_host::demo;
 use latentcam_host::heads::Head;
+use latentcam_host::heads::anomaly::{AnomalyHead, AnomalyOptions};
+use latentcam_host::heads::fewshot::{FewShotHead, FewShotOptions, FewShotStore};
 use latentcam_host::heads::imagenet::{ImagenetHead, TopK};
+use latentcam_host::heads::search::{DEFAULT_CAPACITY, LatentIndex};
 use latentcam_host::ingest::{self, Limits, Registry, ServeOptions};
 
 #[derive(Parser)]
@@ -24,12 +28,35 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// The whole system on this machine: an in-process host and edge on
+    /// loopback TCP, replaying a real video; prints each latent's result and
+    /// a summary of bytes per frame against JPEG.
+    Demo {
+        /// Video file or image directory to replay.
+        #[arg(
+            long,
+            default_value = "/usr/share/doc/opencv-doc/examples/data/vtest.avi"
+        )]
+        video: PathBuf,
+        /// Models directory (holding manifest.toml).
+        #[arg(long, default_value_os_t = default_models_dir())]
+        models: PathBuf,
+        /// Frames to replay (0: all).
+        #[arg(long, default_value_t = 200)]
+        frames: u64,
+        /// JPEG quality for the size comparison.
+        #[arg(long, default_value_t = 85)]
+        jpeg_quality: u8,
+    },
     /// Serve devices: accept TCP connections, run the heads on every latent,
     /// write one JSON line per latent, acknowledge. Stops on SIGINT/SIGTERM.
     Serve {
-        /// Address to listen on.
+        /// Address to listen on for devices.
         #[arg(long, default_value = "0.0.0.0:7878")]
         tcp: String,
+        /// Address for the HTTP API, metrics and live page (off if absent).
+        #[arg(long)]
+        http: Option<String>,
         /// Models directory (holding manifest.toml).
         #[arg(long, default_value_os_t = default_models_dir())]
         models: PathBuf,
@@ -49,6 +76,31 @@ enum Command {
         /// Host id sent to devices.
         #[arg(long, default_value = "latentcam-host")]
         host_id: String,
+        /// Run the per-device anomaly head.
+        #[arg(long)]
+        anomaly: bool,
+        /// Run the few-shot head with this enrolment store (see `enroll`).
+        #[arg(long)]
+        fewshot: Option<PathBuf>,
+        /// Index every latent for similarity search in this file.
+        #[arg(long)]
+        index: Option<PathBuf>,
+    },
+    /// Enroll labelled photos for the few-shot head: the encoder runs here on
+    /// the host, and the latents are added to the store file.
+    Enroll {
+        /// The label these photos show.
+        #[arg(long)]
+        label: String,
+        /// The enrolment store (created if missing).
+        #[arg(long)]
+        store: PathBuf,
+        /// Photos (JPEG/PNG) or directories of them.
+        #[arg(required = true)]
+        images: Vec<PathBuf>,
+        /// Models directory (holding manifest.toml).
+        #[arg(long, default_value_os_t = default_models_dir())]
+        models: PathBuf,
     },
     /// Decode a recording (a latentcam frame stream on disk) and summarise it:
     /// messages by kind, devices, sequence gaps, frame errors.
@@ -72,14 +124,94 @@ enum Command {
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
+        Command::Enroll {
+            label,
+            store,
+            images,
+            models,
+        } => {
+            let manifest = Manifest::load(&models)
+                .with_context(|| format!("loading the model manifest from {}", models.display()))?;
+            let mut encoder = latentcam_firmware::encoder::open(
+                &manifest,
+                &latentcam_firmware::encoder::EncoderOptions::default(),
+            )
+            .context("loading the encoder")?;
+            let mut pre = latentcam_firmware::preprocess::Preprocessor::new(
+                &manifest.preprocessing,
+                encoder.info().layout,
+            );
+            let mut set = FewShotStore::load_or_default(&store, manifest.latent_dim)?;
+            let paths = latentcam_firmware::batch::expand_inputs(&images)?;
+            let mut latent = vec![0f32; manifest.latent_dim];
+            let mut added = 0;
+            for path in &paths {
+                let image = image::open(path)
+                    .with_context(|| format!("cannot read {}", path.display()))?
+                    .to_rgb8();
+                let input = pre.run(image.as_raw(), image.width(), image.height())?;
+                encoder.encode(input, &mut latent)?;
+                set.add(&label, &latent)?;
+                added += 1;
+            }
+            set.save(&store)?;
+            println!(
+                "{}: {added} example(s) of {label:?} added; {} label(s) enrolled",
+                store.display(),
+                set.len()
+            );
+        }
+        Command::Demo {
+            video,
+            models,
+            frames,
+            jpeg_quality,
+        } => {
+            if !video.exists() {
+                anyhow::bail!(
+                    "{} not found: install Debian's opencv-doc (scripts/setup.sh does) or pass --video",
+                    video.display()
+                );
+            }
+            let options = demo::DemoOptions {
+                video,
+                models,
+                frames,
+                jpeg_quality,
+            };
+            let manifest = Manifest::load(&options.models)?;
+            let anomaly = AnomalyHead::new(manifest.latent_dim, AnomalyOptions::default())?;
+            let summary = demo::run(&options, vec![Box::new(anomaly)], |line| println!("{line}"))?;
+            let e = &summary.edge;
+            println!(
+                "\n{} frames encoded ({} dropped), {:.1} fps end to end in {:.1} s; {} results from the host",
+                e.encoded,
+                e.dropped,
+                e.encoded as f64 / summary.seconds.max(1e-9),
+                summary.seconds,
+                summary.host.processed
+            );
+            println!(
+                "bytes per frame on the link: {:.0} (U8 latent, framing and session messages included); \
+                 the same frames as JPEG q{}: {:.0} — {:.1}x smaller",
+                summary.latent_bytes,
+                options.jpeg_quality,
+                summary.jpeg_bytes,
+                summary.jpeg_bytes / summary.latent_bytes.max(1.0)
+            );
+        }
         Command::Serve {
             tcp,
+            http,
             models,
             jsonl,
             top,
             max_fps,
             max_connections,
             host_id,
+            anomaly,
+            fewshot,
+            index,
         } => {
             tracing_subscriber::fmt()
                 .with_env_filter(
@@ -93,10 +225,25 @@ fn main() -> anyhow::Result<()> {
                 .with_context(|| format!("loading the model manifest from {}", models.display()))?;
             let imagenet = ImagenetHead::from_manifest(&manifest)
                 .context("loading the model's ImageNet head")?;
-            let heads: Vec<Box<dyn Head>> = vec![Box::new(TopK {
+            let dim = manifest.latent_dim;
+            let mut heads: Vec<Box<dyn Head>> = vec![Box::new(TopK {
                 head: imagenet,
                 k: top,
             })];
+            if let Some(path) = &fewshot {
+                let store = FewShotStore::load_or_default(path, dim)?;
+                tracing::info!(labels = store.len(), "few-shot store {}", path.display());
+                heads.push(Box::new(FewShotHead::new(
+                    store,
+                    FewShotOptions::default(),
+                )?));
+            }
+            if anomaly {
+                heads.push(Box::new(AnomalyHead::new(dim, AnomalyOptions::default())?));
+            }
+            if let Some(path) = &index {
+                heads.push(Box::new(LatentIndex::open(path, dim, DEFAULT_CAPACITY)?));
+            }
             let out: Box<dyn std::io::Write + Send> = match &jsonl {
                 Some(path) => Box::new(std::io::BufWriter::new(
                     std::fs::OpenOptions::new()
@@ -120,12 +267,14 @@ fn main() -> anyhow::Result<()> {
             };
             ingest::serve(ServeOptions {
                 tcp,
+                http,
                 context: ingest::Context {
                     manifest,
                     registry: std::sync::Arc::new(registry),
                     limits,
                     host_id,
                     max_connections,
+                    live: Default::default(),
                 },
                 heads,
                 out,

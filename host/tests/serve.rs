@@ -40,6 +40,8 @@ fn scratch(name: &str) -> PathBuf {
 struct Host {
     child: Child,
     address: String,
+    /// Base URL of the HTTP API, when started with `--http`.
+    http: Option<String>,
 }
 
 impl Host {
@@ -48,9 +50,13 @@ impl Host {
         Self::start_at(jsonl, "127.0.0.1:0")
     }
 
+    fn start_at(jsonl: &Path, address: &str) -> Self {
+        Self::start_with(jsonl, address, &[])
+    }
+
     /// A host on `address`, retrying while a crashed predecessor's port is
     /// still being released.
-    fn start_at(jsonl: &Path, address: &str) -> Self {
+    fn start_with(jsonl: &Path, address: &str, extra: &[&str]) -> Self {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             let mut child = Command::new(env!("CARGO_BIN_EXE_latentcam-host"))
@@ -58,6 +64,7 @@ impl Host {
                 .arg(repo().join("models"))
                 .arg("--jsonl")
                 .arg(jsonl)
+                .args(extra)
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
                 .stderr(Stdio::piped())
@@ -70,14 +77,25 @@ impl Host {
                     eprintln!("host: {line}");
                     if let Some((_, bound)) = line.split_once("listening on ") {
                         let _ = tx.send(Some(bound.trim().to_owned()));
+                    } else if let Some((_, url)) = line.split_once("HTTP API on ") {
+                        let _ = tx.send(Some(format!("http {}", url.trim())));
                     }
                 }
                 let _ = tx.send(None);
             });
             if let Ok(Some(bound)) = rx.recv_timeout(Duration::from_secs(60)) {
+                let http = if extra.contains(&"--http") {
+                    rx.recv_timeout(Duration::from_secs(60))
+                        .ok()
+                        .flatten()
+                        .and_then(|u| u.strip_prefix("http ").map(str::to_owned))
+                } else {
+                    None
+                };
                 return Self {
                     child,
                     address: bound,
+                    http,
                 };
             }
             let _ = child.wait();
@@ -176,8 +194,24 @@ fn wait_for_lines(jsonl: &Path, n: usize) {
 fn photos_are_classified_like_the_reference() {
     let dir = scratch("photos");
     let jsonl = dir.join("results.jsonl");
-    let host = Host::start(&jsonl);
     let originals = repo().join("models/efficientnet-lite0/fixtures/originals");
+    // Enroll one photo for the few-shot head, through the CLI.
+    let store = dir.join("fewshot.bin");
+    let enrolled = Command::new(env!("CARGO_BIN_EXE_latentcam-host"))
+        .args(["enroll", "--label", "my-butterfly", "--store"])
+        .arg(&store)
+        .arg("--models")
+        .arg(repo().join("models"))
+        .arg(originals.join("butterfly.jpg"))
+        .output()
+        .unwrap();
+    assert!(enrolled.status.success(), "{enrolled:?}");
+    let store_arg = store.display().to_string();
+    let host = Host::start_with(
+        &jsonl,
+        "127.0.0.1:0",
+        &["--fewshot", &store_arg, "--anomaly"],
+    );
     let mut config = edge_config(&originals, &host.address, &dir.join("spool"), "door");
     config.source.unpaced = true;
     let report = run_edge(config, 100).join().unwrap();
@@ -209,6 +243,17 @@ fn photos_are_classified_like_the_reference() {
         eprintln!("{name}: {} {:.3}", top["label"], top["p"]);
         assert_eq!(top["class"].as_u64(), Some(*class), "{name}: {line}");
         assert_eq!(line["payload_bytes"], 1288);
+        // The enrolled photo is recognised; the others are not.
+        let fewshot = &line["heads"]["fewshot"];
+        eprintln!("{name}: few-shot {fewshot}");
+        let expected = if name == "butterfly.jpg" {
+            "my-butterfly"
+        } else {
+            "unknown"
+        };
+        assert_eq!(fewshot["label"], expected, "{name}: {fewshot}");
+        // Three frames are still the anomaly head's warm-up.
+        assert_eq!(line["heads"]["anomaly"]["warm"], false);
     }
 }
 
@@ -368,4 +413,113 @@ fn hostile_peers_lose_only_their_own_connection() {
         (0..report.encoded).collect::<Vec<_>>()
     );
     assert!(lines.iter().all(|l| l["device"] == "gate"));
+}
+
+// ------------------------------------------------------- HTTP and live page
+
+/// A minimal HTTP GET over a std socket (the API is plain HTTP/1.1).
+fn get(base: &str, path: &str) -> (u16, String) {
+    let authority = base.trim_start_matches("http://").trim_end_matches('/');
+    let mut stream = TcpStream::connect(authority).unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let status = response[9..12].parse().unwrap();
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
+#[test]
+fn api_metrics_and_the_live_page_in_headless_chromium() {
+    let dir = scratch("http");
+    let jsonl = dir.join("results.jsonl");
+    let index = dir.join("latents.idx").display().to_string();
+    let host = Host::start_with(
+        &jsonl,
+        "127.0.0.1:0",
+        &["--http", "127.0.0.1:0", "--index", &index],
+    );
+    let base = host.http.clone().expect("HTTP API address");
+    let originals = repo().join("models/efficientnet-lite0/fixtures/originals");
+    let mut config = edge_config(&originals, &host.address, &dir.join("spool"), "porch");
+    config.source.unpaced = true;
+    let report = run_edge(config, 100).join().unwrap();
+    assert_eq!(report.encoded, 3);
+
+    let (status, body) = get(&base, "/api/devices");
+    assert_eq!(status, 200);
+    let devices: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(devices["devices"][0]["id"], "porch");
+    assert_eq!(devices["devices"][0]["record"]["latents"], 3);
+    let (status, body) = get(&base, "/api/devices/porch/latest");
+    assert_eq!(status, 200);
+    let latest: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(latest["seq"], 2);
+    assert_eq!(latest["heads"]["search"]["indexed"], 3);
+    let (status, _) = get(&base, "/api/devices/nobody/latest");
+    assert_eq!(status, 404);
+    let (status, metrics) = get(&base, "/metrics");
+    assert_eq!(status, 200);
+    assert!(
+        metrics.contains("latentcam_latents_total{device=\"porch\"} 3"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("latentcam_head_runs_total{head=\"imagenet\"} 3"));
+
+    // The live page renders the device and its latest top label in a real
+    // browser (Debian's chromium, headless; scripts/setup.sh installs it).
+    let top_label = latest["heads"]["imagenet"][0]["label"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let out = Command::new("chromium")
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            "--virtual-time-budget=5000",
+            "--dump-dom",
+        ])
+        .arg(&base)
+        .stderr(Stdio::null())
+        .output()
+        .expect("chromium is needed for the live-page test: apt-get install chromium");
+    let dom = String::from_utf8_lossy(&out.stdout);
+    assert!(dom.contains(r#"data-device="porch""#), "{dom}");
+    assert!(
+        dom.contains(&top_label),
+        "top label {top_label:?} missing:\n{dom}"
+    );
+    assert!(dom.contains("1 device(s), 3 latents processed"), "{dom}");
+    host.stop();
+}
+
+#[test]
+fn the_demo_runs_end_to_end_on_real_video() {
+    let out = Command::new(env!("CARGO_BIN_EXE_latentcam-host"))
+        .args(["demo", "--frames", "12", "--video", VTEST, "--models"])
+        .arg(repo().join("models"))
+        .env("LATENTCAM_LOG", "warn")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        stdout.lines().filter(|l| l.starts_with("demo-cam")).count(),
+        12
+    );
+    assert!(stdout.contains("12 results from the host"), "{stdout}");
+    assert!(stdout.contains("x smaller"), "{stdout}");
 }

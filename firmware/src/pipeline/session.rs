@@ -26,6 +26,10 @@ use crate::stats::{self, LatencyWindow};
 /// Frames re-sent from the spool per loop turn, between new latents.
 const RESEND_CHUNK: usize = 32;
 
+/// Latents kept in memory, without a spool, while the link is not ready
+/// (before `Welcome`, during a short outage); beyond this the oldest go.
+const MEMORY_BACKLOG: usize = 256;
+
 /// Waiting after a refusal: the host will not change its mind quickly.
 const REFUSED_RETRY: Duration = Duration::from_secs(30);
 
@@ -36,7 +40,8 @@ pub struct SessionReport {
     pub sent: u64,
     /// Latents written from the spool after a reconnect or while catching up.
     pub sent_from_spool: u64,
-    /// Latents lost: no spool and the link was down, or the spool failed.
+    /// Latents lost: without a spool, more than 256 waiting for the link
+    /// or still waiting at exit; with one, a spool write that failed.
     pub link_dropped: u64,
     /// Latents the full spool dropped (oldest first).
     pub spool_dropped: u64,
@@ -104,6 +109,8 @@ pub(crate) struct Session<'a> {
     inference: LatencyWindow,
     frame_buf: Vec<u8>,
     backlog: Vec<(u64, Vec<u8>)>,
+    /// Without a spool: latents not yet written, oldest first.
+    memory: std::collections::VecDeque<(u64, Vec<u8>)>,
     report: SessionReport,
     send: Stage,
     end_to_end: Stage,
@@ -152,6 +159,7 @@ impl<'a> Session<'a> {
             inference: LatencyWindow::new(1024),
             frame_buf: vec![0; frame::ENCODE_BUFFER_LEN],
             backlog: Vec::new(),
+            memory: std::collections::VecDeque::new(),
             report: SessionReport::default(),
             send: Stage::new(),
             end_to_end: Stage::new(),
@@ -186,21 +194,27 @@ impl<'a> Session<'a> {
     }
 
     fn backlog_waiting(&self) -> bool {
-        self.phase == Phase::Live && self.spool.is_some() && self.cursor < self.next_seq
+        self.phase == Phase::Live
+            && ((self.spool.is_some() && self.cursor < self.next_seq) || !self.memory.is_empty())
     }
 
-    /// Everything not yet acknowledged (bidirectional links only).
+    /// Latents not yet written, or (on bidirectional links) not yet
+    /// acknowledged.
     fn outstanding(&self) -> u64 {
+        let unsent = self.memory.len() as u64;
         if !self.link.is_bidirectional() {
-            return 0;
+            return unsent;
         }
         match &self.spool {
             Some(spool) => spool.pending(),
-            None => match (self.last_sent, self.report.acked) {
-                (Some(s), Some(a)) => s.saturating_sub(a),
-                (Some(s), None) => s + 1,
-                (None, _) => 0,
-            },
+            None => {
+                unsent
+                    + match (self.last_sent, self.report.acked) {
+                        (Some(s), Some(a)) => s.saturating_sub(a),
+                        (Some(s), None) => s + 1,
+                        (None, _) => 0,
+                    }
+            }
         }
     }
 
@@ -244,6 +258,7 @@ impl<'a> Session<'a> {
     }
 
     fn finish(mut self) -> SessionOutput {
+        self.finish_memory();
         let stats = self.link.stats();
         self.report.bytes_sent = stats.bytes_sent;
         self.report.incoming_errors = stats.frame_errors;
@@ -461,8 +476,11 @@ impl<'a> Session<'a> {
                 }
             },
         };
-        // Send now only when nothing older is still waiting in the spool.
-        let in_order = self.spool.is_none() || self.cursor == seq;
+        // Send now only when nothing older is still waiting.
+        let in_order = match &self.spool {
+            Some(_) => self.cursor == seq,
+            None => self.memory.is_empty(),
+        };
         let mut sent = false;
         if self.phase == Phase::Live && in_order {
             match self.link.send(&self.frame_buf[..n]) {
@@ -478,10 +496,19 @@ impl<'a> Session<'a> {
             }
         }
         if !sent && !spooled {
-            self.report.link_dropped += 1;
-            if self.spool.is_some() && self.cursor == seq {
-                // Not in the spool, so the backlog must not wait for it.
-                self.cursor = seq + 1;
+            if self.spool.is_none() {
+                // No spool: hold it in memory until the link is ready.
+                if self.memory.len() == MEMORY_BACKLOG {
+                    self.memory.pop_front();
+                    self.report.link_dropped += 1;
+                }
+                self.memory.push_back((seq, self.frame_buf[..n].to_vec()));
+            } else {
+                self.report.link_dropped += 1;
+                if self.cursor == seq {
+                    // Not in the spool, so the backlog must not wait for it.
+                    self.cursor = seq + 1;
+                }
             }
         }
         self.send.record(started.elapsed());
@@ -489,6 +516,7 @@ impl<'a> Session<'a> {
 
     fn resend_chunk(&mut self) {
         let Some(spool) = self.spool.as_mut() else {
+            self.send_from_memory();
             return;
         };
         if self.cursor >= self.next_seq {
@@ -517,6 +545,28 @@ impl<'a> Session<'a> {
             self.shared.counters.sent.fetch_add(1, Ordering::Relaxed);
         }
         self.backlog = backlog;
+    }
+
+    fn send_from_memory(&mut self) {
+        for _ in 0..RESEND_CHUNK {
+            let Some((seq, bytes)) = self.memory.front() else {
+                return;
+            };
+            if let Err(e) = self.link.send(bytes) {
+                self.fail(&e.to_string());
+                return;
+            }
+            self.last_sent = Some(*seq);
+            self.memory.pop_front();
+            self.report.sent += 1;
+            self.shared.counters.sent.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn finish_memory(&mut self) {
+        // Whatever never left memory is lost with the process.
+        self.report.link_dropped += self.memory.len() as u64;
+        self.memory.clear();
     }
 
     fn periodic(&mut self, queue_depth: &dyn Fn() -> u32) {

@@ -42,6 +42,11 @@ pub enum HeadError {
     /// Training data is unusable.
     #[error("cannot fit a head: {0}")]
     Training(String),
+    /// An input or setting a head cannot use: a latent with non-finite
+    /// values or no direction (all zeros), a reserved or over-long name, an
+    /// option out of range. The message says which and why.
+    #[error("{0}")]
+    Invalid(String),
 }
 
 /// A linear classifier head.

@@ -5,8 +5,11 @@
 //! name. Heads that keep per-device state (anomaly) key it by
 //! [`LatentRef::device`].
 
+pub mod anomaly;
+pub mod fewshot;
 pub mod imagenet;
 pub mod linear;
+pub mod search;
 
 pub use linear::HeadError;
 

@@ -14,6 +14,8 @@
 //! connection ([`conn::Limits`]).
 
 pub mod conn;
+pub mod http;
+pub mod live;
 pub mod registry;
 pub mod tcp;
 
@@ -25,6 +27,7 @@ use serde_json::{Map, Value, json};
 
 use crate::heads::{Head, LatentRef};
 pub use conn::{Conn, Job, Limits, Step};
+pub use live::Live;
 pub use registry::{DeviceRecord, Registry};
 
 /// Counters of the head worker.
@@ -44,6 +47,7 @@ pub fn run_heads(
     mut heads: Vec<Box<dyn Head>>,
     out: &mut dyn Write,
     registry: &Registry,
+    live: &Live,
 ) -> std::io::Result<WorkerStats> {
     let mut stats = WorkerStats::default();
     while let Some(job) = jobs.blocking_recv() {
@@ -56,7 +60,10 @@ pub fn run_heads(
         };
         let mut results = Map::new();
         for head in heads.iter_mut() {
-            let value = match head.run(&input) {
+            let t = Instant::now();
+            let result = head.run(&input);
+            live.head_ran(head.name(), t.elapsed(), result.is_err());
+            let value = match result {
                 Ok(v) => v,
                 Err(e) => {
                     stats.head_errors += 1;
@@ -78,6 +85,7 @@ pub fn run_heads(
         // Flush before acknowledging: an acked latent's result is written.
         out.flush()?;
         registry.processed(&job.device, job.seq);
+        live.result(&job.device, line, Instant::now());
         stats.processed += 1;
     }
     Ok(stats)
@@ -96,6 +104,8 @@ pub struct Context {
     pub host_id: String,
     /// Most connections served at once; more are refused at accept.
     pub max_connections: usize,
+    /// Latest results and timings for the HTTP API.
+    pub live: Arc<Live>,
 }
 
 /// Why the server could not run.
@@ -127,6 +137,8 @@ pub enum ServeError {
 pub struct ServeOptions {
     /// `host:port` to listen on for TCP devices.
     pub tcp: String,
+    /// `host:port` for the HTTP API and live page, if wanted.
+    pub http: Option<String>,
     /// Shared state for connections.
     pub context: Context,
     /// Heads run on every latent.
@@ -145,8 +157,33 @@ fn io(what: &'static str) -> impl FnOnce(std::io::Error) -> ServeError {
 /// writes results and acknowledges them; on a signal it stops accepting,
 /// says `Bye`, and finishes the latents already queued.
 pub fn serve(options: ServeOptions) -> Result<WorkerStats, ServeError> {
+    serve_until(options, |_, _| {}, async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(e) => {
+                tracing::error!("cannot install the SIGTERM handler: {e}");
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    })
+}
+
+/// Like [`serve`], but stops when `stop` completes; `ready` hears the bound
+/// device address and HTTP address once listening (for in-process use:
+/// the demo, tests).
+pub fn serve_until(
+    options: ServeOptions,
+    ready: impl FnOnce(std::net::SocketAddr, Option<std::net::SocketAddr>) + Send,
+    stop: impl std::future::Future<Output = ()>,
+) -> Result<WorkerStats, ServeError> {
     let ServeOptions {
         tcp,
+        http,
         context,
         heads,
         mut out,
@@ -160,9 +197,10 @@ pub fn serve(options: ServeOptions) -> Result<WorkerStats, ServeError> {
     let (job_tx, job_rx) = tokio::sync::mpsc::channel::<Job>(queue.max(1));
     let worker = {
         let registry = Arc::clone(&registry);
+        let live = Arc::clone(&context.live);
         std::thread::Builder::new()
             .name("heads".into())
-            .spawn(move || run_heads(job_rx, heads, &mut out, &registry))
+            .spawn(move || run_heads(job_rx, heads, &mut out, &registry, &live))
             .map_err(io("starting the head worker"))?
     };
     let context = Arc::new(context);
@@ -176,16 +214,42 @@ pub fn serve(options: ServeOptions) -> Result<WorkerStats, ServeError> {
         let local = listener.local_addr().map_err(io("reading the address"))?;
         tracing::info!("listening on {local}");
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let mut http_local = None;
+        let api = match &http {
+            Some(address) => {
+                let http_listener =
+                    tokio::net::TcpListener::bind(address)
+                        .await
+                        .map_err(|source| ServeError::Bind {
+                            address: address.clone(),
+                            source,
+                        })?;
+                let local = http_listener
+                    .local_addr()
+                    .map_err(io("reading the address"))?;
+                tracing::info!("HTTP API on http://{local}/");
+                http_local = Some(local);
+                let state = http::ApiState {
+                    context: Arc::clone(&context),
+                    jobs: job_tx.downgrade(),
+                };
+                Some(tokio::spawn(http::serve(
+                    http_listener,
+                    state,
+                    stop_rx.clone(),
+                )))
+            }
+            None => None,
+        };
         let server = tokio::spawn(tcp::serve(listener, Arc::clone(&context), job_tx, stop_rx));
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .map_err(io("installing the SIGTERM handler"))?;
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
-        }
+        ready(local, http_local);
+        stop.await;
         tracing::info!("shutting down");
         let _ = stop_tx.send(true);
         let _ = server.await;
+        if let Some(api) = api {
+            let _ = api.await;
+        }
         Ok(())
     });
     // Every job sender is gone now; the worker drains the queue and ends.

@@ -1,0 +1,217 @@
+//! The host's HTTP API, Prometheus metrics and live page.
+//!
+//! | route | what |
+//! |---|---|
+//! | `GET /` | live page: devices, frame rates, latest top labels (refreshes itself) |
+//! | `GET /api/devices` | every device: identity, counters, fps, last heartbeat, latest result |
+//! | `GET /api/devices/{id}/latest` | a device's latest result line |
+//! | `GET /metrics` | Prometheus text: frames in, gaps, duplicates, drops, per-head latency, queue depth |
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::{Path, State};
+use axum::http::{StatusCode, header};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::{Value, json};
+use tokio::sync::{mpsc, watch};
+
+use super::live::HeadTiming;
+use super::{Context, Job};
+
+/// What the handlers share.
+#[derive(Clone)]
+pub struct ApiState {
+    /// Registry, live results, limits.
+    pub context: Arc<Context>,
+    /// The job queue, for its depth (weak: the API must not keep it open).
+    pub jobs: mpsc::WeakSender<Job>,
+}
+
+/// The API's routes.
+pub fn router(state: ApiState) -> Router {
+    Router::new()
+        .route("/", get(page))
+        .route("/api/devices", get(devices))
+        .route("/api/devices/{id}/latest", get(latest))
+        .route("/metrics", get(metrics))
+        .with_state(state)
+}
+
+/// Serves the API until `shutdown` turns true.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: ApiState,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let result = axum::serve(listener, router(state))
+        .with_graceful_shutdown(async move {
+            let _ = shutdown.changed().await;
+        })
+        .await;
+    if let Err(e) = result {
+        tracing::error!("HTTP API stopped: {e}");
+    }
+}
+
+fn queue_depth(jobs: &mpsc::WeakSender<Job>) -> usize {
+    jobs.upgrade()
+        .map(|s| s.max_capacity() - s.capacity())
+        .unwrap_or(0)
+}
+
+async fn devices(State(state): State<ApiState>) -> Json<Value> {
+    let now = Instant::now();
+    let live = &state.context.live;
+    let list: Vec<Value> = state
+        .context
+        .registry
+        .snapshot()
+        .into_iter()
+        .map(|(id, record)| {
+            json!({
+                "id": id,
+                "fps": live.fps(&id, now),
+                "record": record,
+                "latest": live.latest(&id),
+            })
+        })
+        .collect();
+    Json(json!({ "devices": list, "processed": live.processed() }))
+}
+
+async fn latest(State(state): State<ApiState>, Path(id): Path<String>) -> Response {
+    match state.context.live.latest(&id) {
+        Some(line) => Json(line).into_response(),
+        None => (
+            StatusCode::NOT_FOUND,
+            Json(json!({"error": format!("no result from device {id:?} yet")})),
+        )
+            .into_response(),
+    }
+}
+
+/// Escapes a Prometheus label value.
+fn label(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// A per-device counter family: name, help, and how to read it.
+type Family = (&'static str, &'static str, fn(&super::DeviceRecord) -> u64);
+
+/// A per-head family: name, help, type, and how to read it.
+type HeadFamily = (
+    &'static str,
+    &'static str,
+    &'static str,
+    fn(&HeadTiming) -> f64,
+);
+
+async fn metrics(State(state): State<ApiState>) -> Response {
+    let mut out = String::new();
+    let devices = state.context.registry.snapshot();
+    let families: [Family; 6] = [
+        ("latentcam_latents_total", "Latents admitted.", |r| {
+            r.latents
+        }),
+        (
+            "latentcam_duplicates_total",
+            "Re-sent latents already held.",
+            |r| r.duplicates,
+        ),
+        (
+            "latentcam_missing_total",
+            "Sequence numbers never received.",
+            |r| r.missing,
+        ),
+        (
+            "latentcam_rate_limited_total",
+            "Latents dropped by the rate limit.",
+            |r| r.rate_limited,
+        ),
+        (
+            "latentcam_frame_errors_total",
+            "Corrupt frames after Hello.",
+            |r| r.frame_errors,
+        ),
+        (
+            "latentcam_device_dropped_total",
+            "Frames the device dropped (its heartbeat).",
+            |r| r.heartbeat.map_or(0, |h| h.frames_dropped),
+        ),
+    ];
+    for (name, help, get) in families {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+        for (id, record) in &devices {
+            let _ = writeln!(out, "{name}{{device=\"{}\"}} {}", label(id), get(record));
+        }
+    }
+    let heads = state.context.live.heads();
+    let head_families: [HeadFamily; 2] = [
+        (
+            "latentcam_head_seconds_total",
+            "Time spent in each head.",
+            "counter",
+            |t| t.seconds,
+        ),
+        (
+            "latentcam_head_runs_total",
+            "Latents each head ran on.",
+            "counter",
+            |t| t.count as f64,
+        ),
+    ];
+    for (name, help, kind, get) in head_families {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for (head, t) in &heads {
+            let _ = writeln!(out, "{name}{{head=\"{}\"}} {}", label(head), get(t));
+        }
+    }
+    let _ = writeln!(
+        out,
+        "# HELP latentcam_queue_depth Latents waiting for the heads.\n# TYPE latentcam_queue_depth gauge\nlatentcam_queue_depth {}",
+        queue_depth(&state.jobs)
+    );
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
+}
+
+async fn page() -> Html<&'static str> {
+    Html(PAGE)
+}
+
+const PAGE: &str = r#"<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>latentcam host</title>
+<style>
+body{font-family:system-ui,sans-serif;margin:2em;color:#222}
+table{border-collapse:collapse}td,th{padding:.3em .8em;border-bottom:1px solid #ddd;text-align:left}
+.num{text-align:right;font-variant-numeric:tabular-nums}
+</style></head><body>
+<h1>latentcam host</h1>
+<p id="summary">loading…</p>
+<table><thead><tr><th>device</th><th>model</th><th class="num">fps</th><th class="num">latents</th><th class="num">missing</th><th>latest</th></tr></thead>
+<tbody id="devices"></tbody></table>
+<script>
+function cell(text, cls){const td=document.createElement('td');td.textContent=text;if(cls)td.className=cls;return td}
+async function refresh(){
+  try{
+    const r=await fetch('/api/devices');const data=await r.json();
+    const body=document.getElementById('devices');body.replaceChildren();
+    for(const d of data.devices){
+      const tr=document.createElement('tr');tr.dataset.device=d.id;
+      const top=d.latest&&d.latest.heads&&d.latest.heads.imagenet&&d.latest.heads.imagenet[0];
+      tr.append(cell(d.id),cell(d.record.model),cell(d.fps.toFixed(1),'num'),cell(d.record.latents,'num'),
+        cell(d.record.missing,'num'),cell(top?`${top.label} ${(top.p*100).toFixed(0)}%`:'—'));
+      body.append(tr);
+    }
+    document.getElementById('summary').textContent=`${data.devices.length} device(s), ${data.processed} latents processed`;
+  }catch(e){document.getElementById('summary').textContent='host unreachable: '+e}
+}
+refresh();setInterval(refresh,1000);
+</script></body></html>
+"#;
