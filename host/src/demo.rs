@@ -199,6 +199,7 @@ pub fn run(
         let options = ServeOptions {
             tcp: "127.0.0.1:0".into(),
             http: None,
+            udp: None,
             context,
             heads,
             out: Box::new(LineSink {

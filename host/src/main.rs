@@ -57,6 +57,9 @@ enum Command {
         /// Address for the HTTP API, metrics and live page (off if absent).
         #[arg(long)]
         http: Option<String>,
+        /// Address to receive UDP devices on (off if absent).
+        #[arg(long)]
+        udp: Option<String>,
         /// Models directory (holding manifest.toml).
         #[arg(long, default_value_os_t = default_models_dir())]
         models: PathBuf,
@@ -203,6 +206,7 @@ fn main() -> anyhow::Result<()> {
         Command::Serve {
             tcp,
             http,
+            udp,
             models,
             jsonl,
             top,
@@ -268,6 +272,7 @@ fn main() -> anyhow::Result<()> {
             ingest::serve(ServeOptions {
                 tcp,
                 http,
+                udp,
                 context: ingest::Context {
                     manifest,
                     registry: std::sync::Arc::new(registry),

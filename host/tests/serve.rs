@@ -42,6 +42,8 @@ struct Host {
     address: String,
     /// Base URL of the HTTP API, when started with `--http`.
     http: Option<String>,
+    /// UDP address, when started with `--udp`.
+    udp: Option<String>,
 }
 
 impl Host {
@@ -73,29 +75,25 @@ impl Host {
             let stderr = child.stderr.take().unwrap();
             let (tx, rx) = mpsc::channel();
             thread::spawn(move || {
+                let (mut http, mut udp) = (None, None);
                 for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                     eprintln!("host: {line}");
-                    if let Some((_, bound)) = line.split_once("listening on ") {
-                        let _ = tx.send(Some(bound.trim().to_owned()));
-                    } else if let Some((_, url)) = line.split_once("HTTP API on ") {
-                        let _ = tx.send(Some(format!("http {}", url.trim())));
+                    if let Some((_, url)) = line.split_once("HTTP API on ") {
+                        http = Some(url.trim().to_owned());
+                    } else if let Some((_, address)) = line.split_once("UDP on ") {
+                        udp = Some(address.trim().to_owned());
+                    } else if let Some((_, bound)) = line.split_once("listening on ") {
+                        let _ = tx.send(Some((bound.trim().to_owned(), http.take(), udp.take())));
                     }
                 }
                 let _ = tx.send(None);
             });
-            if let Ok(Some(bound)) = rx.recv_timeout(Duration::from_secs(60)) {
-                let http = if extra.contains(&"--http") {
-                    rx.recv_timeout(Duration::from_secs(60))
-                        .ok()
-                        .flatten()
-                        .and_then(|u| u.strip_prefix("http ").map(str::to_owned))
-                } else {
-                    None
-                };
+            if let Ok(Some((address, http, udp))) = rx.recv_timeout(Duration::from_secs(60)) {
                 return Self {
                     child,
-                    address: bound,
+                    address,
                     http,
+                    udp,
                 };
             }
             let _ = child.wait();
@@ -522,4 +520,26 @@ fn the_demo_runs_end_to_end_on_real_video() {
     );
     assert!(stdout.contains("12 results from the host"), "{stdout}");
     assert!(stdout.contains("x smaller"), "{stdout}");
+}
+
+#[test]
+fn udp_devices_are_served_without_a_back_channel() {
+    let dir = scratch("udp");
+    let jsonl = dir.join("results.jsonl");
+    let host = Host::start_with(&jsonl, "127.0.0.1:0", &["--udp", "127.0.0.1:0"]);
+    let udp = host.udp.clone().expect("UDP address");
+    let mut config = edge_config(Path::new(VTEST), &udp, Path::new(""), "yard");
+    config.link.kind = "udp".into();
+    config.source.unpaced = true;
+    let report = run_edge(config, 25).join().unwrap();
+    assert_eq!(report.session.sent, 25);
+    wait_for_lines(&jsonl, 25);
+    // A datagram of noise from another address changes nothing.
+    let noise = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    noise.send_to(&[0, 1, 2, 3, 0, 9, 9, 0], &udp).unwrap();
+    host.stop();
+    assert_eq!(
+        seqs_of(&results(&jsonl), "yard"),
+        (0..25).collect::<Vec<_>>()
+    );
 }

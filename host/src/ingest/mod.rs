@@ -18,6 +18,7 @@ pub mod http;
 pub mod live;
 pub mod registry;
 pub mod tcp;
+pub mod udp;
 
 use std::io::Write;
 use std::sync::Arc;
@@ -139,6 +140,8 @@ pub struct ServeOptions {
     pub tcp: String,
     /// `host:port` for the HTTP API and live page, if wanted.
     pub http: Option<String>,
+    /// `host:port` to receive UDP devices on, if wanted.
+    pub udp: Option<String>,
     /// Shared state for connections.
     pub context: Context,
     /// Heads run on every latent.
@@ -184,6 +187,7 @@ pub fn serve_until(
     let ServeOptions {
         tcp,
         http,
+        udp,
         context,
         heads,
         mut out,
@@ -212,7 +216,6 @@ pub fn serve_until(
                 source,
             })?;
         let local = listener.local_addr().map_err(io("reading the address"))?;
-        tracing::info!("listening on {local}");
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let mut http_local = None;
         let api = match &http {
@@ -241,7 +244,28 @@ pub fn serve_until(
             }
             None => None,
         };
+        let udp_task = match &udp {
+            Some(address) => {
+                let socket = tokio::net::UdpSocket::bind(address)
+                    .await
+                    .map_err(|source| ServeError::Bind {
+                        address: address.clone(),
+                        source,
+                    })?;
+                let local = socket.local_addr().map_err(io("reading the address"))?;
+                tracing::info!("UDP on {local}");
+                Some(tokio::spawn(udp::serve(
+                    socket,
+                    Arc::clone(&context),
+                    job_tx.clone(),
+                    stop_rx.clone(),
+                )))
+            }
+            None => None,
+        };
         let server = tokio::spawn(tcp::serve(listener, Arc::clone(&context), job_tx, stop_rx));
+        // Logged last: everything is bound when a supervisor sees this.
+        tracing::info!("listening on {local}");
         ready(local, http_local);
         stop.await;
         tracing::info!("shutting down");
@@ -249,6 +273,9 @@ pub fn serve_until(
         let _ = server.await;
         if let Some(api) = api {
             let _ = api.await;
+        }
+        if let Some(udp_task) = udp_task {
+            let _ = udp_task.await;
         }
         Ok(())
     });
