@@ -8,4 +8,5 @@ pub mod demo;
 pub mod heads;
 pub mod ingest;
 pub mod recording;
+pub mod replay;
 pub mod session;

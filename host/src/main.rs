@@ -14,6 +14,7 @@ use latentcam_host::heads::anomaly::{AnomalyHead, AnomalyOptions};
 use latentcam_host::heads::fewshot::{FewShotHead, FewShotOptions, FewShotStore};
 use latentcam_host::heads::imagenet::{ImagenetHead, TopK};
 use latentcam_host::heads::search::{DEFAULT_CAPACITY, LatentIndex};
+use latentcam_host::heads::trained;
 use latentcam_host::ingest::{self, Limits, Registry, ServeOptions};
 
 #[derive(Parser)]
@@ -88,6 +89,50 @@ enum Command {
         /// Index every latent for similarity search in this file.
         #[arg(long)]
         index: Option<PathBuf>,
+        /// Also run a trained head (LCHEAD01 file from `train`).
+        #[arg(long)]
+        head: Option<PathBuf>,
+    },
+    /// Run the heads over a recording at full speed (one JSON line per
+    /// latent, as `serve` writes), with a progress bar on stderr.
+    Replay {
+        /// The recording file.
+        recording: PathBuf,
+        /// Models directory (holding manifest.toml).
+        #[arg(long, default_value_os_t = default_models_dir())]
+        models: PathBuf,
+        /// Write result lines here instead of stdout.
+        #[arg(long)]
+        jsonl: Option<PathBuf>,
+        /// ImageNet classes per latent.
+        #[arg(long, default_value_t = 3)]
+        top: usize,
+        /// Also run the few-shot head with this store.
+        #[arg(long)]
+        fewshot: Option<PathBuf>,
+        /// Also run a trained linear head (LCHEAD01 file from `train`).
+        #[arg(long)]
+        head: Option<PathBuf>,
+    },
+    /// Fit a new head on the latents of a recording and a labels file
+    /// (`device,seq,label` or `seq,label` per line); reports held-out
+    /// accuracy and writes the head (LCHEAD01) and `<out>.labels`.
+    Train {
+        /// The recording.
+        #[arg(long)]
+        recording: PathBuf,
+        /// The labels CSV.
+        #[arg(long)]
+        labels: PathBuf,
+        /// The head file to write.
+        #[arg(long)]
+        out: PathBuf,
+        /// Hold out every n-th latent of each class for the accuracy check.
+        #[arg(long, default_value_t = 5)]
+        holdout_every: usize,
+        /// Models directory (holding manifest.toml).
+        #[arg(long, default_value_os_t = default_models_dir())]
+        models: PathBuf,
     },
     /// Enroll labelled photos for the few-shot head: the encoder runs here on
     /// the host, and the latents are added to the store file.
@@ -127,6 +172,97 @@ enum Command {
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
+        Command::Replay {
+            recording,
+            models,
+            jsonl,
+            top,
+            fewshot,
+            head,
+        } => {
+            let manifest = Manifest::load(&models)
+                .with_context(|| format!("loading the model manifest from {}", models.display()))?;
+            let mut heads: Vec<Box<dyn Head>> = vec![Box::new(TopK {
+                head: ImagenetHead::from_manifest(&manifest)?,
+                k: top,
+            })];
+            if let Some(path) = &fewshot {
+                let store = FewShotStore::load(path, manifest.latent_dim)?;
+                heads.push(Box::new(FewShotHead::new(
+                    store,
+                    FewShotOptions::default(),
+                )?));
+            }
+            if let Some(path) = &head {
+                heads.push(Box::new(trained::TrainedHead::load(path)?));
+            }
+            let file = File::open(&recording)
+                .with_context(|| format!("cannot open recording {}", recording.display()))?;
+            let total = file.metadata().map(|m| m.len()).unwrap_or(0);
+            let bar = indicatif::ProgressBar::new(total);
+            bar.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "{bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+                )
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            );
+            let out: Box<dyn std::io::Write + Send> = match &jsonl {
+                Some(path) => Box::new(std::io::BufWriter::new(
+                    File::create(path)
+                        .with_context(|| format!("cannot create {}", path.display()))?,
+                )),
+                None => Box::new(std::io::BufWriter::new(std::io::stdout())),
+            };
+            let summary = latentcam_host::replay::replay(
+                BufReader::new(file),
+                &manifest,
+                heads,
+                out,
+                |read| bar.set_position(read),
+            )
+            .with_context(|| format!("replaying {}", recording.display()))?;
+            bar.finish_and_clear();
+            eprintln!(
+                "{}: {} latents through the heads, {} skipped, {} frame errors",
+                recording.display(),
+                summary.worker.processed,
+                summary.skipped,
+                summary.frame_errors
+            );
+            for (device, reason) in &summary.refused {
+                eprintln!("refused device {device}: {reason}");
+            }
+        }
+        Command::Train {
+            recording,
+            labels,
+            out,
+            holdout_every,
+            models,
+        } => {
+            let manifest = Manifest::load(&models)
+                .with_context(|| format!("loading the model manifest from {}", models.display()))?;
+            let file = File::open(&recording)
+                .with_context(|| format!("cannot open recording {}", recording.display()))?;
+            let latents = trained::latents_of(BufReader::new(file), &manifest)?;
+            let labelled = trained::read_labels(&labels)?;
+            let report = trained::train(
+                &latents,
+                &labelled,
+                holdout_every,
+                &latentcam_host::heads::linear::FitOptions::default(),
+            )?;
+            report.head.save(&out)?;
+            println!(
+                "{}: {} classes, trained on {} latents, held-out top-1 {:.1}% on {} ({} labels not in the recording)",
+                out.display(),
+                report.head.labels.len(),
+                report.train,
+                report.accuracy * 100.0,
+                report.held_out,
+                report.unmatched
+            );
+        }
         Command::Enroll {
             label,
             store,
@@ -216,6 +352,7 @@ fn main() -> anyhow::Result<()> {
             anomaly,
             fewshot,
             index,
+            head,
         } => {
             tracing_subscriber::fmt()
                 .with_env_filter(
@@ -247,6 +384,9 @@ fn main() -> anyhow::Result<()> {
             }
             if let Some(path) = &index {
                 heads.push(Box::new(LatentIndex::open(path, dim, DEFAULT_CAPACITY)?));
+            }
+            if let Some(path) = &head {
+                heads.push(Box::new(trained::TrainedHead::load(path)?));
             }
             let out: Box<dyn std::io::Write + Send> = match &jsonl {
                 Some(path) => Box::new(std::io::BufWriter::new(
