@@ -4,9 +4,11 @@
 //! probe on Fashion-MNIST latents (Debian `dataset-fashion-mnist`).
 //! `scripts/setup.sh` installs both data sets.
 
-use std::io::Read;
 use std::path::PathBuf;
 
+mod common;
+
+use common::idx;
 use latentcam_firmware::encoder::{self, Encoder, EncoderOptions, Precision};
 use latentcam_firmware::manifest::{Manifest, default_models_dir};
 use latentcam_firmware::preprocess::Preprocessor;
@@ -110,28 +112,6 @@ fn imagenet_top1_int8() {
     // Quantisation may cost a photo or two; a collapse would show here.
     let correct = imagenet_top1(Precision::Int8);
     assert!(correct >= 16, "int8 top-1 {correct}/20 < 16/20");
-}
-
-/// Reads an IDX file (gzip) of Fashion-MNIST.
-fn idx(name: &str) -> (Vec<usize>, Vec<u8>) {
-    let path = PathBuf::from("/usr/share/datasets/fashion-mnist").join(name);
-    let file = std::fs::File::open(&path).unwrap_or_else(|e| {
-        panic!(
-            "{}: {e}; run scripts/setup.sh (Debian package dataset-fashion-mnist)",
-            path.display()
-        )
-    });
-    let mut bytes = Vec::new();
-    flate2::read::GzDecoder::new(file)
-        .read_to_end(&mut bytes)
-        .unwrap();
-    let dims = bytes[3] as usize;
-    let shape: Vec<usize> = (0..dims)
-        .map(|i| u32::from_be_bytes(bytes[4 + 4 * i..8 + 4 * i].try_into().unwrap()) as usize)
-        .collect();
-    let data = bytes[4 + 4 * dims..].to_vec();
-    assert_eq!(data.len(), shape.iter().product::<usize>());
-    (shape, data)
 }
 
 /// Latents of the first `count` images of a Fashion-MNIST split, with labels.

@@ -3,10 +3,12 @@
 //! fits a classifier from the recording and a labels file and reports
 //! held-out accuracy, and `replay` runs the new head over the recording.
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+mod common;
+
+use common::idx;
 use latentcam_firmware::batch::{self, BatchSettings};
 use latentcam_firmware::encoder::{self, EncoderOptions};
 use latentcam_firmware::manifest::Manifest;
@@ -16,26 +18,6 @@ use serde_json::Value;
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-/// An IDX file (gzip) of Fashion-MNIST.
-fn idx(name: &str) -> (Vec<usize>, Vec<u8>) {
-    let path = PathBuf::from("/usr/share/datasets/fashion-mnist").join(name);
-    let file = std::fs::File::open(&path).unwrap_or_else(|e| {
-        panic!(
-            "{}: {e}; run scripts/setup.sh (Debian package dataset-fashion-mnist)",
-            path.display()
-        )
-    });
-    let mut bytes = Vec::new();
-    flate2::read::GzDecoder::new(file)
-        .read_to_end(&mut bytes)
-        .unwrap();
-    let dims = bytes[3] as usize;
-    let shape: Vec<usize> = (0..dims)
-        .map(|i| u32::from_be_bytes(bytes[4 + 4 * i..8 + 4 * i].try_into().unwrap()) as usize)
-        .collect();
-    (shape, bytes[4 + 4 * dims..].to_vec())
 }
 
 const CLASSES: [(u8, &str); 4] = [(0, "tshirt"), (1, "trouser"), (7, "sneaker"), (8, "bag")];

@@ -1,0 +1,26 @@
+//! Helpers shared by the host's integration tests.
+
+use std::io::Read;
+use std::path::PathBuf;
+
+/// Reads an IDX file (gzip) of Fashion-MNIST.
+pub fn idx(name: &str) -> (Vec<usize>, Vec<u8>) {
+    let path = PathBuf::from("/usr/share/datasets/fashion-mnist").join(name);
+    let file = std::fs::File::open(&path).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e}; run scripts/setup.sh (Debian package dataset-fashion-mnist)",
+            path.display()
+        )
+    });
+    let mut bytes = Vec::new();
+    flate2::read::GzDecoder::new(file)
+        .read_to_end(&mut bytes)
+        .unwrap();
+    let dims = bytes[3] as usize;
+    let shape: Vec<usize> = (0..dims)
+        .map(|i| u32::from_be_bytes(bytes[4 + 4 * i..8 + 4 * i].try_into().unwrap()) as usize)
+        .collect();
+    let data = bytes[4 + 4 * dims..].to_vec();
+    assert_eq!(data.len(), shape.iter().product::<usize>());
+    (shape, data)
+}
