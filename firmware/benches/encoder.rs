@@ -1,6 +1,10 @@
 //! Encoder latency, tract fp32 against tract int8 on the same real photo in
 //! the same run, plus the preprocessing of a 640x480 frame.
 //! `cargo bench -p latentcam-firmware --bench encoder`.
+//!
+//! With `--features tflite` (through scripts/with-tflite.sh, and after
+//! `bash models/build/build.sh --tflite`), TensorFlow Lite fp32 and int8 with
+//! XNNPACK on and off run in the same group, all with 1 thread.
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use latentcam_firmware::encoder::{self, EncoderOptions, Precision};
@@ -29,6 +33,29 @@ fn bench(c: &mut Criterion) {
         group.bench_function(format!("tract-{}", precision.name()), |b| {
             b.iter(|| enc.encode(&input, &mut latent).unwrap())
         });
+    }
+    #[cfg(feature = "tflite")]
+    for precision in [Precision::Fp32, Precision::Int8] {
+        for xnnpack in [true, false] {
+            let options = EncoderOptions {
+                backend: encoder::Backend::Tflite,
+                precision,
+                xnnpack,
+                threads: 1,
+            };
+            let mut enc = encoder::open(&manifest, &options).expect("tflite encoder");
+            let mut pre = Preprocessor::new(&manifest.preprocessing, enc.info().layout);
+            let input = pre.run(image.as_raw(), w, h).unwrap().to_vec();
+            let mut latent = vec![0f32; manifest.latent_dim];
+            let name = format!(
+                "tflite-{}-xnnpack-{}",
+                precision.name(),
+                if xnnpack { "on" } else { "off" }
+            );
+            group.bench_function(name, |b| {
+                b.iter(|| enc.encode(&input, &mut latent).unwrap())
+            });
+        }
     }
     group.finish();
 

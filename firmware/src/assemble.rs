@@ -81,6 +81,7 @@ pub fn encoder_options(config: &EdgeConfig) -> Result<EncoderOptions, AssembleEr
         backend,
         precision,
         threads: config.model.threads,
+        ..EncoderOptions::default()
     })
 }
 

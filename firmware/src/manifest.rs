@@ -282,7 +282,16 @@ impl Manifest {
     /// Checks a file's SHA-256 against the manifest and returns its path and
     /// raw hash.
     pub fn verify(&self, entry: &FileEntry) -> Result<(PathBuf, [u8; 32]), ManifestError> {
-        let path = self.resolve(entry);
+        self.verify_at(entry, self.resolve(entry))
+    }
+
+    /// Checks the file at `path` (e.g. a cached copy of an uncommitted
+    /// file) against `entry`'s SHA-256 and returns the path and raw hash.
+    pub fn verify_at(
+        &self,
+        entry: &FileEntry,
+        path: PathBuf,
+    ) -> Result<(PathBuf, [u8; 32]), ManifestError> {
         let digest = sha256_file(&path)?;
         let actual = hex::encode(digest);
         if !actual.eq_ignore_ascii_case(&entry.sha256) {

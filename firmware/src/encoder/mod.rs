@@ -1,18 +1,25 @@
 //! Encoders: an input tensor in, a latent vector out, behind one trait.
 //!
 //! Backends: `tract` (always built, pure Rust) and `tflite` (cargo feature
-//! `tflite`). A backend compiled out still exists and answers
-//! [`EncoderError::NotCompiled`], so choosing it gives a clear error rather
-//! than a missing symbol.
+//! `tflite`, see `firmware/TFLITE.md`). A backend compiled out still exists
+//! and answers [`EncoderError::NotCompiled`], so choosing it gives a clear
+//! error rather than a missing symbol.
+//!
+//! Model files are looked up beside the manifest first. Files too big to
+//! commit (`committed = false` in the manifest, such as the `.tflite`) are
+//! written by `models/build/build.sh` to `$LATENTCAM_CACHE/models/<path>`
+//! (default `~/.cache/latentcam`), and found there.
 
 use std::fmt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
-use crate::manifest::{Layout, Manifest, ManifestError};
+use crate::manifest::{FileEntry, Layout, Manifest, ManifestError};
 
+mod tflite;
 mod tract;
 
+pub use self::tflite::{TfliteConfig, TfliteEncoder};
 pub use self::tract::TractEncoder;
 
 /// Errors loading or running an encoder.
@@ -24,13 +31,26 @@ pub enum EncoderError {
     Manifest(#[from] ManifestError),
     /// The backend is not part of this build.
     #[error(
-        "this build has no {backend} support: rebuild latentcam with `--features {feature}`, or choose another backend"
+        "this latentcam was built without {backend} support: rebuild it with `--features {feature}` \
+         (see firmware/TFLITE.md), or choose another backend"
     )]
     NotCompiled {
         /// Backend name.
         backend: Backend,
         /// The cargo feature that adds it.
         feature: &'static str,
+    },
+    /// A `.tflite` file the manifest lists is neither beside the manifest
+    /// nor in the build cache: it is not committed and has not been built yet.
+    #[error(
+        "{path} is missing: this model file is not committed; build it with \
+         `bash models/build/build.sh --tflite` (writes {cached}), or set LATENTCAM_CACHE to where it was built"
+    )]
+    NotBuilt {
+        /// Where the manifest puts it.
+        path: PathBuf,
+        /// Where the build writes it.
+        cached: PathBuf,
     },
     /// The inference engine could not load the model.
     #[error("{backend} could not load {path}: {message}")]
@@ -73,6 +93,18 @@ pub enum Backend {
 }
 
 impl Backend {
+    /// Every backend, compiled in or not.
+    pub const ALL: [Backend; 2] = [Backend::Tract, Backend::Tflite];
+
+    /// Whether this build can run the backend (`tflite` needs the cargo
+    /// feature of the same name).
+    pub const fn is_compiled(self) -> bool {
+        match self {
+            Backend::Tract => true,
+            Backend::Tflite => cfg!(feature = "tflite"),
+        }
+    }
+
     /// Name used in configs, the CLI and `Hello`.
     pub fn name(self) -> &'static str {
         match self {
@@ -187,6 +219,11 @@ pub struct EncoderOptions {
     pub precision: Precision,
     /// Inference threads (backends that support it).
     pub threads: usize,
+    /// Run TFLite through its XNNPACK delegate (ignored by tract). On by
+    /// default: for fp32 it was 6.4x faster than TFLite's own kernels on
+    /// x86_64 with 1 thread (firmware/TFLITE.md); the TF 2.6 x86_64 library
+    /// leaves int8 graphs to its own kernels either way.
+    pub xnnpack: bool,
 }
 
 impl Default for EncoderOptions {
@@ -195,6 +232,7 @@ impl Default for EncoderOptions {
             backend: Backend::Tract,
             precision: Precision::Fp32,
             threads: 1,
+            xnnpack: true,
         }
     }
 }
@@ -205,8 +243,15 @@ pub fn open(
     manifest: &Manifest,
     options: &EncoderOptions,
 ) -> Result<Box<dyn Encoder>, EncoderError> {
+    // Before touching files: a build without the backend says so plainly.
+    if !options.backend.is_compiled() {
+        return Err(EncoderError::NotCompiled {
+            backend: options.backend,
+            feature: options.backend.name(),
+        });
+    }
     let entry = manifest.encoder(options.backend.format(), options.precision.name())?;
-    let (path, sha256) = manifest.verify(entry)?;
+    let (path, sha256) = verify_file(manifest, entry)?;
     let shape = entry.input_shape.clone().unwrap_or_default();
     let info = EncoderInfo {
         backend: options.backend,
@@ -227,11 +272,77 @@ pub fn open(
     }
     match options.backend {
         Backend::Tract => Ok(Box::new(TractEncoder::load(info, &shape)?)),
-        Backend::Tflite => Err(EncoderError::NotCompiled {
-            backend: Backend::Tflite,
-            feature: "tflite",
-        }),
+        Backend::Tflite => {
+            let config = TfliteConfig {
+                input_shape: &shape,
+                input_name: entry.input_name.as_deref(),
+                output_name: entry
+                    .output_names
+                    .as_ref()
+                    .and_then(|names| names.first())
+                    .map(String::as_str),
+                threads: options.threads,
+                xnnpack: options.xnnpack,
+            };
+            Ok(Box::new(TfliteEncoder::load(info, &config)?))
+        }
     }
+}
+
+/// The build cache that `models/build/build.sh` writes uncommitted model
+/// files to: `$LATENTCAM_CACHE`, else `~/.cache/latentcam`.
+pub fn cache_dir() -> Option<PathBuf> {
+    match std::env::var_os("LATENTCAM_CACHE") {
+        Some(dir) if !dir.is_empty() => Some(PathBuf::from(dir)),
+        _ => std::env::var_os("HOME")
+            .filter(|home| !home.is_empty())
+            .map(|home| Path::new(&home).join(".cache").join("latentcam")),
+    }
+}
+
+/// Where a manifest file is: beside the manifest, or else (for files too
+/// big to commit) in the build cache under `models/<path>`. `None` when it
+/// is in neither place.
+pub fn locate(manifest: &Manifest, entry: &FileEntry) -> Option<PathBuf> {
+    let beside = manifest.resolve(entry);
+    if beside.is_file() {
+        return Some(beside);
+    }
+    let cached = cache_dir()?.join("models").join(&entry.path);
+    cached.is_file().then_some(cached)
+}
+
+/// [`locate`]s a file and checks its SHA-256 against the manifest.
+fn verify_file(
+    manifest: &Manifest,
+    entry: &FileEntry,
+) -> Result<(PathBuf, [u8; 32]), EncoderError> {
+    let Some(path) = locate(manifest, entry) else {
+        if entry.format != "tflite" {
+            // Committed files: the manifest's own "cannot read" error.
+            return Ok(manifest.verify(entry)?);
+        }
+        return Err(EncoderError::NotBuilt {
+            path: manifest.resolve(entry),
+            cached: cache_dir()
+                .unwrap_or_else(|| PathBuf::from("$LATENTCAM_CACHE"))
+                .join("models")
+                .join(&entry.path),
+        });
+    };
+    Ok(manifest.verify_at(entry, path)?)
+}
+
+/// Checks an input tensor's length against the encoder's.
+pub(crate) fn check_input(info: &EncoderInfo, input: &[f32]) -> Result<(), EncoderError> {
+    if input.len() != info.input_len {
+        return Err(EncoderError::Shape {
+            what: "encoder input",
+            expected: info.input_len,
+            got: input.len(),
+        });
+    }
+    Ok(())
 }
 
 /// Cosine similarity of two vectors (0 when either is all zeros).

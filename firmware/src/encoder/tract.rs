@@ -50,13 +50,7 @@ impl Encoder for TractEncoder {
     }
 
     fn encode(&mut self, input: &[f32], latent: &mut [f32]) -> Result<(), EncoderError> {
-        if input.len() != self.info.input_len {
-            return Err(EncoderError::Shape {
-                what: "encoder input",
-                expected: self.info.input_len,
-                got: input.len(),
-            });
-        }
+        super::check_input(&self.info, input)?;
         let run_err = |e: TractError| EncoderError::Run {
             backend: Backend::Tract,
             message: format!("{e:#}"),
