@@ -207,6 +207,7 @@ pub fn run(
                 tx: line_tx,
             }),
             queue: 64,
+            recorder: None,
         };
         std::thread::spawn(move || {
             ingest::serve_until(

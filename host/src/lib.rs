@@ -7,6 +7,7 @@ pub mod classify;
 pub mod demo;
 pub mod heads;
 pub mod ingest;
+pub mod recorder;
 pub mod recording;
 pub mod replay;
 pub mod session;

@@ -16,6 +16,7 @@ use latentcam_host::heads::imagenet::{ImagenetHead, TopK};
 use latentcam_host::heads::search::{DEFAULT_CAPACITY, LatentIndex};
 use latentcam_host::heads::trained;
 use latentcam_host::ingest::{self, Limits, Registry, ServeOptions};
+use latentcam_host::recorder::{Recorder, RecorderConfig};
 
 #[derive(Parser)]
 #[command(
@@ -92,6 +93,16 @@ enum Command {
         /// Also run a trained head (LCHEAD01 file from `train`).
         #[arg(long)]
         head: Option<PathBuf>,
+        /// Keep every accepted latent in rotating recordings in this
+        /// directory (for `train` and `replay` later).
+        #[arg(long)]
+        record: Option<PathBuf>,
+        /// Rotate recordings at this many megabytes.
+        #[arg(long, default_value_t = 64)]
+        record_file_mb: u64,
+        /// Delete the oldest recordings beyond this many megabytes in all.
+        #[arg(long, default_value_t = 10240)]
+        record_total_mb: u64,
     },
     /// Run the heads over a recording at full speed (one JSON line per
     /// latent, as `serve` writes), with a progress bar on stderr.
@@ -353,6 +364,9 @@ fn main() -> anyhow::Result<()> {
             fewshot,
             index,
             head,
+            record,
+            record_file_mb,
+            record_total_mb,
         } => {
             tracing_subscriber::fmt()
                 .with_env_filter(
@@ -424,6 +438,14 @@ fn main() -> anyhow::Result<()> {
                 heads,
                 out,
                 queue: 256,
+                recorder: match &record {
+                    Some(dir) => Some(Recorder::open(RecorderConfig {
+                        max_file_bytes: record_file_mb << 20,
+                        max_total_bytes: record_total_mb << 20,
+                        ..RecorderConfig::new(dir)
+                    })?),
+                    None => None,
+                },
             })?;
         }
         Command::Inspect { recording } => {

@@ -58,11 +58,11 @@ pub fn replay<R: Read>(
         let registry = Arc::clone(&registry);
         std::thread::spawn(move || {
             let mut out = out;
-            run_heads(rx, heads, &mut out, &registry, &Live::default())
+            run_heads(rx, heads, &mut out, &registry, &Live::default(), None)
         })
     };
     let mut summary = ReplaySummary::default();
-    let mut device: Option<(String, usize)> = None;
+    let mut device: Option<(String, usize, Arc<[u8]>)> = None;
     let mut read = 0u64;
     let counting = CountingReader {
         inner: reader,
@@ -72,7 +72,14 @@ pub fn replay<R: Read>(
     let result = for_each_frame(counting, |item| match item {
         Ok(Message::Hello(hello)) => match check_hello(manifest, &hello) {
             Ok(()) => {
-                device = Some((hello.device_id.to_owned(), hello.model.latent_dim as usize));
+                let frame = latentcam_wire::frame::encode_to_vec(&Message::Hello(hello))
+                    .unwrap_or_default()
+                    .into();
+                device = Some((
+                    hello.device_id.to_owned(),
+                    hello.model.latent_dim as usize,
+                    frame,
+                ));
             }
             Err(refusal) => {
                 device = None;
@@ -82,7 +89,7 @@ pub fn replay<R: Read>(
             }
         },
         Ok(Message::Latent(latent)) => {
-            let Some((id, dim)) = &device else {
+            let Some((id, dim, hello)) = &device else {
                 summary.skipped += 1;
                 return;
             };
@@ -98,6 +105,9 @@ pub fn replay<R: Read>(
                 return;
             }
             let job = Job {
+                frame: latentcam_wire::frame::encode_to_vec(&Message::Latent(latent))
+                    .unwrap_or_default(),
+                hello: Arc::clone(hello),
                 device: id.clone(),
                 seq: latent.seq,
                 capture_us: latent.capture_us,

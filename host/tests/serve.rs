@@ -205,10 +205,18 @@ fn photos_are_classified_like_the_reference() {
         .unwrap();
     assert!(enrolled.status.success(), "{enrolled:?}");
     let store_arg = store.display().to_string();
+    let records = dir.join("records");
+    let records_arg = records.display().to_string();
     let host = Host::start_with(
         &jsonl,
         "127.0.0.1:0",
-        &["--fewshot", &store_arg, "--anomaly"],
+        &[
+            "--fewshot",
+            &store_arg,
+            "--anomaly",
+            "--record",
+            &records_arg,
+        ],
     );
     let mut config = edge_config(&originals, &host.address, &dir.join("spool"), "door");
     config.source.unpaced = true;
@@ -252,6 +260,29 @@ fn photos_are_classified_like_the_reference() {
         assert_eq!(fewshot["label"], expected, "{name}: {fewshot}");
         // Three frames are still the anomaly head's warm-up.
         assert_eq!(line["heads"]["anomaly"]["warm"], false);
+    }
+
+    // The host's own recording replays to the same answers.
+    let recorded: Vec<PathBuf> = std::fs::read_dir(&records)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(recorded.len(), 1, "{recorded:?}");
+    let replayed = dir.join("replayed.jsonl");
+    let out = Command::new(env!("CARGO_BIN_EXE_latentcam-host"))
+        .args(["replay", "--models"])
+        .arg(repo().join("models"))
+        .arg("--jsonl")
+        .arg(&replayed)
+        .arg(&recorded[0])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let again = results(&replayed);
+    assert_eq!(again.len(), 3);
+    for (a, b) in again.iter().zip(&lines) {
+        assert_eq!(a["seq"], b["seq"]);
+        assert_eq!(a["heads"]["imagenet"][0], b["heads"]["imagenet"][0]);
     }
 }
 

@@ -2,6 +2,7 @@
 //! bytes in, replies / latents / a close decision out. The TCP and serial
 //! servers drive it; unit tests drive it with byte strings.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use latentcam_firmware::manifest::Manifest;
@@ -56,6 +57,10 @@ pub struct Job {
     pub payload_bytes: usize,
     /// The decoded latent.
     pub latent: Vec<f32>,
+    /// The latent's frame, re-encoded (what a recording stores).
+    pub frame: Vec<u8>,
+    /// The device's `Hello` frame, re-encoded (recordings repeat it).
+    pub hello: Arc<[u8]>,
 }
 
 /// What the connection should do.
@@ -74,6 +79,7 @@ struct Accepted {
     device: String,
     codec: Codec,
     dim: usize,
+    hello: Arc<[u8]>,
 }
 
 /// One connection's protocol state.
@@ -240,6 +246,7 @@ impl Conn {
                     device,
                     codec: hello.codec,
                     dim: hello.model.latent_dim as usize,
+                    hello: frame::encode_to_vec(message).unwrap_or_default().into(),
                 });
             }
             Message::Latent(latent) => {
@@ -280,6 +287,8 @@ impl Conn {
                     return;
                 }
                 out.push(Step::Job(Job {
+                    frame: frame::encode_to_vec(message).unwrap_or_default(),
+                    hello: accepted.hello,
                     device: accepted.device,
                     seq: latent.seq,
                     capture_us: latent.capture_us,

@@ -27,6 +27,7 @@ use std::time::Instant;
 use serde_json::{Map, Value, json};
 
 use crate::heads::{Head, LatentRef};
+use crate::recorder::Recorder;
 pub use conn::{Conn, Job, Limits, Step};
 pub use live::Live;
 pub use registry::{DeviceRecord, Registry};
@@ -49,10 +50,15 @@ pub fn run_heads(
     out: &mut dyn Write,
     registry: &Registry,
     live: &Live,
+    mut recorder: Option<&mut Recorder>,
 ) -> std::io::Result<WorkerStats> {
     let mut stats = WorkerStats::default();
     while let Some(job) = jobs.blocking_recv() {
         let started = Instant::now();
+        // Recorded before the result: an acknowledged latent is stored.
+        if let Some(recorder) = recorder.as_deref_mut() {
+            recorder.record(&job.device, &job.hello, &job.frame)?;
+        }
         let input = LatentRef {
             device: &job.device,
             seq: job.seq,
@@ -150,6 +156,8 @@ pub struct ServeOptions {
     pub out: Box<dyn Write + Send>,
     /// Latents waiting for the heads before connections are slowed down.
     pub queue: usize,
+    /// Keeps every accepted latent in rotating recordings, if given.
+    pub recorder: Option<Recorder>,
 }
 
 fn io(what: &'static str) -> impl FnOnce(std::io::Error) -> ServeError {
@@ -192,6 +200,7 @@ pub fn serve_until(
         heads,
         mut out,
         queue,
+        mut recorder,
     } = options;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -204,7 +213,7 @@ pub fn serve_until(
         let live = Arc::clone(&context.live);
         std::thread::Builder::new()
             .name("heads".into())
-            .spawn(move || run_heads(job_rx, heads, &mut out, &registry, &live))
+            .spawn(move || run_heads(job_rx, heads, &mut out, &registry, &live, recorder.as_mut()))
             .map_err(io("starting the head worker"))?
     };
     let context = Arc::new(context);
