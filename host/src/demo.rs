@@ -195,6 +195,7 @@ pub fn run(
             host_id: "latentcam-demo".into(),
             max_connections: 16,
             live: Arc::new(Live::default()),
+            index: None,
         };
         let options = ServeOptions {
             tcp: "127.0.0.1:0".into(),

@@ -13,7 +13,7 @@ use latentcam_host::heads::Head;
 use latentcam_host::heads::anomaly::{AnomalyHead, AnomalyOptions};
 use latentcam_host::heads::fewshot::{FewShotHead, FewShotOptions, FewShotStore};
 use latentcam_host::heads::imagenet::{ImagenetHead, TopK};
-use latentcam_host::heads::search::{DEFAULT_CAPACITY, LatentIndex};
+use latentcam_host::heads::search::{DEFAULT_CAPACITY, LatentIndex, SharedIndex};
 use latentcam_host::heads::trained;
 use latentcam_host::ingest::{self, Limits, Registry, ServeOptions};
 use latentcam_host::recorder::{Recorder, RecorderConfig};
@@ -396,9 +396,14 @@ fn main() -> anyhow::Result<()> {
             if anomaly {
                 heads.push(Box::new(AnomalyHead::new(dim, AnomalyOptions::default())?));
             }
-            if let Some(path) = &index {
-                heads.push(Box::new(LatentIndex::open(path, dim, DEFAULT_CAPACITY)?));
-            }
+            let shared_index = match &index {
+                Some(path) => {
+                    let shared = SharedIndex::new(LatentIndex::open(path, dim, DEFAULT_CAPACITY)?);
+                    heads.push(Box::new(shared.clone()));
+                    Some(shared)
+                }
+                None => None,
+            };
             if let Some(path) = &head {
                 heads.push(Box::new(trained::TrainedHead::load(path)?));
             }
@@ -434,6 +439,7 @@ fn main() -> anyhow::Result<()> {
                     host_id,
                     max_connections,
                     live: Default::default(),
+                    index: shared_index,
                 },
                 heads,
                 out,

@@ -21,7 +21,7 @@ use latentcam_wire::{
     AuthOffer, AuthScheme, ByeReason, Codec, FrameDecoder, Hello, Latent, Message, ModelIdentity,
     PROTOCOL_VERSION, WelcomeStatus,
 };
-use serde_json::Value;
+use serde_json::{Value, json};
 
 const VTEST: &str = "/usr/share/doc/opencv-doc/examples/data/vtest.avi";
 
@@ -448,11 +448,17 @@ fn hostile_peers_lose_only_their_own_connection() {
 
 /// A minimal HTTP GET over a std socket (the API is plain HTTP/1.1).
 fn get(base: &str, path: &str) -> (u16, String) {
+    request(base, "GET", path, "")
+}
+
+fn request(base: &str, method: &str, path: &str, body: &str) -> (u16, String) {
     let authority = base.trim_start_matches("http://").trim_end_matches('/');
     let mut stream = TcpStream::connect(authority).unwrap();
     write!(
         stream,
-        "GET {path} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
     )
     .unwrap();
     let mut response = String::new();
@@ -494,6 +500,27 @@ fn api_metrics_and_the_live_page_in_headless_chromium() {
     assert_eq!(latest["heads"]["search"]["indexed"], 3);
     let (status, _) = get(&base, "/api/devices/nobody/latest");
     assert_eq!(status, 404);
+
+    // Frames like a stored one: itself first.
+    let (status, body) = get(&base, "/api/search?device=porch&seq=1&k=2");
+    assert_eq!(status, 200, "{body}");
+    let hits: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(hits["hits"][0]["seq"], 1);
+    assert!(hits["hits"][0]["similarity"].as_f64().unwrap() > 0.999);
+    assert_eq!(hits["hits"].as_array().unwrap().len(), 2);
+    // By a latent; a wrong dimension is a clear 400.
+    let query = serde_json::to_string(&json!({"latent": vec![0.5f32; 1280], "k": 3})).unwrap();
+    let (status, body) = request(&base, "POST", "/api/search", &query);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).unwrap()["hits"]
+            .as_array()
+            .unwrap()
+            .len(),
+        3
+    );
+    let (status, body) = request(&base, "POST", "/api/search", r#"{"latent": [1, 2, 3]}"#);
+    assert_eq!(status, 400, "{body}");
     let (status, metrics) = get(&base, "/metrics");
     assert_eq!(status, 200);
     assert!(

@@ -601,6 +601,36 @@ impl Head for LatentIndex {
     }
 }
 
+/// An index shared between the head worker, which adds every latent, and
+/// the HTTP API, which searches it.
+#[derive(Debug, Clone)]
+pub struct SharedIndex(pub std::sync::Arc<std::sync::Mutex<LatentIndex>>);
+
+impl SharedIndex {
+    /// Wraps an index.
+    pub fn new(index: LatentIndex) -> Self {
+        Self(std::sync::Arc::new(std::sync::Mutex::new(index)))
+    }
+
+    /// Locks the index (a panic while locked cannot leave it half-written:
+    /// records are appended whole).
+    pub fn lock(&self) -> std::sync::MutexGuard<'_, LatentIndex> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+impl Head for SharedIndex {
+    fn name(&self) -> &str {
+        "search"
+    }
+
+    fn run(&mut self, input: &LatentRef<'_>) -> Result<serde_json::Value, HeadError> {
+        self.lock().run(input)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -5,6 +5,8 @@
 //! | `GET /` | live page: devices, frame rates, latest top labels (refreshes itself) |
 //! | `GET /api/devices` | every device: identity, counters, fps, last heartbeat, latest result |
 //! | `GET /api/devices/{id}/latest` | a device's latest result line |
+//! | `GET /api/search?device=D&seq=N&k=K` | frames like a stored one (needs `serve --index`) |
+//! | `POST /api/search` `{"latent": [...], "k": K}` | frames like a given latent |
 //! | `GET /metrics` | Prometheus text: frames in, gaps, duplicates, drops, per-head latency, queue depth |
 
 use std::fmt::Write as _;
@@ -37,6 +39,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/", get(page))
         .route("/api/devices", get(devices))
         .route("/api/devices/{id}/latest", get(latest))
+        .route("/api/search", get(search_stored).post(search_latent))
         .route("/metrics", get(metrics))
         .with_state(state)
 }
@@ -91,6 +94,79 @@ async fn latest(State(state): State<ApiState>, Path(id): Path<String>) -> Respon
             Json(json!({"error": format!("no result from device {id:?} yet")})),
         )
             .into_response(),
+    }
+}
+
+/// Query of `GET /api/search`.
+#[derive(Debug, serde::Deserialize)]
+pub struct StoredQuery {
+    /// Device of the stored frame.
+    pub device: String,
+    /// Its sequence number.
+    pub seq: u64,
+    /// Hits wanted (default 10, at most 1000).
+    pub k: Option<usize>,
+}
+
+/// Body of `POST /api/search`.
+#[derive(Debug, serde::Deserialize)]
+pub struct LatentQuery {
+    /// The query latent.
+    pub latent: Vec<f32>,
+    /// Hits wanted (default 10, at most 1000).
+    pub k: Option<usize>,
+}
+
+fn error(status: StatusCode, message: String) -> Response {
+    (status, Json(json!({ "error": message }))).into_response()
+}
+
+fn hits_json(hits: &[crate::heads::search::SearchHit]) -> Response {
+    let hits: Vec<Value> = hits
+        .iter()
+        .map(|h| {
+            json!({"device": h.device, "seq": h.seq, "capture_us": h.capture_us, "similarity": h.similarity})
+        })
+        .collect();
+    Json(json!({ "hits": hits })).into_response()
+}
+
+async fn search_stored(
+    State(state): State<ApiState>,
+    axum::extract::Query(q): axum::extract::Query<StoredQuery>,
+) -> Response {
+    let Some(index) = state.context.index.clone() else {
+        return error(
+            StatusCode::NOT_FOUND,
+            "no index: start serve with --index FILE".into(),
+        );
+    };
+    let k = q.k.unwrap_or(10).clamp(1, 1000);
+    let found =
+        tokio::task::spawn_blocking(move || index.lock().search_stored(&q.device, q.seq, k)).await;
+    match found {
+        Ok(Some(hits)) => hits_json(&hits),
+        Ok(None) => error(
+            StatusCode::NOT_FOUND,
+            "that frame is not in the index".into(),
+        ),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+async fn search_latent(State(state): State<ApiState>, Json(q): Json<LatentQuery>) -> Response {
+    let Some(index) = state.context.index.clone() else {
+        return error(
+            StatusCode::NOT_FOUND,
+            "no index: start serve with --index FILE".into(),
+        );
+    };
+    let k = q.k.unwrap_or(10).clamp(1, 1000);
+    let found = tokio::task::spawn_blocking(move || index.lock().search(&q.latent, k)).await;
+    match found {
+        Ok(Ok(hits)) => hits_json(&hits),
+        Ok(Err(e)) => error(StatusCode::BAD_REQUEST, e.to_string()),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
 }
 

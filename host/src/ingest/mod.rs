@@ -113,6 +113,8 @@ pub struct Context {
     pub max_connections: usize,
     /// Latest results and timings for the HTTP API.
     pub live: Arc<Live>,
+    /// The similarity index, when one runs, for `/api/search`.
+    pub index: Option<crate::heads::search::SharedIndex>,
 }
 
 /// Why the server could not run.
