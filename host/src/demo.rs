@@ -201,6 +201,7 @@ pub fn run(
             tcp: "127.0.0.1:0".into(),
             http: None,
             udp: None,
+            serial: None,
             context,
             heads,
             out: Box::new(LineSink {

@@ -62,6 +62,12 @@ enum Command {
         /// Address to receive UDP devices on (off if absent).
         #[arg(long)]
         udp: Option<String>,
+        /// A serial line with a device on it (e.g. /dev/ttyUSB0).
+        #[arg(long)]
+        serial: Option<PathBuf>,
+        /// Baud rate of the serial line.
+        #[arg(long, default_value_t = 921_600)]
+        baud: u32,
         /// Models directory (holding manifest.toml).
         #[arg(long, default_value_os_t = default_models_dir())]
         models: PathBuf,
@@ -354,6 +360,8 @@ fn main() -> anyhow::Result<()> {
             tcp,
             http,
             udp,
+            serial,
+            baud,
             models,
             jsonl,
             top,
@@ -432,6 +440,7 @@ fn main() -> anyhow::Result<()> {
                 tcp,
                 http,
                 udp,
+                serial: serial.map(|path| ingest::serial::SerialIngest { path, baud }),
                 context: ingest::Context {
                     manifest,
                     registry: std::sync::Arc::new(registry),

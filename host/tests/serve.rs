@@ -13,6 +13,9 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
+#[path = "../../firmware/tests/common/mod.rs"]
+mod pty;
+
 use latentcam_firmware::assemble;
 use latentcam_firmware::config::EdgeConfig;
 use latentcam_firmware::pipeline::{self, Report};
@@ -599,5 +602,34 @@ fn udp_devices_are_served_without_a_back_channel() {
     assert_eq!(
         seqs_of(&results(&jsonl), "yard"),
         (0..25).collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn a_serial_device_is_served_with_acks_over_the_line() {
+    let dir = scratch("serial");
+    let jsonl = dir.join("results.jsonl");
+    let line = pty::PtyPair::new();
+    let host = Host::start_with(
+        &jsonl,
+        "127.0.0.1:0",
+        &["--serial", &line.paths[1], "--baud", "921600"],
+    );
+    let mut config = edge_config(Path::new(VTEST), "", &dir.join("spool"), "till");
+    config.link.kind = "serial".into();
+    config.link.path = PathBuf::from(&line.paths[0]);
+    config.link.baud = 921_600;
+    config.source.unpaced = true;
+    let report = run_edge(config, 20).join().unwrap();
+    assert_eq!(report.encoded, 20);
+    assert_eq!(
+        report.session.spool_pending, 0,
+        "every latent acked over the line"
+    );
+    assert_eq!(report.session.welcomes, 1);
+    host.stop();
+    assert_eq!(
+        seqs_of(&results(&jsonl), "till"),
+        (0..20).collect::<Vec<_>>()
     );
 }

@@ -17,6 +17,7 @@ pub mod conn;
 pub mod http;
 pub mod live;
 pub mod registry;
+pub mod serial;
 pub mod tcp;
 pub mod udp;
 
@@ -140,6 +141,9 @@ pub enum ServeError {
     /// The head worker thread panicked.
     #[error("the head worker panicked")]
     Worker,
+    /// The serial line could not be opened.
+    #[error(transparent)]
+    Serial(#[from] serial::SerialError),
 }
 
 /// A host server's setup.
@@ -150,6 +154,8 @@ pub struct ServeOptions {
     pub http: Option<String>,
     /// `host:port` to receive UDP devices on, if wanted.
     pub udp: Option<String>,
+    /// A serial line with one device on it, if wanted.
+    pub serial: Option<serial::SerialIngest>,
     /// Shared state for connections.
     pub context: Context,
     /// Heads run on every latent.
@@ -198,6 +204,7 @@ pub fn serve_until(
         tcp,
         http,
         udp,
+        serial,
         context,
         heads,
         mut out,
@@ -219,6 +226,30 @@ pub fn serve_until(
             .map_err(io("starting the head worker"))?
     };
     let context = Arc::new(context);
+    let serial_stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let serial_thread = match &serial {
+        Some(config) => {
+            let port = serial::open(config)?;
+            let name = format!("serial:{}", config.path.display());
+            tracing::info!(
+                "serial ingest on {} at {} baud",
+                config.path.display(),
+                config.baud
+            );
+            let (context, jobs, stop) = (
+                Arc::clone(&context),
+                job_tx.clone(),
+                Arc::clone(&serial_stop),
+            );
+            Some(
+                std::thread::Builder::new()
+                    .name("serial".into())
+                    .spawn(move || serial::serve(port, name, context, jobs, stop))
+                    .map_err(io("starting the serial ingest"))?,
+            )
+        }
+        None => None,
+    };
     let served: Result<(), ServeError> = runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind(&tcp)
             .await
@@ -290,6 +321,10 @@ pub fn serve_until(
         }
         Ok(())
     });
+    serial_stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    if let Some(t) = serial_thread {
+        let _ = t.join();
+    }
     // Every job sender is gone now; the worker drains the queue and ends.
     let stats = worker
         .join()

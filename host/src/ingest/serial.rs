@@ -1,0 +1,125 @@
+//! The serial ingest: one device on a serial line (linux-embedded-hal's
+//! serialport), served by a blocking thread that drives a [`Conn`] and
+//! writes `Welcome` and `Ack`s back on the line.
+
+use std::io::{ErrorKind, Read, Write};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use latentcam_wire::{Ack, Message, frame};
+use linux_embedded_hal::serialport;
+use tokio::sync::mpsc;
+
+use super::{Conn, Context, Job, Step};
+
+/// Settings of a serial ingest.
+#[derive(Debug, Clone)]
+pub struct SerialIngest {
+    /// The device, e.g. `/dev/ttyUSB0`.
+    pub path: PathBuf,
+    /// Line speed.
+    pub baud: u32,
+}
+
+/// Why the serial line could not be served.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "serial ingest {path}: {message} (check the device path, the baud rate and membership of the dialout group)"
+)]
+pub struct SerialError {
+    /// The device.
+    pub path: PathBuf,
+    /// What the system said.
+    pub message: String,
+}
+
+/// Opens the line; fails at once with a clear error if it cannot.
+pub fn open(config: &SerialIngest) -> Result<serialport::TTYPort, SerialError> {
+    serialport::new(config.path.to_string_lossy(), config.baud)
+        .timeout(Duration::from_millis(50))
+        .open_native()
+        .map_err(|e| SerialError {
+            path: config.path.clone(),
+            message: e.to_string(),
+        })
+}
+
+/// Serves the line until `stop`: every read is fed to the session, replies
+/// are written back, and `Ack`s follow the results. A device that says
+/// `Bye` or breaks the protocol gets a fresh session on the same line (a
+/// serial device cannot reconnect any other way).
+pub fn serve(
+    mut port: serialport::TTYPort,
+    name: String,
+    ctx: Arc<Context>,
+    jobs: mpsc::Sender<Job>,
+    stop: Arc<AtomicBool>,
+) {
+    // A serial device may be powered up long after the host: no Hello
+    // deadline on a line nobody else can use.
+    let limits = super::Limits {
+        hello_timeout: Duration::from_secs(365 * 24 * 3600),
+        ..ctx.limits
+    };
+    let mut conn = Conn::new(name.clone(), limits, Instant::now());
+    let mut buf = vec![0u8; 4096];
+    let mut steps = Vec::new();
+    let mut acked: Option<u64> = None;
+    let mut last_ack_check = Instant::now();
+    while !stop.load(Ordering::Relaxed) {
+        match port.read(&mut buf) {
+            Ok(n) => conn.feed(
+                &buf[..n],
+                Instant::now(),
+                &ctx.manifest,
+                &ctx.registry,
+                &ctx.host_id,
+                &mut steps,
+            ),
+            Err(e) if matches!(e.kind(), ErrorKind::TimedOut | ErrorKind::WouldBlock) => {}
+            Err(e) => {
+                tracing::error!("{name}: read failed: {e}; stopping the serial ingest");
+                return;
+            }
+        }
+        if last_ack_check.elapsed() >= Duration::from_millis(50) {
+            last_ack_check = Instant::now();
+            conn.tick(Instant::now(), &mut steps);
+            if let Some(device) = conn.device() {
+                let held = ctx.registry.acked(device);
+                if held > acked
+                    && let Some(up_to) = held
+                    && let Ok(bytes) = frame::encode_to_vec(&Message::Ack(Ack { up_to }))
+                {
+                    acked = held;
+                    steps.push(Step::Reply(bytes));
+                }
+            }
+        }
+        let mut fresh = false;
+        for step in steps.drain(..) {
+            match step {
+                Step::Reply(bytes) => {
+                    if let Err(e) = port.write_all(&bytes).and_then(|()| port.flush()) {
+                        tracing::warn!("{name}: write failed: {e}");
+                    }
+                }
+                Step::Job(job) => {
+                    if jobs.blocking_send(job).is_err() {
+                        return;
+                    }
+                }
+                Step::Close(why) => {
+                    tracing::info!("{why}; waiting for the next Hello on the line");
+                    fresh = true;
+                }
+            }
+        }
+        if fresh {
+            conn = Conn::new(name.clone(), limits, Instant::now());
+            acked = None;
+        }
+    }
+}
