@@ -3,12 +3,15 @@
 //! and replayed over (`train`, `replay`).
 //!
 //! Files are `latents-<unix µs, 20 digits>.lcr` in one directory. Each file
-//! stands alone: before a device's first latent in a file, that device's
-//! `Hello` is written again. A file is closed when it reaches
+//! stands alone and reads like one device stream after another: a latent
+//! belongs to the last `Hello` before it (wire/SPEC.md), so the device's
+//! `Hello` is written at the start of a file and again whenever the
+//! previous latent came from another device. With many devices interleaved
+//! that costs one `Hello` (≈ 130 bytes) per device switch. A file is closed when it reaches
 //! `max_file_bytes` or `max_file_age`; the oldest files are deleted while the
 //! directory holds more than `max_total_bytes`.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::VecDeque;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
@@ -44,7 +47,8 @@ struct Current {
     path: PathBuf,
     bytes: u64,
     opened: Instant,
-    hellos: HashSet<String>,
+    /// The device whose `Hello` was written last.
+    last_device: Option<String>,
 }
 
 /// Writes accepted latents to rotating recording files.
@@ -83,8 +87,8 @@ impl Recorder {
     }
 
     /// Records one latent frame of `device`, preceded by the device's
-    /// `Hello` frame when this file does not have it yet. Flushed to the
-    /// operating system before returning.
+    /// `Hello` frame unless the file's last `Hello` is this device's.
+    /// Flushed to the operating system before returning.
     pub fn record(&mut self, device: &str, hello: &[u8], latent: &[u8]) -> io::Result<()> {
         let rotate = self.current.as_ref().is_none_or(|c| {
             c.bytes >= self.config.max_file_bytes || c.opened.elapsed() >= self.config.max_file_age
@@ -93,10 +97,10 @@ impl Recorder {
             self.rotate()?;
         }
         let c = self.current.as_mut().expect("rotate opened a file");
-        if !c.hellos.contains(device) {
+        if c.last_device.as_deref() != Some(device) {
             c.writer.write_all(hello).map_err(context(&c.path))?;
             c.bytes += hello.len() as u64;
-            c.hellos.insert(device.to_owned());
+            c.last_device = Some(device.to_owned());
         }
         c.writer.write_all(latent).map_err(context(&c.path))?;
         c.bytes += latent.len() as u64;
@@ -127,7 +131,7 @@ impl Recorder {
             path,
             bytes: 0,
             opened: Instant::now(),
-            hellos: HashSet::new(),
+            last_device: None,
         });
         self.enforce_retention()
     }
@@ -181,6 +185,21 @@ mod tests {
         }
         assert_eq!(kept[2], b"HH\x08\x08\x08\x08".to_vec());
         assert_eq!(kept[0], b"HH\x04\x04\x04\x04\x05\x05\x05\x05".to_vec());
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn interleaved_devices_repeat_their_hello_at_each_switch() {
+        let dir =
+            std::env::temp_dir().join(format!("latentcam-recorder-switch-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        let mut recorder = Recorder::open(RecorderConfig::new(&dir)).unwrap();
+        recorder.record("a", b"A", b"1").unwrap();
+        recorder.record("a", b"A", b"2").unwrap();
+        recorder.record("b", b"B", b"3").unwrap();
+        recorder.record("a", b"A", b"4").unwrap();
+        // Every latent follows its own device's Hello.
+        assert_eq!(files(&dir), vec![b"A12B3A4".to_vec()]);
         let _ = fs::remove_dir_all(&dir);
     }
 }
