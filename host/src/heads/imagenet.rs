@@ -64,18 +64,39 @@ impl ImagenetHead {
         Ok(Self { head, labels })
     }
 
-    /// The `k` most probable classes for a latent.
-    pub fn predict(&self, latent: &[f32], k: usize) -> Result<Vec<Prediction>, HeadError> {
-        Ok(self
-            .head
-            .top_k(latent, k)?
-            .into_iter()
+    /// The `k` most probable classes for each of several latents, with one
+    /// pass over the classifier's weights ([`LinearHead::logits_batch`]);
+    /// equal to [`Self::predict`] on each.
+    pub fn predict_batch(
+        &self,
+        latents: &[&[f32]],
+        k: usize,
+    ) -> Result<Vec<Vec<Prediction>>, HeadError> {
+        let classes = self.head.out_dim();
+        let mut logits = vec![0f32; latents.len() * classes];
+        self.head.logits_batch(latents, &mut logits)?;
+        Ok(logits
+            .chunks_exact_mut(classes)
+            .map(|row| {
+                super::linear::softmax_in_place(row);
+                self.named(super::linear::top_k(row, k))
+            })
+            .collect())
+    }
+
+    fn named(&self, top: Vec<(usize, f32)>) -> Vec<Prediction> {
+        top.into_iter()
             .map(|(class, probability)| Prediction {
                 class,
                 label: self.labels[class].clone(),
                 probability,
             })
-            .collect())
+            .collect()
+    }
+
+    /// The `k` most probable classes for a latent.
+    pub fn predict(&self, latent: &[f32], k: usize) -> Result<Vec<Prediction>, HeadError> {
+        Ok(self.named(self.head.top_k(latent, k)?))
     }
 }
 
@@ -103,14 +124,28 @@ impl super::Head for TopK {
     }
 
     fn run(&mut self, input: &super::LatentRef<'_>) -> Result<serde_json::Value, HeadError> {
-        let predictions = self.head.predict(input.latent, self.k)?;
-        Ok(serde_json::Value::Array(
-            predictions
-                .into_iter()
-                .map(
-                    |p| serde_json::json!({"label": p.label, "class": p.class, "p": p.probability}),
-                )
-                .collect(),
-        ))
+        Ok(predictions_json(self.head.predict(input.latent, self.k)?))
     }
+
+    fn run_batch(
+        &mut self,
+        inputs: &[super::LatentRef<'_>],
+    ) -> Vec<Result<serde_json::Value, HeadError>> {
+        let latents: Vec<&[f32]> = inputs.iter().map(|i| i.latent).collect();
+        match self.head.predict_batch(&latents, self.k) {
+            Ok(all) => all.into_iter().map(|p| Ok(predictions_json(p))).collect(),
+            // A latent of the wrong size fails the batch: fall back to one
+            // at a time, so only that latent's result is an error.
+            Err(_) => inputs.iter().map(|i| self.run(i)).collect(),
+        }
+    }
+}
+
+fn predictions_json(predictions: Vec<Prediction>) -> serde_json::Value {
+    serde_json::Value::Array(
+        predictions
+            .into_iter()
+            .map(|p| serde_json::json!({"label": p.label, "class": p.class, "p": p.probability}))
+            .collect(),
+    )
 }

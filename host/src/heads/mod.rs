@@ -34,4 +34,12 @@ pub trait Head: Send {
 
     /// The head's result for one latent, as JSON.
     fn run(&mut self, input: &LatentRef<'_>) -> Result<serde_json::Value, HeadError>;
+
+    /// Results for several latents (possibly of several devices) in
+    /// arrival order. Must equal calling [`Head::run`] on each in turn;
+    /// heads whose maths gains from a batch (the ImageNet head streams its
+    /// weights once per batch) override it.
+    fn run_batch(&mut self, inputs: &[LatentRef<'_>]) -> Vec<Result<serde_json::Value, HeadError>> {
+        inputs.iter().map(|input| self.run(input)).collect()
+    }
 }

@@ -33,6 +33,7 @@ struct Inner {
     devices: BTreeMap<String, DeviceLive>,
     heads: BTreeMap<String, HeadTiming>,
     processed: u64,
+    batches: u64,
 }
 
 /// Shared between the head worker (writer) and the HTTP API (reader).
@@ -53,6 +54,17 @@ impl Live {
         t.count += 1;
         t.seconds += took.as_secs_f64();
         t.errors += u64::from(failed);
+    }
+
+    /// Records one batch of the head worker.
+    pub fn batch_ran(&self) {
+        self.lock().batches += 1;
+    }
+
+    /// Batches the head worker ran (latents processed / batches is the
+    /// mean batch size).
+    pub fn batches(&self) -> u64 {
+        self.lock().batches
     }
 
     /// Records a processed latent's result line.
