@@ -196,12 +196,14 @@ pub fn run(
             max_connections: 16,
             live: Arc::new(Live::default()),
             index: None,
+            fewshot: None,
+            encoder: None,
         };
         let options = ServeOptions {
-            tcp: "127.0.0.1:0".into(),
+            ingests: vec![Box::new(ingest::tcp::TcpIngest {
+                address: "127.0.0.1:0".into(),
+            })],
             http: None,
-            udp: None,
-            serial: None,
             context,
             heads,
             out: Box::new(LineSink {
@@ -214,8 +216,8 @@ pub fn run(
         std::thread::spawn(move || {
             ingest::serve_until(
                 options,
-                move |addr, _| {
-                    let _ = ready_tx.send(addr);
+                move |listening| {
+                    let _ = ready_tx.send(listening.address(ingest::IngestKind::Tcp));
                 },
                 async {
                     let _ = stop_rx.await;
@@ -223,7 +225,7 @@ pub fn run(
             )
         })
     };
-    let address = ready_rx.recv().map_err(|_| DemoError::HostStart)?;
+    let address = ready_rx.recv().ok().flatten().ok_or(DemoError::HostStart)?;
 
     let mut config = EdgeConfig::default();
     config.device.id = "demo-cam".into();

@@ -5,6 +5,7 @@
 
 pub mod classify;
 pub mod demo;
+pub mod encode;
 pub mod heads;
 pub mod ingest;
 pub mod recorder;

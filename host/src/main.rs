@@ -9,9 +9,10 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use latentcam_firmware::manifest::{Manifest, default_models_dir};
 use latentcam_host::demo;
+use latentcam_host::encode::HostEncoder;
 use latentcam_host::heads::Head;
 use latentcam_host::heads::anomaly::{AnomalyHead, AnomalyOptions};
-use latentcam_host::heads::fewshot::{FewShotHead, FewShotOptions, FewShotStore};
+use latentcam_host::heads::fewshot::{FewShotHead, FewShotOptions, FewShotStore, SharedFewShot};
 use latentcam_host::heads::imagenet::{ImagenetHead, TopK};
 use latentcam_host::heads::search::{DEFAULT_CAPACITY, LatentIndex, SharedIndex};
 use latentcam_host::heads::trained;
@@ -52,84 +53,18 @@ enum Command {
     },
     /// Serve devices: accept TCP connections, run the heads on every latent,
     /// write one JSON line per latent, acknowledge. Stops on SIGINT/SIGTERM.
-    Serve {
-        /// Address to listen on for devices.
-        #[arg(long, default_value = "0.0.0.0:7878")]
-        tcp: String,
-        /// Address for the HTTP API, metrics and live page (off if absent).
-        #[arg(long)]
-        http: Option<String>,
-        /// Address to receive UDP devices on (off if absent).
-        #[arg(long)]
-        udp: Option<String>,
-        /// A serial line with a device on it (e.g. /dev/ttyUSB0).
-        #[arg(long)]
-        serial: Option<PathBuf>,
-        /// Baud rate of the serial line.
-        #[arg(long, default_value_t = 921_600)]
-        baud: u32,
-        /// Models directory (holding manifest.toml).
-        #[arg(long, default_value_os_t = default_models_dir())]
-        models: PathBuf,
-        /// Append result lines here instead of stdout; a restarted host
-        /// resumes from this file (what each device already delivered).
-        #[arg(long)]
-        jsonl: Option<PathBuf>,
-        /// ImageNet classes per latent.
-        #[arg(long, default_value_t = 3)]
-        top: usize,
-        /// Sustained latents/s accepted per connection.
-        #[arg(long, default_value_t = 200.0)]
-        max_fps: f64,
-        /// Most device connections at once.
-        #[arg(long, default_value_t = 1024)]
-        max_connections: usize,
-        /// Host id sent to devices.
-        #[arg(long, default_value = "latentcam-host")]
-        host_id: String,
-        /// Run the per-device anomaly head.
-        #[arg(long)]
-        anomaly: bool,
-        /// Run the few-shot head with this enrolment store (see `enroll`).
-        #[arg(long)]
-        fewshot: Option<PathBuf>,
-        /// Index every latent for similarity search in this file.
-        #[arg(long)]
-        index: Option<PathBuf>,
-        /// Also run a trained head (LCHEAD01 file from `train`).
-        #[arg(long)]
-        head: Option<PathBuf>,
-        /// Keep every accepted latent in rotating recordings in this
-        /// directory (for `train` and `replay` later).
-        #[arg(long)]
-        record: Option<PathBuf>,
-        /// Rotate recordings at this many megabytes.
-        #[arg(long, default_value_t = 64)]
-        record_file_mb: u64,
-        /// Delete the oldest recordings beyond this many megabytes in all.
-        #[arg(long, default_value_t = 10240)]
-        record_total_mb: u64,
-    },
+    Serve(Box<ServeArgs>),
     /// Run the heads over a recording at full speed (one JSON line per
     /// latent, as `serve` writes), with a progress bar on stderr.
     Replay {
         /// The recording file.
         recording: PathBuf,
-        /// Models directory (holding manifest.toml).
-        #[arg(long, default_value_os_t = default_models_dir())]
-        models: PathBuf,
         /// Write result lines here instead of stdout.
         #[arg(long)]
         jsonl: Option<PathBuf>,
-        /// ImageNet classes per latent.
-        #[arg(long, default_value_t = 3)]
-        top: usize,
-        /// Also run the few-shot head with this store.
-        #[arg(long)]
-        fewshot: Option<PathBuf>,
-        /// Also run a trained linear head (LCHEAD01 file from `train`).
-        #[arg(long)]
-        head: Option<PathBuf>,
+        /// The heads to run.
+        #[command(flatten)]
+        heads: HeadArgs,
     },
     /// Fit a new head on the latents of a recording and a labels file
     /// (`device,seq,label` or `seq,label` per line); reports held-out
@@ -187,32 +122,160 @@ enum Command {
     },
 }
 
+/// Options of `latentcam-host serve`.
+#[derive(Debug, clap::Args)]
+struct ServeArgs {
+    /// Address to listen on for devices.
+    #[arg(long, default_value = "0.0.0.0:7878")]
+    tcp: String,
+    /// Address for the HTTP API, metrics and live page (off if absent).
+    #[arg(long)]
+    http: Option<String>,
+    /// Address to receive UDP devices on (off if absent).
+    #[arg(long)]
+    udp: Option<String>,
+    /// A serial line with a device on it (e.g. /dev/ttyUSB0).
+    #[arg(long)]
+    serial: Option<PathBuf>,
+    /// Baud rate of the serial line.
+    #[arg(long, default_value_t = 921_600)]
+    baud: u32,
+    /// Also take devices' frames from this recording (an edge's `file`
+    /// link or a host recording); repeatable.
+    #[arg(long)]
+    recording: Vec<PathBuf>,
+    /// Keep reading the recordings as they grow instead of stopping at
+    /// their end.
+    #[arg(long)]
+    follow: bool,
+    /// Append result lines here instead of stdout; a restarted host
+    /// resumes from this file (what each device already delivered).
+    #[arg(long)]
+    jsonl: Option<PathBuf>,
+    /// Sustained latents/s accepted per connection.
+    #[arg(long, default_value_t = 200.0)]
+    max_fps: f64,
+    /// Most device connections at once.
+    #[arg(long, default_value_t = 1024)]
+    max_connections: usize,
+    /// Host id sent to devices.
+    #[arg(long, default_value = "latentcam-host")]
+    host_id: String,
+    /// Keep every accepted latent in rotating recordings in this
+    /// directory (for `train` and `replay` later).
+    #[arg(long)]
+    record: Option<PathBuf>,
+    /// Rotate recordings at this many megabytes.
+    #[arg(long, default_value_t = 64)]
+    record_file_mb: u64,
+    /// Delete the oldest recordings beyond this many megabytes in all.
+    #[arg(long, default_value_t = 10240)]
+    record_total_mb: u64,
+    /// The heads to run.
+    #[command(flatten)]
+    heads: HeadArgs,
+}
+
+/// The heads to run, shared by `serve` and `replay`.
+#[derive(Debug, clap::Args)]
+struct HeadArgs {
+    /// Models directory (holding manifest.toml).
+    #[arg(long, default_value_os_t = default_models_dir())]
+    models: PathBuf,
+    /// ImageNet classes per latent.
+    #[arg(long, default_value_t = 3)]
+    top: usize,
+    /// Run the per-device anomaly head.
+    #[arg(long)]
+    anomaly: bool,
+    /// Run the few-shot head with this enrolment store (see `enroll`;
+    /// `serve` creates it when missing and saves enrolments to it).
+    #[arg(long)]
+    fewshot: Option<PathBuf>,
+    /// Index every latent for similarity search in this file.
+    #[arg(long)]
+    index: Option<PathBuf>,
+    /// Also run a trained head (LCHEAD01 file from `train`).
+    #[arg(long)]
+    head: Option<PathBuf>,
+}
+
+/// Loaded heads, with handles to the ones the HTTP API also uses.
+struct LoadedHeads {
+    manifest: Manifest,
+    heads: Vec<Box<dyn Head>>,
+    fewshot: Option<SharedFewShot>,
+    index: Option<SharedIndex>,
+}
+
+impl HeadArgs {
+    /// Loads the manifest and every head asked for. `live`: the few-shot
+    /// store may be created and is saved on enrolment (serve); otherwise it
+    /// must exist and is only read (replay).
+    fn load(&self, live: bool) -> anyhow::Result<LoadedHeads> {
+        let manifest = load_manifest(&self.models)?;
+        let dim = manifest.latent_dim;
+        let imagenet =
+            ImagenetHead::from_manifest(&manifest).context("loading the model's ImageNet head")?;
+        let mut heads: Vec<Box<dyn Head>> = vec![Box::new(TopK {
+            head: imagenet,
+            k: self.top,
+        })];
+        let fewshot = match &self.fewshot {
+            Some(path) => {
+                let store = if live {
+                    FewShotStore::load_or_default(path, dim)?
+                } else {
+                    FewShotStore::load(path, dim)?
+                };
+                tracing::info!(labels = store.len(), "few-shot store {}", path.display());
+                let shared = SharedFewShot::new(
+                    FewShotHead::new(store, FewShotOptions::default())?,
+                    live.then(|| path.clone()),
+                );
+                heads.push(Box::new(shared.clone()));
+                Some(shared)
+            }
+            None => None,
+        };
+        if self.anomaly {
+            heads.push(Box::new(AnomalyHead::new(dim, AnomalyOptions::default())?));
+        }
+        let index = match &self.index {
+            Some(path) => {
+                let shared = SharedIndex::new(LatentIndex::open(path, dim, DEFAULT_CAPACITY)?);
+                heads.push(Box::new(shared.clone()));
+                Some(shared)
+            }
+            None => None,
+        };
+        if let Some(path) = &self.head {
+            heads.push(Box::new(trained::TrainedHead::load(path)?));
+        }
+        Ok(LoadedHeads {
+            manifest,
+            heads,
+            fewshot,
+            index,
+        })
+    }
+}
+
+fn load_manifest(models: &std::path::Path) -> anyhow::Result<Manifest> {
+    Manifest::load(models)
+        .with_context(|| format!("loading the model manifest from {}", models.display()))
+}
+
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Replay {
             recording,
-            models,
             jsonl,
-            top,
-            fewshot,
-            head,
+            heads,
         } => {
-            let manifest = Manifest::load(&models)
-                .with_context(|| format!("loading the model manifest from {}", models.display()))?;
-            let mut heads: Vec<Box<dyn Head>> = vec![Box::new(TopK {
-                head: ImagenetHead::from_manifest(&manifest)?,
-                k: top,
-            })];
-            if let Some(path) = &fewshot {
-                let store = FewShotStore::load(path, manifest.latent_dim)?;
-                heads.push(Box::new(FewShotHead::new(
-                    store,
-                    FewShotOptions::default(),
-                )?));
-            }
-            if let Some(path) = &head {
-                heads.push(Box::new(trained::TrainedHead::load(path)?));
-            }
+            let LoadedHeads {
+                manifest, heads, ..
+            } = heads.load(false)?;
             let file = File::open(&recording)
                 .with_context(|| format!("cannot open recording {}", recording.display()))?;
             let total = file.metadata().map(|m| m.len()).unwrap_or(0);
@@ -246,8 +309,8 @@ fn main() -> anyhow::Result<()> {
                 summary.skipped,
                 summary.frame_errors
             );
-            for (device, reason) in &summary.refused {
-                eprintln!("refused device {device}: {reason}");
+            for reason in &summary.refused {
+                eprintln!("{reason}");
             }
         }
         Command::Train {
@@ -257,8 +320,7 @@ fn main() -> anyhow::Result<()> {
             holdout_every,
             models,
         } => {
-            let manifest = Manifest::load(&models)
-                .with_context(|| format!("loading the model manifest from {}", models.display()))?;
+            let manifest = load_manifest(&models)?;
             let file = File::open(&recording)
                 .with_context(|| format!("cannot open recording {}", recording.display()))?;
             let latents = trained::latents_of(BufReader::new(file), &manifest)?;
@@ -286,27 +348,15 @@ fn main() -> anyhow::Result<()> {
             images,
             models,
         } => {
-            let manifest = Manifest::load(&models)
-                .with_context(|| format!("loading the model manifest from {}", models.display()))?;
-            let mut encoder = latentcam_firmware::encoder::open(
-                &manifest,
-                &latentcam_firmware::encoder::EncoderOptions::default(),
-            )
-            .context("loading the encoder")?;
-            let mut pre = latentcam_firmware::preprocess::Preprocessor::new(
-                &manifest.preprocessing,
-                encoder.info().layout,
-            );
+            let manifest = load_manifest(&models)?;
+            let mut encoder = HostEncoder::open(&manifest).context("loading the encoder")?;
             let mut set = FewShotStore::load_or_default(&store, manifest.latent_dim)?;
             let paths = latentcam_firmware::batch::expand_inputs(&images)?;
-            let mut latent = vec![0f32; manifest.latent_dim];
             let mut added = 0;
             for path in &paths {
-                let image = image::open(path)
-                    .with_context(|| format!("cannot read {}", path.display()))?
-                    .to_rgb8();
-                let input = pre.run(image.as_raw(), image.width(), image.height())?;
-                encoder.encode(input, &mut latent)?;
+                let latent = encoder
+                    .encode_file(path)
+                    .with_context(|| format!("cannot encode {}", path.display()))?;
                 set.add(&label, &latent)?;
                 added += 1;
             }
@@ -356,26 +406,24 @@ fn main() -> anyhow::Result<()> {
                 summary.jpeg_bytes / summary.latent_bytes.max(1.0)
             );
         }
-        Command::Serve {
-            tcp,
-            http,
-            udp,
-            serial,
-            baud,
-            models,
-            jsonl,
-            top,
-            max_fps,
-            max_connections,
-            host_id,
-            anomaly,
-            fewshot,
-            index,
-            head,
-            record,
-            record_file_mb,
-            record_total_mb,
-        } => {
+        Command::Serve(args) => {
+            let ServeArgs {
+                tcp,
+                http,
+                udp,
+                serial,
+                baud,
+                recording,
+                follow,
+                jsonl,
+                max_fps,
+                max_connections,
+                host_id,
+                heads,
+                record,
+                record_file_mb,
+                record_total_mb,
+            } = *args;
             tracing_subscriber::fmt()
                 .with_env_filter(
                     tracing_subscriber::EnvFilter::try_from_env("LATENTCAM_LOG")
@@ -384,37 +432,12 @@ fn main() -> anyhow::Result<()> {
                 .with_writer(std::io::stderr)
                 .with_target(false)
                 .init();
-            let manifest = Manifest::load(&models)
-                .with_context(|| format!("loading the model manifest from {}", models.display()))?;
-            let imagenet = ImagenetHead::from_manifest(&manifest)
-                .context("loading the model's ImageNet head")?;
-            let dim = manifest.latent_dim;
-            let mut heads: Vec<Box<dyn Head>> = vec![Box::new(TopK {
-                head: imagenet,
-                k: top,
-            })];
-            if let Some(path) = &fewshot {
-                let store = FewShotStore::load_or_default(path, dim)?;
-                tracing::info!(labels = store.len(), "few-shot store {}", path.display());
-                heads.push(Box::new(FewShotHead::new(
-                    store,
-                    FewShotOptions::default(),
-                )?));
-            }
-            if anomaly {
-                heads.push(Box::new(AnomalyHead::new(dim, AnomalyOptions::default())?));
-            }
-            let shared_index = match &index {
-                Some(path) => {
-                    let shared = SharedIndex::new(LatentIndex::open(path, dim, DEFAULT_CAPACITY)?);
-                    heads.push(Box::new(shared.clone()));
-                    Some(shared)
-                }
-                None => None,
-            };
-            if let Some(path) = &head {
-                heads.push(Box::new(trained::TrainedHead::load(path)?));
-            }
+            let LoadedHeads {
+                manifest,
+                heads,
+                fewshot: shared_fewshot,
+                index: shared_index,
+            } = heads.load(true)?;
             let out: Box<dyn std::io::Write + Send> = match &jsonl {
                 Some(path) => Box::new(std::io::BufWriter::new(
                     std::fs::OpenOptions::new()
@@ -436,11 +459,27 @@ fn main() -> anyhow::Result<()> {
                 burst: max_fps * 2.0,
                 ..Limits::default()
             };
+            // Enrolment photos and search by image over HTTP need the encoder.
+            let encoder = match &http {
+                Some(_) => Some(std::sync::Arc::new(std::sync::Mutex::new(
+                    HostEncoder::open(&manifest).context("loading the encoder for the HTTP API")?,
+                ))),
+                None => None,
+            };
+            let mut ingests: Vec<Box<dyn ingest::Ingest>> =
+                vec![Box::new(ingest::tcp::TcpIngest { address: tcp })];
+            if let Some(address) = udp {
+                ingests.push(Box::new(ingest::udp::UdpIngest { address }));
+            }
+            if let Some(path) = serial {
+                ingests.push(Box::new(ingest::serial::SerialIngest { path, baud }));
+            }
+            for path in recording {
+                ingests.push(Box::new(ingest::file::RecordingIngest { path, follow }));
+            }
             ingest::serve(ServeOptions {
-                tcp,
+                ingests,
                 http,
-                udp,
-                serial: serial.map(|path| ingest::serial::SerialIngest { path, baud }),
                 context: ingest::Context {
                     manifest,
                     registry: std::sync::Arc::new(registry),
@@ -449,6 +488,8 @@ fn main() -> anyhow::Result<()> {
                     max_connections,
                     live: Default::default(),
                     index: shared_index,
+                    fewshot: shared_fewshot,
+                    encoder,
                 },
                 heads,
                 out,

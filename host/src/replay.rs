@@ -6,12 +6,9 @@ use std::io::{Read, Write};
 use std::sync::Arc;
 
 use latentcam_firmware::manifest::Manifest;
-use latentcam_wire::Message;
 
 use crate::heads::Head;
-use crate::ingest::{Job, Live, Registry, WorkerStats, run_heads};
-use crate::recording::{RecordingError, for_each_frame};
-use crate::session::check_hello;
+use crate::ingest::{Context, Job, Limits, Live, Registry, WorkerStats, run_heads};
 
 /// What a replay did besides the result lines.
 #[derive(Debug, Clone, Default)]
@@ -23,8 +20,8 @@ pub struct ReplaySummary {
     pub skipped: u64,
     /// Frames the wire decoder rejected.
     pub frame_errors: u64,
-    /// Devices refused by the manifest check, with the reason.
-    pub refused: Vec<(String, String)>,
+    /// Why devices' sessions were refused or closed (the first few).
+    pub refused: Vec<String>,
 }
 
 /// Errors of a replay.
@@ -32,8 +29,8 @@ pub struct ReplaySummary {
 #[non_exhaustive]
 pub enum ReplayError {
     /// Reading the recording.
-    #[error(transparent)]
-    Recording(#[from] RecordingError),
+    #[error("reading the recording failed: {0}")]
+    Recording(std::io::Error),
     /// Writing results.
     #[error("writing results: {0}")]
     Output(#[from] std::io::Error),
@@ -43,8 +40,9 @@ pub enum ReplayError {
 }
 
 /// Runs `heads` on every latent of `reader`, writing one JSON line per
-/// latent to `out` (the same lines `serve` writes). `progress` hears the
-/// bytes read so far.
+/// latent to `out` (the same lines `serve` writes: the frames go through
+/// the same session checks as [`crate::ingest::file::RecordingIngest`]).
+/// `progress` hears the bytes read so far.
 pub fn replay<R: Read>(
     reader: R,
     manifest: &Manifest,
@@ -52,80 +50,42 @@ pub fn replay<R: Read>(
     out: Box<dyn Write + Send>,
     mut progress: impl FnMut(u64),
 ) -> Result<ReplaySummary, ReplayError> {
-    let registry = Arc::new(Registry::in_memory());
+    let context = Context {
+        manifest: manifest.clone(),
+        registry: Arc::new(Registry::in_memory()),
+        limits: Limits::default(),
+        host_id: "latentcam-replay".into(),
+        max_connections: 1,
+        live: Arc::default(),
+        index: None,
+        fewshot: None,
+        encoder: None,
+    };
     let (tx, rx) = tokio::sync::mpsc::channel::<Job>(256);
     let worker = {
-        let registry = Arc::clone(&registry);
+        let registry = Arc::clone(&context.registry);
         std::thread::spawn(move || {
             let mut out = out;
             run_heads(rx, heads, &mut out, &registry, &Live::default(), None)
         })
     };
-    let mut summary = ReplaySummary::default();
-    let mut device: Option<(String, usize, Arc<[u8]>)> = None;
     let mut read = 0u64;
     let counting = CountingReader {
         inner: reader,
         read: &mut read,
         progress: &mut progress,
     };
-    let result = for_each_frame(counting, |item| match item {
-        Ok(Message::Hello(hello)) => match check_hello(manifest, &hello) {
-            Ok(()) => {
-                let frame = latentcam_wire::frame::encode_to_vec(&Message::Hello(hello))
-                    .unwrap_or_default()
-                    .into();
-                device = Some((
-                    hello.device_id.to_owned(),
-                    hello.model.latent_dim as usize,
-                    frame,
-                ));
-            }
-            Err(refusal) => {
-                device = None;
-                summary
-                    .refused
-                    .push((hello.device_id.to_owned(), refusal.reason));
-            }
-        },
-        Ok(Message::Latent(latent)) => {
-            let Some((id, dim, hello)) = &device else {
-                summary.skipped += 1;
-                return;
-            };
-            let vector = match latent.codec.decode_to_vec(latent.payload) {
-                Ok(v) if v.len() == *dim => v,
-                _ => {
-                    summary.skipped += 1;
-                    return;
-                }
-            };
-            if !registry.admit(id, latent.seq) {
-                summary.skipped += 1;
-                return;
-            }
-            let job = Job {
-                frame: latentcam_wire::frame::encode_to_vec(&Message::Latent(latent))
-                    .unwrap_or_default(),
-                hello: Arc::clone(hello),
-                device: id.clone(),
-                seq: latent.seq,
-                capture_us: latent.capture_us,
-                frame_size: (latent.frame_width, latent.frame_height),
-                payload_bytes: latent.payload.len(),
-                latent: vector,
-            };
-            // Only fails if the worker died; its error is reported below.
-            let _ = tx.blocking_send(job);
-        }
-        Ok(_) => {}
-        Err(_) => summary.frame_errors += 1,
-    });
+    let (_keep_running, running) = tokio::sync::watch::channel(false);
+    let result = crate::ingest::file::read(counting, "replay", false, &context, &tx, &running);
     drop(tx);
     let worker = worker.join().map_err(|_| ReplayError::Worker)?;
-    result?;
-    summary.worker = worker?;
-    Ok(summary)
+    let stats = result.map_err(ReplayError::Recording)?;
+    Ok(ReplaySummary {
+        worker: worker?,
+        skipped: stats.skipped,
+        frame_errors: stats.frame_errors,
+        refused: stats.reasons,
+    })
 }
 
 struct CountingReader<'a, R, F> {

@@ -83,7 +83,9 @@ impl Host {
                     eprintln!("host: {line}");
                     if let Some((_, url)) = line.split_once("HTTP API on ") {
                         http = Some(url.trim().to_owned());
-                    } else if let Some((_, address)) = line.split_once("UDP on ") {
+                    } else if let Some((what, address)) = line.split_once(" bound to ")
+                        && what.contains("udp ")
+                    {
                         udp = Some(address.trim().to_owned());
                     } else if let Some((_, bound)) = line.split_once("listening on ") {
                         let _ = tx.send(Some((bound.trim().to_owned(), http.take(), udp.take())));
@@ -455,17 +457,29 @@ fn get(base: &str, path: &str) -> (u16, String) {
 }
 
 fn request(base: &str, method: &str, path: &str, body: &str) -> (u16, String) {
+    request_bytes(base, method, path, "application/json", body.as_bytes())
+}
+
+fn request_bytes(
+    base: &str,
+    method: &str,
+    path: &str,
+    content_type: &str,
+    body: &[u8],
+) -> (u16, String) {
     let authority = base.trim_start_matches("http://").trim_end_matches('/');
     let mut stream = TcpStream::connect(authority).unwrap();
     write!(
         stream,
         "{method} {path} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\
-         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+         Content-Type: {content_type}\r\nContent-Length: {}\r\n\r\n",
         body.len()
     )
     .unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
+    stream.write_all(body).unwrap();
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).unwrap();
+    let response = String::from_utf8_lossy(&response);
     let status = response[9..12].parse().unwrap();
     let body = response
         .split_once("\r\n\r\n")
@@ -482,7 +496,7 @@ fn api_metrics_and_the_live_page_in_headless_chromium() {
     let host = Host::start_with(
         &jsonl,
         "127.0.0.1:0",
-        &["--http", "127.0.0.1:0", "--index", &index],
+        &["--http", "127.0.0.1:0", "--index", &index, "--anomaly"],
     );
     let base = host.http.clone().expect("HTTP API address");
     let originals = repo().join("models/efficientnet-lite0/fixtures/originals");
@@ -558,6 +572,8 @@ fn api_metrics_and_the_live_page_in_headless_chromium() {
         "top label {top_label:?} missing:\n{dom}"
     );
     assert!(dom.contains("1 device(s), 3 latents processed"), "{dom}");
+    // Three latents are too few for the anomaly head's reference of normal.
+    assert!(dom.contains("warming up"), "{dom}");
     host.stop();
 }
 
@@ -632,4 +648,123 @@ fn a_serial_device_is_served_with_acks_over_the_line() {
         seqs_of(&results(&jsonl), "till"),
         (0..20).collect::<Vec<_>>()
     );
+}
+
+#[test]
+fn a_recording_is_followed_while_the_edge_writes_it() {
+    let dir = scratch("follow");
+    let jsonl = dir.join("results.jsonl");
+    let file = dir.join("edge.lcr");
+    // Noise ahead of the stream is counted and skipped; what follows is read.
+    std::fs::write(&file, [0xde, 0xad, 0xbe, 0xef, 0, 0, 1, 2, 0]).unwrap();
+    let host = Host::start_with(
+        &jsonl,
+        "127.0.0.1:0",
+        &["--recording", file.to_str().unwrap(), "--follow"],
+    );
+    // The host reads while the file grows: at its start the file held only
+    // noise. (Unpaced, so a busy machine encodes every frame.)
+    let mut config = edge_config(Path::new(VTEST), "", Path::new(""), "shed");
+    config.source.unpaced = true;
+    config.link.kind = "file".into();
+    config.link.path = file.clone();
+    let report = run_edge(config, 30).join().unwrap();
+    assert_eq!(report.encoded, 30);
+    wait_for_lines(&jsonl, 30);
+    host.stop();
+    let lines = results(&jsonl);
+    assert_eq!(seqs_of(&lines, "shed"), (0..30).collect::<Vec<_>>());
+    assert!(
+        lines
+            .iter()
+            .all(|l| l["heads"]["imagenet"][0]["label"].is_string()),
+        "every latent classified"
+    );
+}
+
+#[test]
+fn photos_enrolled_and_searched_over_http() {
+    let dir = scratch("enroll");
+    let jsonl = dir.join("results.jsonl");
+    let store = dir.join("fewshot.bin");
+    let index = dir.join("latents.idx");
+    let host = Host::start_with(
+        &jsonl,
+        "127.0.0.1:0",
+        &[
+            "--http",
+            "127.0.0.1:0",
+            "--fewshot",
+            store.to_str().unwrap(),
+            "--index",
+            index.to_str().unwrap(),
+        ],
+    );
+    let base = host.http.clone().expect("HTTP API address");
+    let fixtures = repo().join("models/efficientnet-lite0/fixtures");
+    // Enrol 224×224 crops (PNG) while the host runs; the devices will send
+    // the full photos (JPEG) they were cut from.
+    for (label, crop) in [("fish", "HappyFish.png"), ("squirrel", "squirrel_cls.png")] {
+        let photo = std::fs::read(fixtures.join("crops").join(crop)).unwrap();
+        let (status, body) = request_bytes(
+            &base,
+            "POST",
+            &format!("/api/enroll?label={label}"),
+            "image/png",
+            &photo,
+        );
+        assert_eq!(status, 200, "{body}");
+        let answer: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(answer, json!({"label": label, "examples": 1}));
+    }
+    // Bad uploads get a clear refusal and change nothing.
+    let (status, body) = request_bytes(
+        &base,
+        "POST",
+        "/api/enroll?label=noise",
+        "image/jpeg",
+        b"not a photo",
+    );
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("JPEG or PNG"), "{body}");
+    let crop = std::fs::read(fixtures.join("crops/butterfly.png")).unwrap();
+    let (status, _) = request_bytes(&base, "POST", "/api/enroll", "image/png", &crop);
+    assert_eq!(status, 400, "a label is required");
+
+    let originals = fixtures.join("originals");
+    let mut config = edge_config(&originals, &host.address, &dir.join("spool"), "desk");
+    config.source.unpaced = true;
+    let report = run_edge(config, 100).join().unwrap();
+    assert_eq!(report.encoded, 3);
+    wait_for_lines(&jsonl, 3);
+
+    // Photos in name order: HappyFish, butterfly, squirrel_cls.
+    let lines = results(&jsonl);
+    let labels: Vec<&str> = lines
+        .iter()
+        .map(|l| l["heads"]["fewshot"]["label"].as_str().unwrap())
+        .collect();
+    assert_eq!(labels, ["fish", "unknown", "squirrel"], "{lines:#?}");
+
+    // Search by photo: the butterfly's own frame comes first.
+    let photo = std::fs::read(originals.join("butterfly.jpg")).unwrap();
+    let (status, body) =
+        request_bytes(&base, "POST", "/api/search/image?k=3", "image/jpeg", &photo);
+    assert_eq!(status, 200, "{body}");
+    let hits: Value = serde_json::from_str(&body).unwrap();
+    eprintln!("search by image: {hits}");
+    assert_eq!(hits["hits"].as_array().unwrap().len(), 3);
+    assert_eq!(hits["hits"][0]["device"], "desk");
+    assert_eq!(hits["hits"][0]["seq"], 1);
+    let best = hits["hits"][0]["similarity"].as_f64().unwrap();
+    let next = hits["hits"][1]["similarity"].as_f64().unwrap();
+    assert!(best > 0.95 && next < 0.6, "{hits}");
+    let (status, _) = request_bytes(&base, "POST", "/api/search/image", "image/jpeg", b"");
+    assert_eq!(status, 400);
+    host.stop();
+
+    // Enrolments were saved: the store on disk holds both labels.
+    let saved = latentcam_host::heads::fewshot::FewShotStore::load(&store, 1280).unwrap();
+    let labels: Vec<(&str, usize)> = saved.labels().collect();
+    assert_eq!(labels, [("fish", 1), ("squirrel", 1)]);
 }

@@ -511,6 +511,56 @@ impl Head for FewShotHead {
     }
 }
 
+/// A few-shot head shared between the head worker and the HTTP API, so
+/// examples enrolled while the host runs label the very next latent. With
+/// a store path, every enrolment is written to the store before it takes
+/// effect.
+#[derive(Debug, Clone)]
+pub struct SharedFewShot {
+    head: std::sync::Arc<std::sync::Mutex<FewShotHead>>,
+    path: Option<std::path::PathBuf>,
+}
+
+impl SharedFewShot {
+    /// Shares `head`, saving enrolments to `path` if given.
+    pub fn new(head: FewShotHead, path: Option<std::path::PathBuf>) -> Self {
+        Self {
+            head: std::sync::Arc::new(std::sync::Mutex::new(head)),
+            path,
+        }
+    }
+
+    /// Locks the head.
+    pub fn lock(&self) -> std::sync::MutexGuard<'_, FewShotHead> {
+        self.head
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Enrols one example: written to the store file first (all or
+    /// nothing), then used; returns how many examples the label now has.
+    pub fn enroll(&self, label: &str, latent: &[f32]) -> Result<usize, HeadError> {
+        let mut head = self.lock();
+        let mut next = head.clone();
+        let count = next.enroll(label, latent)?;
+        if let Some(path) = &self.path {
+            next.store.save(path)?;
+        }
+        *head = next;
+        Ok(count)
+    }
+}
+
+impl Head for SharedFewShot {
+    fn name(&self) -> &str {
+        "fewshot"
+    }
+
+    fn run(&mut self, input: &LatentRef<'_>) -> Result<serde_json::Value, HeadError> {
+        self.lock().run(input)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::path::PathBuf;

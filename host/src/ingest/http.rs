@@ -2,27 +2,33 @@
 //!
 //! | route | what |
 //! |---|---|
-//! | `GET /` | live page: devices, frame rates, latest top labels (refreshes itself) |
+//! | `GET /` | live page: devices, frame rates, latest top label, few-shot label and anomaly score (refreshes itself) |
 //! | `GET /api/devices` | every device: identity, counters, fps, last heartbeat, latest result |
 //! | `GET /api/devices/{id}/latest` | a device's latest result line |
 //! | `GET /api/search?device=D&seq=N&k=K` | frames like a stored one (needs `serve --index`) |
 //! | `POST /api/search` `{"latent": [...], "k": K}` | frames like a given latent |
+//! | `POST /api/search/image?k=K` (body: a JPEG or PNG) | frames like a photo (encoded here) |
+//! | `POST /api/enroll?label=L` (body: a JPEG or PNG) | one more example for the few-shot head (needs `serve --fewshot`); saved, then used for the next latent |
 //! | `GET /metrics` | Prometheus text: frames in, gaps, duplicates, drops, per-head latency, queue depth |
 
 use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::Instant;
 
+use axum::extract::DefaultBodyLimit;
 use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{Value, json};
 use tokio::sync::{mpsc, watch};
 
 use super::live::HeadTiming;
 use super::{Context, Job};
+
+/// Largest photo accepted by `/api/enroll` and `/api/search/image`.
+pub const MAX_IMAGE_BYTES: usize = 16 << 20;
 
 /// What the handlers share.
 #[derive(Clone)]
@@ -40,6 +46,14 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/devices", get(devices))
         .route("/api/devices/{id}/latest", get(latest))
         .route("/api/search", get(search_stored).post(search_latent))
+        .route(
+            "/api/search/image",
+            post(search_image).layer(DefaultBodyLimit::max(MAX_IMAGE_BYTES)),
+        )
+        .route(
+            "/api/enroll",
+            post(enroll).layer(DefaultBodyLimit::max(MAX_IMAGE_BYTES)),
+        )
         .route("/metrics", get(metrics))
         .with_state(state)
 }
@@ -170,6 +184,96 @@ async fn search_latent(State(state): State<ApiState>, Json(q): Json<LatentQuery>
     }
 }
 
+/// Query of `POST /api/search/image`.
+#[derive(Debug, serde::Deserialize)]
+pub struct ImageQuery {
+    /// Hits wanted (default 10, at most 1000).
+    pub k: Option<usize>,
+}
+
+/// Query of `POST /api/enroll`.
+#[derive(Debug, serde::Deserialize)]
+pub struct EnrollQuery {
+    /// The label the photo shows.
+    pub label: String,
+}
+
+/// Runs the host's encoder on an uploaded photo, off the async threads.
+async fn encode_upload(state: &ApiState, body: axum::body::Bytes) -> Result<Vec<f32>, Response> {
+    let Some(encoder) = state.context.encoder.clone() else {
+        return Err(error(
+            StatusCode::NOT_FOUND,
+            "this host has no encoder loaded".into(),
+        ));
+    };
+    let encoded = tokio::task::spawn_blocking(move || {
+        encoder
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .encode_bytes(&body)
+    })
+    .await;
+    match encoded {
+        Ok(Ok(latent)) => Ok(latent),
+        Ok(Err(e)) => Err(error(StatusCode::BAD_REQUEST, e.to_string())),
+        Err(e) => Err(error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())),
+    }
+}
+
+async fn search_image(
+    State(state): State<ApiState>,
+    axum::extract::Query(q): axum::extract::Query<ImageQuery>,
+    body: axum::body::Bytes,
+) -> Response {
+    let Some(index) = state.context.index.clone() else {
+        return error(
+            StatusCode::NOT_FOUND,
+            "no index: start serve with --index FILE".into(),
+        );
+    };
+    let latent = match encode_upload(&state, body).await {
+        Ok(l) => l,
+        Err(response) => return response,
+    };
+    let k = q.k.unwrap_or(10).clamp(1, 1000);
+    let found = tokio::task::spawn_blocking(move || index.lock().search(&latent, k)).await;
+    match found {
+        Ok(Ok(hits)) => hits_json(&hits),
+        Ok(Err(e)) => error(StatusCode::BAD_REQUEST, e.to_string()),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+async fn enroll(
+    State(state): State<ApiState>,
+    axum::extract::Query(q): axum::extract::Query<EnrollQuery>,
+    body: axum::body::Bytes,
+) -> Response {
+    let Some(fewshot) = state.context.fewshot.clone() else {
+        return error(
+            StatusCode::NOT_FOUND,
+            "no few-shot head: start serve with --fewshot STORE".into(),
+        );
+    };
+    let latent = match encode_upload(&state, body).await {
+        Ok(l) => l,
+        Err(response) => return response,
+    };
+    let label = q.label.clone();
+    let enrolled = tokio::task::spawn_blocking(move || fewshot.enroll(&label, &latent)).await;
+    match enrolled {
+        Ok(Ok(examples)) => {
+            tracing::info!(label = %q.label, examples, "enrolled over HTTP");
+            Json(json!({"label": q.label, "examples": examples})).into_response()
+        }
+        Ok(Err(e @ crate::heads::HeadError::Io { .. })) => {
+            error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+        }
+        Ok(Err(e)) => error(StatusCode::BAD_REQUEST, e.to_string()),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
 /// Escapes a Prometheus label value.
 fn label(value: &str) -> String {
     value
@@ -251,6 +355,12 @@ async fn metrics(State(state): State<ApiState>) -> Response {
     }
     let _ = writeln!(
         out,
+        "# HELP latentcam_processed_total Latents the heads ran on.\n# TYPE latentcam_processed_total counter\nlatentcam_processed_total {}\n# HELP latentcam_head_batches_total Batches the head worker ran (processed / batches is the mean batch size).\n# TYPE latentcam_head_batches_total counter\nlatentcam_head_batches_total {}",
+        state.context.live.processed(),
+        state.context.live.batches()
+    );
+    let _ = writeln!(
+        out,
         "# HELP latentcam_queue_depth Latents waiting for the heads.\n# TYPE latentcam_queue_depth gauge\nlatentcam_queue_depth {}",
         queue_depth(&state.jobs)
     );
@@ -270,7 +380,7 @@ table{border-collapse:collapse}td,th{padding:.3em .8em;border-bottom:1px solid #
 </style></head><body>
 <h1>latentcam host</h1>
 <p id="summary">loading…</p>
-<table><thead><tr><th>device</th><th>model</th><th class="num">fps</th><th class="num">latents</th><th class="num">missing</th><th>latest</th></tr></thead>
+<table><thead><tr><th>device</th><th>model</th><th class="num">fps</th><th class="num">latents</th><th class="num">missing</th><th>latest</th><th>few-shot</th><th>anomaly</th></tr></thead>
 <tbody id="devices"></tbody></table>
 <script>
 function cell(text, cls){const td=document.createElement('td');td.textContent=text;if(cls)td.className=cls;return td}
@@ -280,9 +390,14 @@ async function refresh(){
     const body=document.getElementById('devices');body.replaceChildren();
     for(const d of data.devices){
       const tr=document.createElement('tr');tr.dataset.device=d.id;
-      const top=d.latest&&d.latest.heads&&d.latest.heads.imagenet&&d.latest.heads.imagenet[0];
+      const heads=(d.latest&&d.latest.heads)||{};
+      const top=heads.imagenet&&heads.imagenet[0];
+      const few=heads.fewshot&&heads.fewshot.label?heads.fewshot.label:'—';
+      const a=heads.anomaly;
+      const anomaly=!a||a.error?'—':!a.warm?'warming up':`${a.score.toFixed(3)}${a.alarm?' ALARM':''}`;
       tr.append(cell(d.id),cell(d.record.model),cell(d.fps.toFixed(1),'num'),cell(d.record.latents,'num'),
-        cell(d.record.missing,'num'),cell(top?`${top.label} ${(top.p*100).toFixed(0)}%`:'—'));
+        cell(d.record.missing,'num'),cell(top?`${top.label} ${(top.p*100).toFixed(0)}%`:'—'),cell(few),
+        cell(anomaly,'num'));
       body.append(tr);
     }
     document.getElementById('summary').textContent=`${data.devices.length} device(s), ${data.processed} latents processed`;

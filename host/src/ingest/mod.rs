@@ -14,6 +14,7 @@
 //! connection ([`conn::Limits`]).
 
 pub mod conn;
+pub mod file;
 pub mod http;
 pub mod live;
 pub mod registry;
@@ -33,6 +34,12 @@ pub use conn::{Conn, Job, Limits, Step};
 pub use live::Live;
 pub use registry::{DeviceRecord, Registry};
 
+/// Most latents the head worker takes at once. Latents of every device
+/// that queued up while the heads ran form one batch (see
+/// [`Head::run_batch`]); a lone latent is a batch of one, so batching adds
+/// no latency.
+pub const MAX_BATCH: usize = 32;
+
 /// Counters of the head worker.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct WorkerStats {
@@ -41,10 +48,13 @@ pub struct WorkerStats {
     /// Head failures (the latent is still acknowledged; the error is in its
     /// result line).
     pub head_errors: u64,
+    /// Batches run (`processed / batches` is the mean batch size).
+    pub batches: u64,
 }
 
 /// Runs every head on every job until the queue closes, writing one JSON
-/// line per latent to `out` and marking it processed in `registry`.
+/// line per latent to `out` and marking it processed in `registry`. Jobs
+/// waiting in the queue are taken together, up to [`MAX_BATCH`].
 pub fn run_heads(
     mut jobs: tokio::sync::mpsc::Receiver<Job>,
     mut heads: Vec<Box<dyn Head>>,
@@ -54,47 +64,71 @@ pub fn run_heads(
     mut recorder: Option<&mut Recorder>,
 ) -> std::io::Result<WorkerStats> {
     let mut stats = WorkerStats::default();
-    while let Some(job) = jobs.blocking_recv() {
+    let mut batch: Vec<Job> = Vec::with_capacity(MAX_BATCH);
+    while let Some(first) = jobs.blocking_recv() {
+        batch.push(first);
+        while batch.len() < MAX_BATCH {
+            match jobs.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
         let started = Instant::now();
         // Recorded before the result: an acknowledged latent is stored.
         if let Some(recorder) = recorder.as_deref_mut() {
-            recorder.record(&job.device, &job.hello, &job.frame)?;
+            for job in &batch {
+                recorder.record(&job.device, &job.hello, &job.frame)?;
+            }
         }
-        let input = LatentRef {
-            device: &job.device,
-            seq: job.seq,
-            capture_us: job.capture_us,
-            latent: &job.latent,
-        };
-        let mut results = Map::new();
+        let inputs: Vec<LatentRef<'_>> = batch
+            .iter()
+            .map(|job| LatentRef {
+                device: &job.device,
+                seq: job.seq,
+                capture_us: job.capture_us,
+                latent: &job.latent,
+            })
+            .collect();
+        let mut results: Vec<Map<String, Value>> = vec![Map::new(); batch.len()];
         for head in heads.iter_mut() {
             let t = Instant::now();
-            let result = head.run(&input);
-            live.head_ran(head.name(), t.elapsed(), result.is_err());
-            let value = match result {
-                Ok(v) => v,
-                Err(e) => {
+            let outputs = head.run_batch(&inputs);
+            let each = t.elapsed() / batch.len() as u32;
+            for (result, output) in results.iter_mut().zip(outputs) {
+                live.head_ran(head.name(), each, output.is_err());
+                let value = output.unwrap_or_else(|e| {
                     stats.head_errors += 1;
                     json!({"error": e.to_string()})
-                }
-            };
-            results.insert(head.name().to_owned(), value);
+                });
+                result.insert(head.name().to_owned(), value);
+            }
         }
-        let line = json!({
-            "device": job.device,
-            "seq": job.seq,
-            "capture_us": job.capture_us,
-            "frame": [job.frame_size.0, job.frame_size.1],
-            "payload_bytes": job.payload_bytes,
-            "heads_us": started.elapsed().as_micros() as u64,
-            "heads": Value::Object(results),
-        });
-        writeln!(out, "{line}")?;
+        drop(inputs);
+        let heads_us = (started.elapsed() / batch.len() as u32).as_micros() as u64;
+        let mut lines = Vec::with_capacity(batch.len());
+        for (job, result) in batch.iter().zip(results) {
+            let line = json!({
+                "device": job.device,
+                "seq": job.seq,
+                "capture_us": job.capture_us,
+                "frame": [job.frame_size.0, job.frame_size.1],
+                "payload_bytes": job.payload_bytes,
+                "heads_us": heads_us,
+                "heads": Value::Object(result),
+            });
+            writeln!(out, "{line}")?;
+            lines.push(line);
+        }
         // Flush before acknowledging: an acked latent's result is written.
         out.flush()?;
-        registry.processed(&job.device, job.seq);
-        live.result(&job.device, line, Instant::now());
-        stats.processed += 1;
+        let now = Instant::now();
+        stats.processed += batch.len() as u64;
+        for (job, line) in batch.drain(..).zip(lines) {
+            registry.processed(&job.device, job.seq);
+            live.result(&job.device, line, now);
+        }
+        stats.batches += 1;
+        live.batch_ran();
     }
     Ok(stats)
 }
@@ -116,6 +150,11 @@ pub struct Context {
     pub live: Arc<Live>,
     /// The similarity index, when one runs, for `/api/search`.
     pub index: Option<crate::heads::search::SharedIndex>,
+    /// The few-shot head, when one runs, for `/api/enroll`.
+    pub fewshot: Option<crate::heads::fewshot::SharedFewShot>,
+    /// The encoder on the host, for enrolment photos and search by image
+    /// over HTTP (loaded when the API runs).
+    pub encoder: Option<Arc<std::sync::Mutex<crate::encode::HostEncoder>>>,
 }
 
 /// Why the server could not run.
@@ -144,18 +183,92 @@ pub enum ServeError {
     /// The serial line could not be opened.
     #[error(transparent)]
     Serial(#[from] serial::SerialError),
+    /// The recording could not be opened.
+    #[error("cannot open recording {path}: {source}")]
+    Recording {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// Which transport an [`Ingest`] is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum IngestKind {
+    /// Many devices, one TCP connection each ([`tcp::TcpIngest`]).
+    Tcp,
+    /// One-way devices, one frame per datagram ([`udp::UdpIngest`]).
+    Udp,
+    /// One device on a serial line ([`serial::SerialIngest`]).
+    Serial,
+    /// A recording file, read once or followed as it grows
+    /// ([`file::RecordingIngest`]).
+    Recording,
+}
+
+/// What every ingest is given when it starts.
+pub struct Running {
+    /// Manifest, registry, limits.
+    pub context: Arc<Context>,
+    /// The head worker's queue; a full queue slows the ingest down.
+    pub jobs: tokio::sync::mpsc::Sender<Job>,
+    /// Turns true when the host shuts down.
+    pub shutdown: tokio::sync::watch::Receiver<bool>,
+}
+
+/// A started ingest.
+pub struct Started {
+    /// The bound address of a network ingest (useful with port 0).
+    pub local: Option<std::net::SocketAddr>,
+    /// Finishes when the ingest has stopped.
+    pub task: tokio::task::JoinHandle<()>,
+}
+
+/// A way devices' frames reach the host: a TCP listener, a UDP socket, a
+/// serial line, a recording file. Every ingest drives [`Conn`] sessions
+/// (the same `Hello` check, duplicate and gap accounting and limits) and
+/// hands accepted latents to the head worker as [`Job`]s; they differ only
+/// in how bytes arrive and whether `Welcome` and `Ack`s can go back.
+pub trait Ingest: Send {
+    /// Which transport this is.
+    fn kind(&self) -> IngestKind;
+
+    /// For logs: `tcp 0.0.0.0:7878`, `serial /dev/ttyUSB0`…
+    fn describe(&self) -> String;
+
+    /// Binds or opens at once, so a taken port or a missing device fails
+    /// before the host runs, then serves on the current tokio runtime until
+    /// `running.shutdown` turns true (a recording read once ends earlier).
+    fn start(self: Box<Self>, running: Running) -> Result<Started, ServeError>;
+}
+
+/// Where a started host listens, for [`serve_until`]'s `ready`.
+#[derive(Debug, Clone, Default)]
+pub struct Listening {
+    /// Each ingest's kind and bound address.
+    pub ingests: Vec<(IngestKind, Option<std::net::SocketAddr>)>,
+    /// The HTTP API's address, if it runs.
+    pub http: Option<std::net::SocketAddr>,
+}
+
+impl Listening {
+    /// The bound address of the first ingest of `kind`.
+    pub fn address(&self, kind: IngestKind) -> Option<std::net::SocketAddr> {
+        self.ingests
+            .iter()
+            .find(|(k, a)| *k == kind && a.is_some())
+            .and_then(|(_, a)| *a)
+    }
 }
 
 /// A host server's setup.
 pub struct ServeOptions {
-    /// `host:port` to listen on for TCP devices.
-    pub tcp: String,
+    /// Where devices' frames come from (at least one).
+    pub ingests: Vec<Box<dyn Ingest>>,
     /// `host:port` for the HTTP API and live page, if wanted.
     pub http: Option<String>,
-    /// `host:port` to receive UDP devices on, if wanted.
-    pub udp: Option<String>,
-    /// A serial line with one device on it, if wanted.
-    pub serial: Option<serial::SerialIngest>,
     /// Shared state for connections.
     pub context: Context,
     /// Heads run on every latent.
@@ -176,7 +289,7 @@ fn io(what: &'static str) -> impl FnOnce(std::io::Error) -> ServeError {
 /// writes results and acknowledges them; on a signal it stops accepting,
 /// says `Bye`, and finishes the latents already queued.
 pub fn serve(options: ServeOptions) -> Result<WorkerStats, ServeError> {
-    serve_until(options, |_, _| {}, async {
+    serve_until(options, |_| {}, async {
         match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
             Ok(mut term) => {
                 tokio::select! {
@@ -192,19 +305,17 @@ pub fn serve(options: ServeOptions) -> Result<WorkerStats, ServeError> {
     })
 }
 
-/// Like [`serve`], but stops when `stop` completes; `ready` hears the bound
-/// device address and HTTP address once listening (for in-process use:
-/// the demo, tests).
+/// Like [`serve`], but stops when `stop` completes; `ready` hears where
+/// the host listens once every ingest is started (for in-process use: the
+/// demo, tests).
 pub fn serve_until(
     options: ServeOptions,
-    ready: impl FnOnce(std::net::SocketAddr, Option<std::net::SocketAddr>) + Send,
+    ready: impl FnOnce(&Listening) + Send,
     stop: impl std::future::Future<Output = ()>,
 ) -> Result<WorkerStats, ServeError> {
     let ServeOptions {
-        tcp,
+        ingests,
         http,
-        udp,
-        serial,
         context,
         heads,
         mut out,
@@ -226,40 +337,10 @@ pub fn serve_until(
             .map_err(io("starting the head worker"))?
     };
     let context = Arc::new(context);
-    let serial_stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let serial_thread = match &serial {
-        Some(config) => {
-            let port = serial::open(config)?;
-            let name = format!("serial:{}", config.path.display());
-            tracing::info!(
-                "serial ingest on {} at {} baud",
-                config.path.display(),
-                config.baud
-            );
-            let (context, jobs, stop) = (
-                Arc::clone(&context),
-                job_tx.clone(),
-                Arc::clone(&serial_stop),
-            );
-            Some(
-                std::thread::Builder::new()
-                    .name("serial".into())
-                    .spawn(move || serial::serve(port, name, context, jobs, stop))
-                    .map_err(io("starting the serial ingest"))?,
-            )
-        }
-        None => None,
-    };
     let served: Result<(), ServeError> = runtime.block_on(async move {
-        let listener = tokio::net::TcpListener::bind(&tcp)
-            .await
-            .map_err(|source| ServeError::Bind {
-                address: tcp.clone(),
-                source,
-            })?;
-        let local = listener.local_addr().map_err(io("reading the address"))?;
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-        let mut http_local = None;
+        let mut listening = Listening::default();
+        let mut tasks = Vec::new();
         let api = match &http {
             Some(address) => {
                 let http_listener =
@@ -273,7 +354,7 @@ pub fn serve_until(
                     .local_addr()
                     .map_err(io("reading the address"))?;
                 tracing::info!("HTTP API on http://{local}/");
-                http_local = Some(local);
+                listening.http = Some(local);
                 let state = http::ApiState {
                     context: Arc::clone(&context),
                     jobs: job_tx.downgrade(),
@@ -286,45 +367,40 @@ pub fn serve_until(
             }
             None => None,
         };
-        let udp_task = match &udp {
-            Some(address) => {
-                let socket = tokio::net::UdpSocket::bind(address)
-                    .await
-                    .map_err(|source| ServeError::Bind {
-                        address: address.clone(),
-                        source,
-                    })?;
-                let local = socket.local_addr().map_err(io("reading the address"))?;
-                tracing::info!("UDP on {local}");
-                Some(tokio::spawn(udp::serve(
-                    socket,
-                    Arc::clone(&context),
-                    job_tx.clone(),
-                    stop_rx.clone(),
-                )))
+        for ingest in ingests {
+            let (kind, what) = (ingest.kind(), ingest.describe());
+            let started = ingest.start(Running {
+                context: Arc::clone(&context),
+                jobs: job_tx.clone(),
+                shutdown: stop_rx.clone(),
+            })?;
+            match started.local {
+                Some(local) => tracing::info!("{what} bound to {local}"),
+                None => tracing::info!("{what} started"),
             }
-            None => None,
-        };
-        let server = tokio::spawn(tcp::serve(listener, Arc::clone(&context), job_tx, stop_rx));
+            listening.ingests.push((kind, started.local));
+            tasks.push(started.task);
+        }
+        // Only the ingests hold the queue now: when they end, the worker
+        // drains it and ends.
+        drop(job_tx);
         // Logged last: everything is bound when a supervisor sees this.
-        tracing::info!("listening on {local}");
-        ready(local, http_local);
+        match listening.address(IngestKind::Tcp) {
+            Some(local) => tracing::info!("listening on {local}"),
+            None => tracing::info!("listening"),
+        }
+        ready(&listening);
         stop.await;
         tracing::info!("shutting down");
         let _ = stop_tx.send(true);
-        let _ = server.await;
+        for task in tasks {
+            let _ = task.await;
+        }
         if let Some(api) = api {
             let _ = api.await;
         }
-        if let Some(udp_task) = udp_task {
-            let _ = udp_task.await;
-        }
         Ok(())
     });
-    serial_stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    if let Some(t) = serial_thread {
-        let _ = t.join();
-    }
     // Every job sender is gone now; the worker drains the queue and ends.
     let stats = worker
         .join()
@@ -335,6 +411,7 @@ pub fn serve_until(
     tracing::info!(
         processed = stats.processed,
         head_errors = stats.head_errors,
+        batches = stats.batches,
         "stopped"
     );
     Ok(stats)

@@ -5,14 +5,13 @@
 use std::io::{ErrorKind, Read, Write};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use latentcam_wire::{Ack, Message, frame};
 use linux_embedded_hal::serialport;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
-use super::{Conn, Context, Job, Step};
+use super::{Conn, Context, Ingest, IngestKind, Job, Running, ServeError, Started, Step};
 
 /// Settings of a serial ingest.
 #[derive(Debug, Clone)]
@@ -21,6 +20,27 @@ pub struct SerialIngest {
     pub path: PathBuf,
     /// Line speed.
     pub baud: u32,
+}
+
+impl Ingest for SerialIngest {
+    fn kind(&self) -> IngestKind {
+        IngestKind::Serial
+    }
+
+    fn describe(&self) -> String {
+        format!("serial {} at {} baud", self.path.display(), self.baud)
+    }
+
+    fn start(self: Box<Self>, running: Running) -> Result<Started, ServeError> {
+        let port = open(&self)?;
+        let name = format!("serial:{}", self.path.display());
+        Ok(Started {
+            local: None,
+            task: tokio::task::spawn_blocking(move || {
+                serve(port, name, running.context, running.jobs, running.shutdown)
+            }),
+        })
+    }
 }
 
 /// Why the serial line could not be served.
@@ -46,7 +66,7 @@ pub fn open(config: &SerialIngest) -> Result<serialport::TTYPort, SerialError> {
         })
 }
 
-/// Serves the line until `stop`: every read is fed to the session, replies
+/// Serves the line until `shutdown` turns true: every read is fed to the session, replies
 /// are written back, and `Ack`s follow the results. A device that says
 /// `Bye` or breaks the protocol gets a fresh session on the same line (a
 /// serial device cannot reconnect any other way).
@@ -55,7 +75,7 @@ pub fn serve(
     name: String,
     ctx: Arc<Context>,
     jobs: mpsc::Sender<Job>,
-    stop: Arc<AtomicBool>,
+    shutdown: watch::Receiver<bool>,
 ) {
     // A serial device may be powered up long after the host: no Hello
     // deadline on a line nobody else can use.
@@ -68,7 +88,7 @@ pub fn serve(
     let mut steps = Vec::new();
     let mut acked: Option<u64> = None;
     let mut last_ack_check = Instant::now();
-    while !stop.load(Ordering::Relaxed) {
+    while !*shutdown.borrow() {
         match port.read(&mut buf) {
             Ok(n) => conn.feed(
                 &buf[..n],

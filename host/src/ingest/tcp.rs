@@ -9,7 +9,44 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 
-use super::{Conn, Context, Job, Step};
+use super::{Conn, Context, Ingest, IngestKind, Job, Running, ServeError, Started, Step};
+
+/// The TCP ingest: listens on `address` (`host:port`; port 0 picks one).
+#[derive(Debug, Clone)]
+pub struct TcpIngest {
+    /// Where to listen.
+    pub address: String,
+}
+
+impl Ingest for TcpIngest {
+    fn kind(&self) -> IngestKind {
+        IngestKind::Tcp
+    }
+
+    fn describe(&self) -> String {
+        format!("tcp {}", self.address)
+    }
+
+    fn start(self: Box<Self>, running: Running) -> Result<Started, ServeError> {
+        let bind = |source| ServeError::Bind {
+            address: self.address.clone(),
+            source,
+        };
+        let std_listener = std::net::TcpListener::bind(&self.address).map_err(bind)?;
+        std_listener.set_nonblocking(true).map_err(bind)?;
+        let listener = TcpListener::from_std(std_listener).map_err(bind)?;
+        let local = listener.local_addr().map_err(bind)?;
+        Ok(Started {
+            local: Some(local),
+            task: tokio::spawn(serve(
+                listener,
+                running.context,
+                running.jobs,
+                running.shutdown,
+            )),
+        })
+    }
+}
 
 /// How often a connection checks for newly processed latents to ack.
 const ACK_INTERVAL: Duration = Duration::from_millis(50);

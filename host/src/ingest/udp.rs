@@ -15,7 +15,44 @@ use std::time::{Duration, Instant};
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, watch};
 
-use super::{Conn, Context, Job, Step};
+use super::{Conn, Context, Ingest, IngestKind, Job, Running, ServeError, Started, Step};
+
+/// The UDP ingest: receives on `address` (`host:port`; port 0 picks one).
+#[derive(Debug, Clone)]
+pub struct UdpIngest {
+    /// Where to receive.
+    pub address: String,
+}
+
+impl Ingest for UdpIngest {
+    fn kind(&self) -> IngestKind {
+        IngestKind::Udp
+    }
+
+    fn describe(&self) -> String {
+        format!("udp {}", self.address)
+    }
+
+    fn start(self: Box<Self>, running: Running) -> Result<Started, ServeError> {
+        let bind = |source| ServeError::Bind {
+            address: self.address.clone(),
+            source,
+        };
+        let std_socket = std::net::UdpSocket::bind(&self.address).map_err(bind)?;
+        std_socket.set_nonblocking(true).map_err(bind)?;
+        let socket = UdpSocket::from_std(std_socket).map_err(bind)?;
+        let local = socket.local_addr().map_err(bind)?;
+        Ok(Started {
+            local: Some(local),
+            task: tokio::spawn(serve(
+                socket,
+                running.context,
+                running.jobs,
+                running.shutdown,
+            )),
+        })
+    }
+}
 
 /// Senders silent this long are forgotten.
 const IDLE: Duration = Duration::from_secs(60);

@@ -1,0 +1,67 @@
+//! The encoder on the host: enrolment photos and search-by-image queries
+//! become latents here with the same manifest, preprocessing and model the
+//! devices run, so they compare with the devices' latents.
+
+use std::path::Path;
+
+use latentcam_firmware::encoder::{self, Encoder, EncoderError, EncoderOptions};
+use latentcam_firmware::manifest::Manifest;
+use latentcam_firmware::preprocess::{PreprocessError, Preprocessor};
+
+/// Why an image could not be encoded.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum EncodeError {
+    /// The bytes are not a JPEG or PNG image this build decodes.
+    #[error("not a readable JPEG or PNG image: {0}")]
+    Image(#[from] image::ImageError),
+    /// Preprocessing refused the image (e.g. empty).
+    #[error(transparent)]
+    Preprocess(#[from] PreprocessError),
+    /// The encoder failed.
+    #[error(transparent)]
+    Encoder(#[from] EncoderError),
+}
+
+/// An encoder with its preprocessing.
+#[derive(Debug)]
+pub struct HostEncoder {
+    encoder: Box<dyn Encoder>,
+    pre: Preprocessor,
+    dim: usize,
+}
+
+impl HostEncoder {
+    /// Loads the manifest's encoder (default precision and backend).
+    pub fn open(manifest: &Manifest) -> Result<Self, EncoderError> {
+        let encoder = encoder::open(manifest, &EncoderOptions::default())?;
+        let pre = Preprocessor::new(&manifest.preprocessing, encoder.info().layout);
+        Ok(Self {
+            encoder,
+            pre,
+            dim: manifest.latent_dim,
+        })
+    }
+
+    /// The latent of an RGB image.
+    pub fn encode_rgb(&mut self, image: &image::RgbImage) -> Result<Vec<f32>, EncodeError> {
+        let input = self
+            .pre
+            .run(image.as_raw(), image.width(), image.height())?;
+        let mut latent = vec![0f32; self.dim];
+        self.encoder.encode(input, &mut latent)?;
+        Ok(latent)
+    }
+
+    /// The latent of an encoded image (JPEG or PNG bytes).
+    pub fn encode_bytes(&mut self, bytes: &[u8]) -> Result<Vec<f32>, EncodeError> {
+        let image = image::load_from_memory(bytes)?.to_rgb8();
+        self.encode_rgb(&image)
+    }
+
+    /// The latent of an image file.
+    pub fn encode_file(&mut self, path: &Path) -> Result<Vec<f32>, EncodeError> {
+        let image = image::open(path)?.to_rgb8();
+        self.encode_rgb(&image)
+    }
+}
