@@ -82,6 +82,17 @@ enum Command {
         /// Hold out every n-th latent of each class for the accuracy check.
         #[arg(long, default_value_t = 5)]
         holdout_every: usize,
+        /// Check accuracy on the latents of this labels file instead (and
+        /// train on every latent of `--labels`).
+        #[arg(long)]
+        test_labels: Option<PathBuf>,
+        /// L2 weight decay; without it, chosen from a grid on a validation
+        /// split of the training latents.
+        #[arg(long)]
+        l2: Option<f32>,
+        /// Full-batch optimisation steps.
+        #[arg(long, default_value_t = 300)]
+        epochs: usize,
         /// Models directory (holding manifest.toml).
         #[arg(long, default_value_os_t = default_models_dir())]
         models: PathBuf,
@@ -318,6 +329,9 @@ fn main() -> anyhow::Result<()> {
             labels,
             out,
             holdout_every,
+            test_labels,
+            l2,
+            epochs,
             models,
         } => {
             let manifest = load_manifest(&models)?;
@@ -325,18 +339,34 @@ fn main() -> anyhow::Result<()> {
                 .with_context(|| format!("cannot open recording {}", recording.display()))?;
             let latents = trained::latents_of(BufReader::new(file), &manifest)?;
             let labelled = trained::read_labels(&labels)?;
+            let holdout = match &test_labels {
+                Some(path) => trained::Holdout::Labels(trained::read_labels(path)?),
+                None => trained::Holdout::EveryNth(holdout_every),
+            };
             let report = trained::train(
                 &latents,
                 &labelled,
-                holdout_every,
-                &latentcam_host::heads::linear::FitOptions::default(),
+                &holdout,
+                &latentcam_host::heads::linear::FitOptions {
+                    epochs,
+                    l2: l2.unwrap_or(1e-4),
+                    ..Default::default()
+                },
+                l2.is_none(),
             )?;
+            for (l2, score) in &report.validation {
+                println!(
+                    "weight decay {l2:e}: validation top-1 {:.1}%",
+                    score * 100.0
+                );
+            }
             report.head.save(&out)?;
             println!(
-                "{}: {} classes, trained on {} latents, held-out top-1 {:.1}% on {} ({} labels not in the recording)",
+                "{}: {} classes, trained on {} latents (weight decay {:e}), held-out top-1 {:.1}% on {} ({} labels not in the recording)",
                 out.display(),
                 report.head.labels.len(),
                 report.train,
+                report.l2,
                 report.accuracy * 100.0,
                 report.held_out,
                 report.unmatched

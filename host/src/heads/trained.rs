@@ -138,6 +138,20 @@ pub fn read_labels(path: &Path) -> Result<Vec<(Option<String>, u64, String)>, He
     Ok(out)
 }
 
+/// Top-1 accuracy of `head` on `x` (rows of `dim`) against `y`; NaN for
+/// none.
+fn accuracy(head: &LinearHead, x: &[f32], y: &[usize], dim: usize) -> f64 {
+    if y.is_empty() {
+        return f64::NAN;
+    }
+    let correct = x
+        .chunks_exact(dim.max(1))
+        .zip(y)
+        .filter(|(x, y)| head.top_k(x, 1).is_ok_and(|t| t[0].0 == **y))
+        .count();
+    correct as f64 / y.len() as f64
+}
+
 /// What [`train`] reports.
 #[derive(Debug, Clone)]
 pub struct TrainReport {
@@ -149,18 +163,44 @@ pub struct TrainReport {
     pub held_out: usize,
     /// Top-1 accuracy on the held-out latents.
     pub accuracy: f64,
+    /// The weight decay used.
+    pub l2: f32,
+    /// Validation accuracy of each decay tried, when one was chosen.
+    pub validation: Vec<(f32, f64)>,
     /// Labelled (device, seq) pairs not found in the recording.
     pub unmatched: usize,
 }
 
-/// Fits a head on the labelled latents of a recording, holding out every
-/// `1/holdout_every`-th latent of each class (deterministic) for the
-/// accuracy check.
+/// Labelled latents: `(device, seq, label)`, the device `None` when the
+/// recording has one.
+pub type Labels = [(Option<String>, u64, String)];
+
+/// Which labelled latents check the fitted head instead of training it.
+#[derive(Debug, Clone)]
+pub enum Holdout {
+    /// Every n-th latent of each class, in label-file order (deterministic;
+    /// 0 or 1 holds out nothing).
+    EveryNth(usize),
+    /// A separate labels file: these latents are only used for the check
+    /// (every label must also occur in the training labels).
+    Labels(Vec<(Option<String>, u64, String)>),
+}
+
+/// Weight decays tried when [`train`] chooses one.
+pub const L2_GRID: [f32; 4] = [1e-4, 1e-3, 1e-2, 1e-1];
+
+/// Fits a head on the labelled latents of a recording and reports its
+/// top-1 accuracy on the held-out ones. With `choose_l2`, the weight decay
+/// is the one of [`L2_GRID`] that does best on a validation split of the
+/// *training* latents (every 5th of each class; the held-out latents play
+/// no part), and the head is then refitted on all training latents;
+/// otherwise `options.l2` is used.
 pub fn train(
     latents: &HashMap<(String, u64), Vec<f32>>,
-    labels: &[(Option<String>, u64, String)],
-    holdout_every: usize,
+    labels: &Labels,
+    holdout: &Holdout,
     options: &FitOptions,
+    choose_l2: bool,
 ) -> Result<TrainReport, HeadError> {
     let devices: std::collections::BTreeSet<&String> = latents.keys().map(|(d, _)| d).collect();
     let only = (devices.len() == 1).then(|| (*devices.iter().next().expect("one")).clone());
@@ -180,22 +220,29 @@ pub fn train(
         v
     };
     let dim = latents.values().next().map_or(0, Vec::len);
-    let (mut train_x, mut train_y, mut test_x, mut test_y) = (vec![], vec![], vec![], vec![]);
-    let mut seen_per_class = vec![0usize; classes.len()];
-    let mut unmatched = 0;
-    for (device, seq, label) in labels {
+    let find = |device: &Option<String>, seq: u64| -> Result<Option<&Vec<f32>>, HeadError> {
         let Some(device) = device.clone().or_else(|| only.clone()) else {
             return Err(HeadError::Training(
                 "the recording has several devices: give device,seq,label".into(),
             ));
         };
-        let Some(latent) = latents.get(&(device, *seq)) else {
+        Ok(latents.get(&(device, seq)))
+    };
+    let (mut train_x, mut train_y, mut test_x, mut test_y) = (vec![], vec![], vec![], vec![]);
+    let mut seen_per_class = vec![0usize; classes.len()];
+    let mut unmatched = 0;
+    let every = match holdout {
+        Holdout::EveryNth(n) => *n,
+        Holdout::Labels(_) => 0,
+    };
+    for (device, seq, label) in labels {
+        let Some(latent) = find(device, *seq)? else {
             unmatched += 1;
             continue;
         };
         let class = classes[label.as_str()];
         seen_per_class[class] += 1;
-        if holdout_every > 1 && seen_per_class[class].is_multiple_of(holdout_every) {
+        if every > 1 && seen_per_class[class].is_multiple_of(every) {
             test_x.extend_from_slice(latent);
             test_y.push(class);
         } else {
@@ -203,18 +250,73 @@ pub fn train(
             train_y.push(class);
         }
     }
-    let head = fit_softmax(&train_x, dim, &train_y, classes.len(), options)?;
-    let correct = test_x
-        .chunks_exact(dim.max(1))
-        .zip(&test_y)
-        .filter(|(x, y)| head.top_k(x, 1).is_ok_and(|t| t[0].0 == **y))
-        .count();
-    Ok(TrainReport {
-        accuracy: if test_y.is_empty() {
-            f64::NAN
-        } else {
-            correct as f64 / test_y.len() as f64
+    if let Holdout::Labels(test) = holdout {
+        for (device, seq, label) in test {
+            let Some(&class) = classes.get(label.as_str()) else {
+                return Err(HeadError::Training(format!(
+                    "test label {label:?} does not occur in the training labels"
+                )));
+            };
+            let Some(latent) = find(device, *seq)? else {
+                unmatched += 1;
+                continue;
+            };
+            test_x.extend_from_slice(latent);
+            test_y.push(class);
+        }
+    }
+    let mut validation = Vec::new();
+    let l2 = if choose_l2 {
+        let (mut fit_x, mut fit_y, mut val_x, mut val_y) = (vec![], vec![], vec![], vec![]);
+        let mut seen = vec![0usize; classes.len()];
+        for (x, &y) in train_x.chunks_exact(dim.max(1)).zip(&train_y) {
+            seen[y] += 1;
+            if seen[y].is_multiple_of(5) {
+                val_x.extend_from_slice(x);
+                val_y.push(y);
+            } else {
+                fit_x.extend_from_slice(x);
+                fit_y.push(y);
+            }
+        }
+        let mut best = (options.l2, f64::NEG_INFINITY);
+        for l2 in L2_GRID {
+            let candidate = fit_softmax(
+                &fit_x,
+                dim,
+                &fit_y,
+                classes.len(),
+                &FitOptions {
+                    l2,
+                    ..options.clone()
+                },
+            )?;
+            let score = accuracy(&candidate, &val_x, &val_y, dim);
+            validation.push((l2, score));
+            // Ties go to the stronger decay (later in the grid); with no
+            // validation latents (NaN) `options.l2` stays.
+            if score >= best.1 {
+                best = (l2, score);
+            }
+        }
+        best.0
+    } else {
+        options.l2
+    };
+    let head = fit_softmax(
+        &train_x,
+        dim,
+        &train_y,
+        classes.len(),
+        &FitOptions {
+            l2,
+            ..options.clone()
         },
+    )?;
+    Ok(TrainReport {
+        accuracy: accuracy(&head, &test_x, &test_y, dim),
+        l2,
+        validation,
         train: train_y.len(),
         held_out: test_y.len(),
         unmatched,
@@ -223,4 +325,48 @@ pub fn train(
             labels: names,
         },
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn labelled(rows: &[(u64, &str)]) -> Vec<(Option<String>, u64, String)> {
+        rows.iter()
+            .map(|(seq, label)| (None, *seq, (*label).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn a_test_labels_file_is_held_out_and_checked() {
+        // Two classes on either side of the first axis.
+        let latents: HashMap<(String, u64), Vec<f32>> = (0..8u64)
+            .map(|seq| {
+                let x = if seq % 2 == 0 { 1.0 } else { -1.0 };
+                (("cam".to_owned(), seq), vec![x, 0.1 * seq as f32])
+            })
+            .collect();
+        let train_rows = labelled(&[(0, "a"), (1, "b"), (2, "a"), (3, "b")]);
+        let test_rows = labelled(&[(4, "a"), (5, "b"), (6, "a"), (7, "b"), (99, "a")]);
+        let report = train(
+            &latents,
+            &train_rows,
+            &Holdout::Labels(test_rows),
+            &FitOptions::default(),
+            true,
+        )
+        .unwrap();
+        assert_eq!((report.train, report.held_out, report.unmatched), (4, 4, 1));
+        assert_eq!(report.accuracy, 1.0);
+        let unknown = labelled(&[(4, "c")]);
+        let err = train(
+            &latents,
+            &train_rows,
+            &Holdout::Labels(unknown),
+            &FitOptions::default(),
+            false,
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("\"c\""), "{err}");
+    }
 }
