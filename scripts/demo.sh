@@ -11,7 +11,7 @@ cd "$(dirname "$0")/.."
 cache="${LATENTCAM_CACHE:-$HOME/.cache/latentcam}"
 out="${TMPDIR:-/tmp}/latentcam-demo"
 mkdir -p "$out"
-bash scripts/fetch-test-data.sh
+bash scripts/setup.sh --demo
 cargo build --quiet --release --locked -p latentcam-firmware -p latentcam-host
 ./target/release/latentcam-edge encode --codec u8 --device-id demo-cam --out "$out/photos.lcr" \
     models/efficientnet-lite0/fixtures/originals "$cache/foolbox-imagenet"

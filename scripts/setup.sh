@@ -2,7 +2,11 @@
 # Installs everything the tests need on a fresh Debian 12 machine with Rust via
 # rustup: Debian packages, rustup targets, cargo tools. Idempotent and quiet
 # when everything is present. Sourced by scripts/test.sh; safe to run alone.
+#
+#   setup.sh          everything the tests need
+#   setup.sh --demo   only what scripts/demo.sh needs (video, photos)
 set -euo pipefail
+MODE="${1:-all}"
 
 SUDO=""
 if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
@@ -25,6 +29,11 @@ APT_PACKAGES=(
     libssl-dev pkg-config unzip
 )
 
+if [ "$MODE" = "--demo" ]; then
+    # ffmpeg decodes the clip, opencv-doc ships it, pip fetches the photos.
+    APT_PACKAGES=(ffmpeg opencv-doc python3-pip)
+fi
+
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
@@ -33,6 +42,11 @@ if [ ${#missing[@]} -gt 0 ]; then
     echo "setup: installing Debian packages: ${missing[*]}"
     $SUDO apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if [ "$MODE" = "--demo" ]; then
+    bash "$(dirname "${BASH_SOURCE[0]}")/fetch-test-data.sh"
+    exit 0
 fi
 
 RUST_TARGETS=(thumbv7em-none-eabihf aarch64-unknown-linux-gnu armv7-unknown-linux-gnueabihf)
