@@ -12,7 +12,7 @@
 //! driven by explicit timestamps, so it is tested with an in-memory pin and
 //! no clock; on a device the pin is a linux-embedded-hal `CdevPin`.
 
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use embedded_hal::digital::OutputPin;
@@ -102,14 +102,17 @@ impl<P: OutputPin> StatusLed<P> {
     }
 }
 
-/// The LED state shared between the pipeline threads and the thread that
-/// drives the pin.
+/// The pipeline's state, shared between the pipeline threads and the
+/// threads that show it: the LED driver and the systemd notifier. Besides
+/// the state it counts *beats*: the link session beats on every turn of its
+/// loop (at least every 10 ms), so a beat count that stops rising means the
+/// pipeline hangs (what the systemd watchdog is told).
 #[derive(Debug)]
-pub struct LedSignal(AtomicU8);
+pub struct LedSignal(AtomicU8, AtomicU64);
 
 impl Default for LedSignal {
     fn default() -> Self {
-        Self(AtomicU8::new(LedState::LinkDown as u8))
+        Self(AtomicU8::new(LedState::LinkDown as u8), AtomicU64::new(0))
     }
 }
 
@@ -117,6 +120,16 @@ impl LedSignal {
     /// Sets the state the LED should show.
     pub fn set(&self, state: LedState) {
         self.0.store(state as u8, Ordering::Relaxed);
+    }
+
+    /// The pipeline is alive (called by the session loop).
+    pub fn beat(&self) {
+        self.1.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Beats so far.
+    pub fn beats(&self) -> u64 {
+        self.1.load(Ordering::Relaxed)
     }
 
     /// The state the LED should show.

@@ -14,6 +14,7 @@ pub mod encoder;
 pub mod led;
 pub mod link;
 pub mod manifest;
+pub mod notify;
 pub mod pipeline;
 pub mod preprocess;
 pub mod source;

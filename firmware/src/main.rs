@@ -371,9 +371,15 @@ fn run(args: &RunArgs) -> anyhow::Result<()> {
         }))
     };
 
+    // Under systemd (Type=notify): READY, STATUS and watchdog pings.
+    let notify_thread = latentcam_firmware::notify::Notifier::from_env().map(|notifier| {
+        let (signal, stop) = (Arc::clone(&signal), Arc::clone(&led_stop));
+        std::thread::spawn(move || latentcam_firmware::notify::watch(&notifier, &signal, &stop))
+    });
+
     let result = pipeline::run(parts, settings, stop, Some(signal));
     led_stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    if let Some(t) = led_thread {
+    for t in [led_thread, notify_thread].into_iter().flatten() {
         let _ = t.join();
     }
     let report = result?;

@@ -541,11 +541,18 @@ fn host_away_for_a_whole_run_loses_nothing_across_edge_restarts() {
     assert_exactly_once(&state.lock().unwrap(), 20);
 }
 
+/// Run as a systemd `Type=notify` service would: `NOTIFY_SOCKET` is a
+/// datagram socket the test listens on, with a 400 ms watchdog.
 #[test]
 fn sigterm_flushes_says_bye_and_exits_cleanly() {
     let dir = scratch("sigterm");
     let host = TcpHost::start(0, Arc::default());
     let report_path = dir.join("report.json");
+    let notify_path = dir.join("notify.sock");
+    let notify = std::os::unix::net::UnixDatagram::bind(&notify_path).unwrap();
+    notify
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
     let child = edge_line(&format!(
         "--source replay --input {} --loop --link tcp --address {}",
         vtest(),
@@ -555,9 +562,22 @@ fn sigterm_flushes_says_bye_and_exits_cleanly() {
     .arg(dir.join("spool"))
     .arg("--report")
     .arg(&report_path)
+    .env("NOTIFY_SOCKET", &notify_path)
+    .env("WATCHDOG_USEC", "400000")
     .spawn()
     .unwrap();
     assert!(wait_until(Duration::from_secs(60), || host.latents() >= 5));
+    // Streaming for a while: the service manager has heard READY and pings.
+    let mut told = Vec::new();
+    let mut buf = [0u8; 512];
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while told.iter().filter(|m| *m == "WATCHDOG=1").count() < 2 {
+        assert!(Instant::now() < deadline, "no watchdog pings: {told:?}");
+        if let Ok(n) = notify.recv(&mut buf) {
+            told.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+        }
+    }
+    assert!(told[0].starts_with("READY=1\nSTATUS="), "{told:?}");
     let status = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
@@ -575,6 +595,14 @@ fn sigterm_flushes_says_bye_and_exits_cleanly() {
     let state = state.lock().unwrap();
     assert_eq!(state.byes, 1);
     assert_exactly_once(&state, num(&r, "/encoded"));
+    while let Ok(n) = notify.recv(&mut buf) {
+        told.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+    }
+    assert_eq!(
+        told.last().map(String::as_str),
+        Some("STOPPING=1"),
+        "{told:?}"
+    );
 }
 
 #[test]

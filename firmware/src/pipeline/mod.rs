@@ -291,6 +291,12 @@ impl Shared {
             led.set(state);
         }
     }
+
+    fn beat(&self) {
+        if let Some(led) = &self.led {
+            led.beat();
+        }
+    }
 }
 
 /// Runs the pipeline until the source ends, `stop` becomes true, or a fatal

@@ -188,6 +188,7 @@ impl<'a> Session<'a> {
                 Err(RecvTimeoutError::Disconnected) => break,
             }
             self.step(queue_depth);
+            self.shared.beat();
         }
         self.drain(queue_depth);
         self.finish()
