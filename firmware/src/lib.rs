@@ -10,6 +10,7 @@ pub mod assemble;
 pub mod backoff;
 pub mod batch;
 pub mod config;
+pub mod doctor;
 pub mod encoder;
 pub mod led;
 pub mod link;

@@ -180,6 +180,12 @@ impl From<CodecArg> for Codec {
 enum Command {
     /// Run the pipeline (the same as giving no subcommand).
     Run(Box<RunArgs>),
+    /// Check everything streaming needs — model file and SHA-256, backend,
+    /// camera and formats, serial permissions, the host's handshake, clock,
+    /// spool disk, temperature, throttling — one OK/WARN/FAIL line each with
+    /// the fix. Takes the same configuration and flags as a run. Exits 1 if
+    /// any check fails.
+    Doctor(Box<RunArgs>),
     /// List V4L2 cameras with their formats, sizes and frame rates (needs a
     /// build with `--features v4l`).
     Cameras,
@@ -223,6 +229,7 @@ fn main() -> anyhow::Result<()> {
         return run(&cli.run);
     };
     match command {
+        Command::Doctor(args) => doctor(&args)?,
         Command::Cameras => {
             let cameras = latentcam_firmware::source::v4l::list_cameras()?;
             if cameras.is_empty() {
@@ -386,6 +393,36 @@ fn run(args: &RunArgs) -> anyhow::Result<()> {
     summarize(&report);
     if let Some(path) = &args.report {
         write_report(path, &report)?;
+    }
+    Ok(())
+}
+
+fn doctor(args: &RunArgs) -> anyhow::Result<()> {
+    let config = match args.config() {
+        Ok(c) => c,
+        Err(e) => {
+            println!("FAIL  config       {e:#}");
+            println!(
+                "{:19}fix: latentcam-edge check-config --config FILE shows the problem",
+                ""
+            );
+            std::process::exit(1);
+        }
+    };
+    let checks = latentcam_firmware::doctor::run(&config);
+    for check in &checks {
+        println!("{check}");
+    }
+    let count = |level| checks.iter().filter(|c| c.level == level).count();
+    use latentcam_firmware::doctor::Level;
+    println!(
+        "doctor: {} OK, {} WARN, {} FAIL",
+        count(Level::Ok),
+        count(Level::Warn),
+        count(Level::Fail)
+    );
+    if count(Level::Fail) > 0 {
+        std::process::exit(1);
     }
     Ok(())
 }
