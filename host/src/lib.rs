@@ -4,6 +4,7 @@
 #![deny(missing_docs)]
 
 pub mod classify;
+pub mod compare;
 pub mod demo;
 pub mod encode;
 pub mod heads;

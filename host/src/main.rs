@@ -97,6 +97,21 @@ enum Command {
         #[arg(long, default_value_os_t = default_models_dir())]
         models: PathBuf,
     },
+    /// Compare the latents of two recordings of the same frames (matched by
+    /// device and seq): cosine similarity and ImageNet top-1 agreement.
+    /// Exits 1 if any pair is below --min-cosine or a latent is missing.
+    Compare {
+        /// The first recording.
+        first: PathBuf,
+        /// The second recording.
+        second: PathBuf,
+        /// Lowest acceptable cosine similarity.
+        #[arg(long, default_value_t = 0.999)]
+        min_cosine: f64,
+        /// Models directory (holding manifest.toml).
+        #[arg(long, default_value_os_t = default_models_dir())]
+        models: PathBuf,
+    },
     /// Enroll labelled photos for the few-shot head: the encoder runs here on
     /// the host, and the latents are added to the store file.
     Enroll {
@@ -371,6 +386,39 @@ fn main() -> anyhow::Result<()> {
                 report.held_out,
                 report.unmatched
             );
+        }
+        Command::Compare {
+            first,
+            second,
+            min_cosine,
+            models,
+        } => {
+            let manifest = load_manifest(&models)?;
+            let read = |path: &PathBuf| -> anyhow::Result<_> {
+                let file = File::open(path)
+                    .with_context(|| format!("cannot open recording {}", path.display()))?;
+                trained::latents_of(BufReader::new(file), &manifest)
+                    .with_context(|| format!("reading {}", path.display()))
+            };
+            let (a, b) = (read(&first)?, read(&second)?);
+            let imagenet = ImagenetHead::from_manifest(&manifest)
+                .context("loading the model's ImageNet head")?;
+            let c = latentcam_host::compare::compare(&a, &b, Some(&imagenet))?;
+            println!(
+                "{} latents matched ({} only in the first, {} only in the second): cosine min {:.6} mean {:.6}, ImageNet top-1 agrees on {}/{}",
+                c.matched,
+                c.only_first,
+                c.only_second,
+                c.min_cosine,
+                c.mean_cosine,
+                c.top1_agree,
+                c.matched
+            );
+            if c.matched == 0 || c.only_first + c.only_second > 0 || c.min_cosine < min_cosine {
+                anyhow::bail!(
+                    "the recordings differ (want every latent in both, cosine ≥ {min_cosine})"
+                );
+            }
         }
         Command::Enroll {
             label,

@@ -13,8 +13,11 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
+mod common;
 #[path = "../../firmware/tests/common/mod.rs"]
 mod pty;
+
+use common::repo;
 
 use latentcam_firmware::assemble;
 use latentcam_firmware::config::EdgeConfig;
@@ -28,15 +31,8 @@ use serde_json::{Value, json};
 
 const VTEST: &str = "/usr/share/doc/opencv-doc/examples/data/vtest.avi";
 
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
 fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("latentcam-serve-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+    common::scratch("serve", name)
 }
 
 /// A `latentcam-host serve` process on an ephemeral loopback port.

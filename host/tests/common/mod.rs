@@ -1,9 +1,25 @@
 //! Helpers shared by the host's integration tests.
 
 use std::io::Read;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+
+/// The repository root.
+#[allow(dead_code)]
+pub fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// A fresh, empty scratch directory for one test (`suite`, `name`).
+#[allow(dead_code)]
+pub fn scratch(suite: &str, name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("latentcam-{suite}-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
 
 /// Reads an IDX file (gzip) of Fashion-MNIST.
+#[allow(dead_code)]
 pub fn idx(name: &str) -> (Vec<usize>, Vec<u8>) {
     let path = PathBuf::from("/usr/share/datasets/fashion-mnist").join(name);
     let file = std::fs::File::open(&path).unwrap_or_else(|e| {
