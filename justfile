@@ -17,15 +17,39 @@ lint:
 fuzz seconds="60":
     bash scripts/fuzz.sh {{seconds}}
 
-# Release build of the edge program for 64-bit Raspberry Pi OS / Jetson.
+# Device build of the edge program for 64-bit Raspberry Pi OS / Jetson
+# (profile `device`: LTO, panic=abort, stripped; V4L2 capture included).
 cross-aarch64:
     bash scripts/setup.sh
-    cargo build --release --locked --target aarch64-unknown-linux-gnu -p latentcam-firmware
+    cargo build --profile device --locked --target aarch64-unknown-linux-gnu -p latentcam-firmware --features v4l
 
-# Release build of the edge program for 32-bit Raspberry Pi OS.
+# Device build of the edge program for 32-bit Raspberry Pi OS.
 cross-armv7:
     bash scripts/setup.sh
-    cargo build --release --locked --target armv7-unknown-linux-gnueabihf -p latentcam-firmware
+    cargo build --profile device --locked --target armv7-unknown-linux-gnueabihf -p latentcam-firmware --features v4l
+
+# Both device builds, their tests under qemu, the smoke runs and the package checks.
+cross-test:
+    bash scripts/cross.sh
+
+# dist/latentcam-edge-<version>-aarch64-unknown-linux-gnu.tar.gz: binary,
+# models, config, systemd unit, installer.
+package-aarch64:
+    bash scripts/package.sh aarch64-unknown-linux-gnu
+
+# The same for 32-bit Raspberry Pi OS.
+package-armv7:
+    bash scripts/package.sh armv7-unknown-linux-gnueabihf
+
+# Copy the package to a device over ssh and install it:
+# `just deploy pi@shop-door-1.local`, `just deploy pi@… --dry-run`,
+# `just deploy pi@… --target armv7-unknown-linux-gnueabihf`.
+deploy host *flags:
+    bash scripts/deploy.sh {{flags}} {{host}}
+
+# Why is this device not streaming? (edge doctor with a config file)
+doctor config="/etc/latentcam/edge.toml":
+    latentcam-edge doctor --config {{config}}
 
 # Benchmarks (criterion).
 bench:

@@ -14,7 +14,7 @@ if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
 # Debian packages the tests use: serial pty pairs (socat), video replay
 # (ffmpeg, opencv-doc's vtest.avi), cross toolchains and qemu for the ARM
 # targets, python for the model recipe, Fashion-MNIST, and clang/libclang for
-# the v4l feature's bindgen.
+# the v4l feature's bindgen, systemd-analyze for the unit file.
 APT_PACKAGES=(
     socat
     ffmpeg
@@ -27,6 +27,7 @@ APT_PACKAGES=(
     chromium
     clang libclang-dev
     libssl-dev pkg-config unzip
+    systemd
 )
 
 if [ "$MODE" = "--demo" ]; then

@@ -29,4 +29,7 @@ step "firmware with the tflite feature (TensorFlow Lite through tflitec): the en
 bash models/build/build.sh --tflite   # the uncommitted .tflite encoders, into the cache
 bash scripts/with-tflite.sh cargo test -p latentcam-firmware --features tflite --test encoder_backends --locked
 
+step "device builds for aarch64 and armv7, their tests under qemu, ARM-vs-x86 smoke runs, the package"
+bash scripts/cross.sh
+
 bash scripts/fuzz.sh "${FUZZ_SECONDS:-60}"

@@ -7,7 +7,7 @@
 use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 use std::thread;
 use std::time::Duration;
 
@@ -32,7 +32,7 @@ fn photos() -> String {
 
 fn doctor(args: &[&str]) -> (Output, String) {
     let spool = std::env::temp_dir().join(format!("latentcam-doctor-{}", std::process::id()));
-    let out = Command::new(env!("CARGO_BIN_EXE_latentcam-edge"))
+    let out = common::program(env!("CARGO_BIN_EXE_latentcam-edge"))
         .arg("doctor")
         .arg("--models")
         .arg(repo().join("models"))
@@ -206,7 +206,7 @@ fn serial_port_camera_model_and_config_problems_each_get_a_fix() {
     assert!(line(&text, "serial").starts_with("OK"), "{text}");
 
     // No camera, no serial adapter, no models.
-    let out = Command::new(env!("CARGO_BIN_EXE_latentcam-edge"))
+    let out = common::program(env!("CARGO_BIN_EXE_latentcam-edge"))
         .args([
             "doctor",
             "--models",
@@ -237,7 +237,7 @@ fn serial_port_camera_model_and_config_problems_each_get_a_fix() {
     let bad =
         std::env::temp_dir().join(format!("latentcam-doctor-bad-{}.toml", std::process::id()));
     std::fs::write(&bad, "[link]\nkind = 7\n").unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_latentcam-edge"))
+    let out = common::program(env!("CARGO_BIN_EXE_latentcam-edge"))
         .args(["doctor", "--config", bad.to_str().unwrap()])
         .output()
         .unwrap();

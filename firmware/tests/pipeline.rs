@@ -54,7 +54,7 @@ fn vtest() -> &'static str {
 
 /// `latentcam-edge` with the repository's models and `args`.
 fn edge(args: &[&str]) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_latentcam-edge"));
+    let mut cmd = common::program(env!("CARGO_BIN_EXE_latentcam-edge"));
     cmd.arg("--models")
         .arg(repo().join("models"))
         .args(["--device-id", "pipeline-test-cam"])
@@ -827,7 +827,7 @@ fn missing_model_port_and_camera_are_one_clear_error_each() {
     // A models directory without a manifest.
     let empty = scratch("no-models");
     let out = wait(
-        Command::new(env!("CARGO_BIN_EXE_latentcam-edge"))
+        common::program(env!("CARGO_BIN_EXE_latentcam-edge"))
             .args([
                 "--source",
                 "synthetic",

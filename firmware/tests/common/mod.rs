@@ -56,3 +56,21 @@ impl Drop for PtyPair {
         let _ = self.child.wait();
     }
 }
+
+/// A command that runs `binary`, through `$LATENTCAM_TEST_RUNNER` when it
+/// is set: the test scripts set it to `qemu-aarch64-static -L
+/// /usr/aarch64-linux-gnu` (or the armv7 equivalent) for a cross build's
+/// tests, because without binfmt_misc the kernel cannot start a foreign
+/// binary that a test spawns.
+#[allow(dead_code)]
+pub fn program(binary: &str) -> Command {
+    match std::env::var("LATENTCAM_TEST_RUNNER") {
+        Ok(runner) if !runner.trim().is_empty() => {
+            let mut words = runner.split_whitespace();
+            let mut cmd = Command::new(words.next().expect("non-empty"));
+            cmd.args(words).arg(binary);
+            cmd
+        }
+        _ => Command::new(binary),
+    }
+}
