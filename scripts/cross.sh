@@ -30,6 +30,7 @@ declare -A QEMU=(
     [$V]="qemu-arm-static -L /usr/arm-linux-gnueabihf"
 )
 cache="${LATENTCAM_CACHE:-$HOME/.cache/latentcam}"
+out="${CARGO_TARGET_DIR:-target}"
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 
@@ -38,7 +39,7 @@ for t in $A $V; do
     cargo build --profile device --locked --target "$t" -p latentcam-firmware --features v4l
 done
 for t in $A $V; do
-    bytes=$(stat -c %s "target/$t/device/latentcam-edge")
+    bytes=$(stat -c %s "$out/$t/device/latentcam-edge")
     awk -v t="$t" -v b="$bytes" 'BEGIN { printf "size %-32s %9d bytes (%.1f MiB)\n", t, b, b / 1048576 }'
 done
 
@@ -67,12 +68,12 @@ edge_to() {
 mkdir -p "$work/photos"
 cp "${photos[@]}" "$work/photos/"
 cargo build --locked -p latentcam-firmware -p latentcam-host
-edge_to "$work/x86.lcr" target/debug/latentcam-edge
+edge_to "$work/x86.lcr" "$out/debug/latentcam-edge"
 for t in $A $V; do
     step "smoke, $t: the ARM edge under qemu against the x86 edge, same photos"
     # shellcheck disable=SC2086
-    edge_to "$work/$t.lcr" ${QEMU[$t]} "target/$t/device/latentcam-edge"
-    target/debug/latentcam-host compare --models models "$work/$t.lcr" "$work/x86.lcr"
+    edge_to "$work/$t.lcr" ${QEMU[$t]} "$out/$t/device/latentcam-edge"
+    "$out/debug/latentcam-host" compare --models models "$work/$t.lcr" "$work/x86.lcr"
 done
 
 step "package $A: contents, staged install, doctor, systemd-analyze, deploy dry run"

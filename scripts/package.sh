@@ -7,7 +7,8 @@
 #   scripts/package.sh aarch64-unknown-linux-gnu [--no-build] [--features v4l]
 #
 # Writes dist/latentcam-edge-<version>-<target>.tar.gz and prints its path.
-# --no-build packs an existing target/<target>/device/latentcam-edge.
+# --no-build packs an existing $CARGO_TARGET_DIR/<target>/device/latentcam-edge
+# (target/ by default).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 target="${1:?usage: package.sh TARGET [--no-build] [--features LIST]}"
@@ -23,7 +24,7 @@ while [ $# -gt 0 ]; do
     shift
 done
 version="$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)"
-binary="target/$target/device/latentcam-edge"
+binary="${CARGO_TARGET_DIR:-target}/$target/device/latentcam-edge"
 if [ "$build" = 1 ]; then
     cargo build --profile device --locked --target "$target" -p latentcam-firmware \
         ${features:+--features "$features"}
