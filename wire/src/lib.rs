@@ -30,6 +30,7 @@ mod cobs;
 pub mod codec;
 pub mod frame;
 pub mod message;
+pub mod mqtt;
 
 pub use codec::{Codec, CodecError};
 pub use frame::{FeedResult, FrameDecoder, FrameError};

@@ -1,0 +1,295 @@
+//! The MQTT mapping of the protocol (`wire/SPEC.md`, section 9): topic names,
+//! the device → partition hash both sides must agree on, and a topic parser.
+//!
+//! Every MQTT message carries exactly one frame, the same bytes as a UDP
+//! datagram (both delimiters included), except `status`, `_workers` and
+//! `result`, which carry text or JSON for other systems.
+//!
+//! ```text
+//! latentcam/<site>/<device>/hello         device → workers   QoS 1, retained  Hello frame
+//! latentcam/<site>/<device>/latent/<p>    device → owner     QoS 1            Latent / Bye frames
+//! latentcam/<site>/<device>/heartbeat     device → any       QoS 0            Heartbeat frame
+//! latentcam/<site>/<device>/status        device → any       QoS 1, retained  "online" / will "offline"
+//! latentcam/<site>/<device>/welcome       owner  → device    QoS 1            Welcome frame
+//! latentcam/<site>/<device>/ack/<p>       owner  → device    QoS 1, retained  Ack frame
+//! latentcam/<site>/<device>/result        owner  → anyone    QoS 1            JSON result line
+//! latentcam/_workers/<group>/<worker>     worker → workers   QoS 1, retained  "online" / will: empty
+//! ```
+//!
+//! `<p>` is [`partition`]`(device)`, a number below [`PARTITIONS`].
+
+/// First level of every latentcam topic.
+pub const ROOT: &str = "latentcam";
+
+/// Number of partitions devices are hashed into. A protocol constant, so an
+/// edge and a host can never disagree about it.
+pub const PARTITIONS: u16 = 64;
+
+/// Longest site, device, group or worker name accepted as a topic level.
+pub const MAX_LEVEL_LEN: usize = 64;
+
+/// The partition of a device: FNV-1a (32-bit) of its id's UTF-8 bytes,
+/// modulo [`PARTITIONS`].
+pub fn partition(device_id: &str) -> u16 {
+    let mut hash: u32 = 0x811c_9dc5;
+    for byte in device_id.bytes() {
+        hash ^= u32::from(byte);
+        hash = hash.wrapping_mul(0x0100_0193);
+    }
+    // The remainder is below PARTITIONS (64), so it fits.
+    (hash % u32::from(PARTITIONS)) as u16
+}
+
+/// True when `level` can be one level of a topic name: 1 to
+/// [`MAX_LEVEL_LEN`] bytes, none of `/`, `+`, `#`, NUL or control
+/// characters, and not starting with `$` or `_` (reserved for brokers and
+/// for `_workers`).
+pub fn valid_level(level: &str) -> bool {
+    !level.is_empty()
+        && level.len() <= MAX_LEVEL_LEN
+        && !level.starts_with('$')
+        && !level.starts_with('_')
+        && !level
+            .chars()
+            .any(|c| matches!(c, '/' | '+' | '#') || c.is_control())
+}
+
+/// What a device topic is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TopicKind {
+    /// `…/hello`
+    Hello,
+    /// `…/latent/<p>`
+    Latent(u16),
+    /// `…/heartbeat`
+    Heartbeat,
+    /// `…/status`
+    Status,
+    /// `…/welcome`
+    Welcome,
+    /// `…/ack/<p>`
+    Ack(u16),
+    /// `…/result`
+    Result,
+}
+
+/// A parsed device topic, borrowing from the topic string.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeviceTopic<'a> {
+    /// The `<site>` level.
+    pub site: &'a str,
+    /// The `<device>` level.
+    pub device: &'a str,
+    /// The rest.
+    pub kind: TopicKind,
+}
+
+/// Parses `latentcam/<site>/<device>/<kind>[/<p>]`. `None` for anything
+/// else, including a partition number that is not the device's own.
+pub fn parse_device_topic(topic: &str) -> Option<DeviceTopic<'_>> {
+    let mut levels = topic.split('/');
+    if levels.next()? != ROOT {
+        return None;
+    }
+    let site = levels.next().filter(|l| valid_level(l))?;
+    let device = levels.next().filter(|l| valid_level(l))?;
+    let name = levels.next()?;
+    let part = levels.next();
+    if levels.next().is_some() {
+        return None;
+    }
+    let own = |p: Option<&str>| -> Option<u16> {
+        let p: u16 = p?.parse().ok()?;
+        (p == partition(device)).then_some(p)
+    };
+    let kind = match (name, part) {
+        ("hello", None) => TopicKind::Hello,
+        ("latent", p) => TopicKind::Latent(own(p)?),
+        ("heartbeat", None) => TopicKind::Heartbeat,
+        ("status", None) => TopicKind::Status,
+        ("welcome", None) => TopicKind::Welcome,
+        ("ack", p) => TopicKind::Ack(own(p)?),
+        ("result", None) => TopicKind::Result,
+        _ => return None,
+    };
+    Some(DeviceTopic { site, device, kind })
+}
+
+#[cfg(feature = "alloc")]
+pub use owned::*;
+
+#[cfg(feature = "alloc")]
+mod owned {
+    use alloc::format;
+    use alloc::string::String;
+
+    use super::{ROOT, partition, valid_level};
+
+    /// Every topic one device uses, built once.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub struct DeviceTopics {
+        /// The device's partition.
+        pub partition: u16,
+        /// `latentcam/<site>/<device>/hello`
+        pub hello: String,
+        /// `latentcam/<site>/<device>/latent/<p>`
+        pub latent: String,
+        /// `latentcam/<site>/<device>/heartbeat`
+        pub heartbeat: String,
+        /// `latentcam/<site>/<device>/status`
+        pub status: String,
+        /// `latentcam/<site>/<device>/welcome`
+        pub welcome: String,
+        /// `latentcam/<site>/<device>/ack/<p>`
+        pub ack: String,
+        /// `latentcam/<site>/<device>/result`
+        pub result: String,
+    }
+
+    impl DeviceTopics {
+        /// The topics of `device` at `site`; `None` when either is not a
+        /// valid topic level ([`valid_level`]).
+        pub fn new(site: &str, device: &str) -> Option<Self> {
+            if !valid_level(site) || !valid_level(device) {
+                return None;
+            }
+            let p = partition(device);
+            let base = format!("{ROOT}/{site}/{device}");
+            Some(Self {
+                partition: p,
+                hello: format!("{base}/hello"),
+                latent: format!("{base}/latent/{p}"),
+                heartbeat: format!("{base}/heartbeat"),
+                status: format!("{base}/status"),
+                welcome: format!("{base}/welcome"),
+                ack: format!("{base}/ack/{p}"),
+                result: format!("{base}/result"),
+            })
+        }
+    }
+
+    /// `latentcam/_workers/<group>/<worker>`: a worker's retained presence.
+    pub fn worker_topic(group: &str, worker: &str) -> String {
+        format!("{ROOT}/_workers/{group}/{worker}")
+    }
+
+    /// `latentcam/_workers/<group>/+`: every worker of a group.
+    pub fn workers_filter(group: &str) -> String {
+        format!("{ROOT}/_workers/{group}/+")
+    }
+
+    /// `latentcam/+/+/hello`: every device's retained `Hello`.
+    pub fn hello_filter() -> String {
+        format!("{ROOT}/+/+/hello")
+    }
+
+    /// `$share/<group>/latentcam/+/+/latent/<p>`: one partition's latents,
+    /// shared among the group's subscribers.
+    pub fn shared_latent_filter(group: &str, partition: u16) -> String {
+        format!("$share/{group}/{ROOT}/+/+/latent/{partition}")
+    }
+
+    /// `latentcam/+/+/ack/<p>`: the retained acknowledgements of one
+    /// partition's devices (read by a worker taking the partition over).
+    pub fn ack_filter(partition: u16) -> String {
+        format!("{ROOT}/+/+/ack/{partition}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn partition_is_fnv1a_mod_64() {
+        // FNV-1a("") = 0x811c9dc5, FNV-1a("a") = 0xe40c292c (published
+        // test vectors of the hash), so the partitions are fixed forever.
+        assert_eq!(partition(""), (0x811c_9dc5u32 % 64) as u16);
+        assert_eq!(partition("a"), (0xe40c_292cu32 % 64) as u16);
+        assert_eq!(partition("foobar"), (0xbf9c_f968u32 % 64) as u16);
+    }
+
+    #[test]
+    fn levels() {
+        assert!(valid_level("cam-01"));
+        assert!(valid_level("shop 3"));
+        for bad in ["", "a/b", "a+", "#", "$SYS", "_workers", "a\nb"] {
+            assert!(!valid_level(bad), "{bad:?}");
+        }
+        assert!(!valid_level(&"x".repeat(MAX_LEVEL_LEN + 1)));
+    }
+
+    #[test]
+    fn parses_device_topics() {
+        let p = partition("cam-01");
+        let latent = alloc_free_topic(p);
+        let t = parse_device_topic(latent.as_str()).unwrap();
+        assert_eq!(t.site, "shop");
+        assert_eq!(t.device, "cam-01");
+        assert_eq!(t.kind, TopicKind::Latent(p));
+        assert_eq!(
+            parse_device_topic("latentcam/shop/cam-01/hello").map(|t| t.kind),
+            Some(TopicKind::Hello)
+        );
+        // Another partition than the device's own, extra levels, other roots.
+        let wrong = (p + 1) % PARTITIONS;
+        let mut buf = heapless_topic();
+        write_topic(&mut buf, wrong);
+        assert_eq!(parse_device_topic(buf.as_str()), None);
+        assert_eq!(parse_device_topic("latentcam/shop/cam-01/hello/x"), None);
+        assert_eq!(parse_device_topic("other/shop/cam-01/hello"), None);
+        assert_eq!(parse_device_topic("latentcam/_workers/g/w"), None);
+    }
+
+    // A tiny fixed buffer so these tests also run without `alloc`.
+    struct Buf {
+        bytes: [u8; 64],
+        len: usize,
+    }
+    impl Buf {
+        fn as_str(&self) -> &str {
+            core::str::from_utf8(&self.bytes[..self.len]).unwrap()
+        }
+    }
+    impl core::fmt::Write for Buf {
+        fn write_str(&mut self, s: &str) -> core::fmt::Result {
+            let end = self.len + s.len();
+            self.bytes
+                .get_mut(self.len..end)
+                .ok_or(core::fmt::Error)?
+                .copy_from_slice(s.as_bytes());
+            self.len = end;
+            Ok(())
+        }
+    }
+    fn heapless_topic() -> Buf {
+        Buf {
+            bytes: [0; 64],
+            len: 0,
+        }
+    }
+    fn write_topic(buf: &mut Buf, p: u16) {
+        use core::fmt::Write;
+        write!(buf, "latentcam/shop/cam-01/latent/{p}").unwrap();
+    }
+    fn alloc_free_topic(p: u16) -> Buf {
+        let mut buf = heapless_topic();
+        write_topic(&mut buf, p);
+        buf
+    }
+
+    #[cfg(feature = "alloc")]
+    #[test]
+    fn device_topics() {
+        let t = DeviceTopics::new("shop", "cam-01").unwrap();
+        let p = partition("cam-01");
+        assert_eq!(t.latent, alloc::format!("latentcam/shop/cam-01/latent/{p}"));
+        assert_eq!(t.ack, alloc::format!("latentcam/shop/cam-01/ack/{p}"));
+        assert_eq!(t.hello, "latentcam/shop/cam-01/hello");
+        assert!(DeviceTopics::new("shop", "a/b").is_none());
+        assert_eq!(
+            shared_latent_filter("g", 7),
+            "$share/g/latentcam/+/+/latent/7"
+        );
+    }
+}
