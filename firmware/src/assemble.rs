@@ -13,7 +13,8 @@ use crate::backoff::Backoff;
 use crate::config::EdgeConfig;
 use crate::encoder::{self, Backend, Encoder, EncoderError, EncoderOptions, Precision};
 use crate::link::{
-    FileLink, FsyncPolicy, Link, LinkError, SerialConfig, SerialLink, TcpConfig, TcpLink, UdpLink,
+    FileLink, FsyncPolicy, Link, LinkError, MqttConfig, MqttLink, SerialConfig, SerialLink,
+    TcpConfig, TcpLink, UdpLink,
 };
 use crate::manifest::{Manifest, ManifestError, default_models_dir};
 use crate::pipeline::{Parts, Settings};
@@ -195,18 +196,32 @@ pub fn open_link(config: &EdgeConfig) -> Result<Box<dyn Link + Send>, AssembleEr
         "udp" => Box::new(UdpLink::connect(&l.address)?),
         "serial" => Box::new(SerialLink::open(SerialConfig::new(&l.path).baud(l.baud))?),
         "file" => Box::new(FileLink::open(&l.path, FsyncPolicy::default())?),
+        "mqtt" => Box::new(MqttLink::new(mqtt_config(config))?),
         other => {
             return Err(AssembleError::Config(format!(
-                "link.kind = {other:?}: one of tcp, udp, serial, file"
+                "link.kind = {other:?}: one of tcp, udp, serial, file, mqtt"
             )));
         }
     })
 }
 
+/// The MQTT link's settings: `[link] address`, `[device] id` and `[mqtt]`
+/// (the password from `$LATENTCAM_MQTT_PASSWORD` when the file has none).
+pub fn mqtt_config(config: &EdgeConfig) -> MqttConfig {
+    let m = &config.mqtt;
+    let mut mqtt = MqttConfig::new(&config.link.address, &m.site, &config.device.id);
+    mqtt.username = Some(m.username.clone()).filter(|u| !u.is_empty());
+    mqtt.password = m.effective_password();
+    mqtt.session_expiry = Duration::from_secs(m.session_expiry_seconds);
+    mqtt.ack_timeout = Duration::from_secs_f64(m.ack_timeout_seconds.max(0.001));
+    mqtt.inflight = m.inflight;
+    mqtt
+}
+
 /// Opens the spool when the configuration asks for one and the link is
-/// acknowledged (TCP, serial); `None` otherwise.
+/// acknowledged (TCP, serial, MQTT); `None` otherwise.
 pub fn open_spool(config: &EdgeConfig) -> Result<Option<Spool>, AssembleError> {
-    let acknowledged = matches!(config.link.kind.as_str(), "tcp" | "serial");
+    let acknowledged = matches!(config.link.kind.as_str(), "tcp" | "serial" | "mqtt");
     if config.spool.dir.as_os_str().is_empty() || !acknowledged {
         return Ok(None);
     }

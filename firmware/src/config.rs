@@ -52,6 +52,8 @@ pub struct EdgeConfig {
     pub source: SourceConfig,
     /// Link to the host.
     pub link: LinkConfig,
+    /// MQTT broker settings (`[link] kind = "mqtt"`).
+    pub mqtt: MqttSection,
     /// Unacknowledged-latent spool.
     pub spool: SpoolSection,
     /// Status LED.
@@ -157,9 +159,10 @@ impl Default for SourceConfig {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct LinkConfig {
-    /// `tcp`, `udp`, `serial` or `file`.
+    /// `tcp`, `udp`, `serial`, `file` or `mqtt`.
     pub kind: String,
-    /// `host:port` for tcp and udp.
+    /// `host:port` for tcp and udp; the broker (`host:port`, `host` or
+    /// `mqtt://host:port`, port 1883 by default) for mqtt.
     pub address: String,
     /// Serial device or recording file.
     pub path: PathBuf,
@@ -175,6 +178,57 @@ impl Default for LinkConfig {
             path: PathBuf::new(),
             baud: 921_600,
         }
+    }
+}
+
+/// `[mqtt]`: used when `[link] kind = "mqtt"`; the broker is `[link] address`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct MqttSection {
+    /// The `<site>` level of the device's topics
+    /// (`latentcam/<site>/<device>/…`).
+    pub site: String,
+    /// User name for the broker; empty: none.
+    pub username: String,
+    /// Password for the broker; empty: `$LATENTCAM_MQTT_PASSWORD`, if set.
+    /// Hidden in `check-config` output.
+    pub password: String,
+    /// How long the broker keeps the device's session after a disconnect.
+    pub session_expiry_seconds: u64,
+    /// Outstanding latents without an advancing acknowledgement for this
+    /// long: the host worker is taken for gone and `Hello` is repeated.
+    pub ack_timeout_seconds: f64,
+    /// Most QoS 1 publishes awaiting the broker's acknowledgement at once.
+    pub inflight: u16,
+}
+
+impl Default for MqttSection {
+    fn default() -> Self {
+        Self {
+            site: "default".into(),
+            username: String::new(),
+            password: String::new(),
+            session_expiry_seconds: 86_400,
+            ack_timeout_seconds: 10.0,
+            inflight: 64,
+        }
+    }
+}
+
+/// Environment variable holding the MQTT password when the configuration
+/// has none (keeps it out of the file and the process list).
+pub const MQTT_PASSWORD_ENV: &str = "LATENTCAM_MQTT_PASSWORD";
+
+impl MqttSection {
+    /// The password to use: the configured one, else
+    /// `$LATENTCAM_MQTT_PASSWORD`, else none.
+    pub fn effective_password(&self) -> Option<String> {
+        if !self.password.is_empty() {
+            return Some(self.password.clone());
+        }
+        std::env::var(MQTT_PASSWORD_ENV)
+            .ok()
+            .filter(|p| !p.is_empty())
     }
 }
 
@@ -279,11 +333,18 @@ impl EdgeConfig {
         one_of(
             "link.kind",
             &self.link.kind,
-            &["tcp", "udp", "serial", "file"],
+            &["tcp", "udp", "serial", "file", "mqtt"],
         )?;
         match self.link.kind.as_str() {
             "tcp" | "udp" if !self.link.address.contains(':') => {
                 return Err(invalid("link.address", &self.link.address, "host:port"));
+            }
+            "mqtt" if self.link.address.trim().is_empty() => {
+                return Err(invalid(
+                    "link.address",
+                    "\"\"",
+                    "the MQTT broker as host:port or mqtt://host:port",
+                ));
             }
             "serial" | "file" if self.link.path.as_os_str().is_empty() => {
                 return Err(invalid("link.path", "\"\"", "a serial device or file path"));
@@ -293,15 +354,69 @@ impl EdgeConfig {
         if self.link.kind == "serial" && !(1200..=4_000_000).contains(&self.link.baud) {
             return Err(invalid("link.baud", self.link.baud, "1200 to 4000000"));
         }
+        if self.link.kind == "mqtt" {
+            self.validate_mqtt()?;
+        }
         if self.spool.max_megabytes == 0 {
             return Err(invalid("spool.max_megabytes", 0, "at least 1"));
         }
         Ok(())
     }
 
-    /// The effective configuration as TOML (for `check-config`).
+    fn validate_mqtt(&self) -> Result<(), ConfigError> {
+        use latentcam_wire::mqtt::{MAX_LEVEL_LEN, valid_level};
+        let level_rule = format!(
+            "an MQTT topic level: 1 to {MAX_LEVEL_LEN} bytes without /, +, # or control \
+             characters, not starting with $ or _"
+        );
+        if !valid_level(&self.mqtt.site) {
+            return Err(invalid("mqtt.site", &self.mqtt.site, level_rule));
+        }
+        if !valid_level(&self.device.id) {
+            return Err(invalid(
+                "device.id",
+                &self.device.id,
+                format!("{level_rule} (it names the device's MQTT topics)"),
+            ));
+        }
+        if let Err(problem) = crate::link::mqtt::parse_address(&self.link.address) {
+            return Err(invalid("link.address", &self.link.address, problem));
+        }
+        if !(1..=u64::from(u32::MAX)).contains(&self.mqtt.session_expiry_seconds) {
+            return Err(invalid(
+                "mqtt.session_expiry_seconds",
+                self.mqtt.session_expiry_seconds,
+                format!("1 to {}", u32::MAX),
+            ));
+        }
+        if !(0.5..=3600.0).contains(&self.mqtt.ack_timeout_seconds) {
+            return Err(invalid(
+                "mqtt.ack_timeout_seconds",
+                self.mqtt.ack_timeout_seconds,
+                "between 0.5 and 3600",
+            ));
+        }
+        if self.mqtt.inflight == 0 {
+            return Err(invalid("mqtt.inflight", 0, "1 to 65535"));
+        }
+        if !self.mqtt.password.is_empty() && self.mqtt.username.is_empty() {
+            return Err(invalid(
+                "mqtt.password",
+                "(set)",
+                "a password needs mqtt.username too",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The effective configuration as TOML (for `check-config`), with the
+    /// MQTT password hidden.
     pub fn to_toml(&self) -> String {
-        toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot render: {e}"))
+        let mut shown = self.clone();
+        if !shown.mqtt.password.is_empty() {
+            shown.mqtt.password = "(hidden)".into();
+        }
+        toml::to_string_pretty(&shown).unwrap_or_else(|e| format!("# cannot render: {e}"))
     }
 }
 
@@ -359,5 +474,53 @@ mod tests {
         assert!(err.contains("fsp"), "unknown keys are refused: {err}");
         let err = parse("[device]\nid = \"\"\n").unwrap_err().to_string();
         assert!(err.contains("device.id"), "{err}");
+    }
+
+    #[test]
+    fn mqtt_settings_are_checked_when_the_link_is_mqtt() {
+        let mqtt = |extra: &str| {
+            parse(&format!(
+                "[device]\nid = \"cam-01\"\n[link]\nkind = \"mqtt\"\naddress = \"broker\"\n{extra}"
+            ))
+        };
+        let config = mqtt("").unwrap();
+        assert_eq!(config.mqtt.site, "default");
+        assert_eq!(config.mqtt.session_expiry_seconds, 86_400);
+        assert_eq!(config.mqtt.inflight, 64);
+        let config = mqtt("[mqtt]\nsite = \"shop\"\nack_timeout_seconds = 2\n").unwrap();
+        assert_eq!(config.mqtt.site, "shop");
+        for (extra, key) in [
+            ("[mqtt]\nsite = \"a/b\"\n", "mqtt.site"),
+            (
+                "[mqtt]\nack_timeout_seconds = 0\n",
+                "mqtt.ack_timeout_seconds",
+            ),
+            ("[mqtt]\ninflight = 0\n", "mqtt.inflight"),
+            (
+                "[mqtt]\nsession_expiry_seconds = 0\n",
+                "mqtt.session_expiry_seconds",
+            ),
+            ("[mqtt]\npassword = \"x\"\n", "mqtt.password"),
+        ] {
+            let err = mqtt(extra).unwrap_err().to_string();
+            assert!(err.contains(key), "{extra}: {err}");
+        }
+        let err = parse("[device]\nid = \"cam/01\"\n[link]\nkind = \"mqtt\"\naddress = \"b\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("device.id") && err.contains("topic level"),
+            "{err}"
+        );
+        let err = parse("[device]\nid = \"c\"\n[link]\nkind = \"mqtt\"\naddress = \"b:port\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("link.address") && err.contains("port"),
+            "{err}"
+        );
+        // The password never shows in the rendered configuration.
+        let config = mqtt("[mqtt]\nusername = \"cam\"\npassword = \"s3cret\"\n").unwrap();
+        assert!(!config.to_toml().contains("s3cret"));
     }
 }

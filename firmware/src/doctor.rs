@@ -364,10 +364,28 @@ fn check_link(config: &EdgeConfig, info: Option<&EncoderInfo>) -> Check {
             "host",
             "serial link: the host answers once the device streams (see the serial line above)",
         ),
+        "mqtt" => match crate::link::mqtt::parse_address(address) {
+            Ok((host, port)) => match connect(&format!("{host}:{port}")) {
+                Ok(_) => Check::ok(
+                    "host",
+                    format!(
+                        "MQTT broker {host}:{port} accepts connections; a host worker answers \
+                         Hello on latentcam/{}/{}/welcome",
+                        config.mqtt.site, config.device.id
+                    ),
+                ),
+                Err(check) => check,
+            },
+            Err(problem) => Check::fail(
+                "host",
+                format!("{address}: {problem}"),
+                "check [link] address (the broker as host:port)",
+            ),
+        },
         other => Check::fail(
             "host",
             format!("unknown [link] kind {other:?}"),
-            "one of tcp, udp, serial, file",
+            "one of tcp, udp, serial, file, mqtt",
         ),
     }
 }

@@ -80,10 +80,10 @@ struct RunArgs {
     /// Config `[source]` queue: frames waiting for the encoder.
     #[arg(long)]
     queue: Option<usize>,
-    /// Config `[link]` kind: tcp, udp, serial or file.
+    /// Config `[link]` kind: tcp, udp, serial, file or mqtt.
     #[arg(long)]
     link: Option<String>,
-    /// Config `[link]` address (tcp/udp host:port).
+    /// Config `[link]` address (tcp/udp host:port; mqtt broker host:port).
     #[arg(long)]
     address: Option<String>,
     /// Config `[link]` path (serial device or recording file).
@@ -92,6 +92,23 @@ struct RunArgs {
     /// Config `[link]` baud (serial).
     #[arg(long)]
     baud: Option<u32>,
+    /// Config `[mqtt]` site: the site level of the device's MQTT topics.
+    #[arg(long)]
+    mqtt_site: Option<String>,
+    /// Config `[mqtt]` username (the password comes from the file or
+    /// $LATENTCAM_MQTT_PASSWORD, never from the command line).
+    #[arg(long)]
+    mqtt_username: Option<String>,
+    /// Config `[mqtt]` ack_timeout_seconds: say Hello again after this long
+    /// without an acknowledgement from a host worker.
+    #[arg(long)]
+    mqtt_ack_timeout: Option<f64>,
+    /// Config `[mqtt]` session_expiry_seconds.
+    #[arg(long)]
+    mqtt_session_expiry: Option<u64>,
+    /// Config `[mqtt]` inflight: QoS 1 publishes awaiting the broker at once.
+    #[arg(long)]
+    mqtt_inflight: Option<u16>,
     /// Config `[spool]` dir: where unacknowledged latents wait.
     #[arg(long, conflicts_with = "no_spool")]
     spool: Option<PathBuf>,
@@ -147,6 +164,14 @@ impl RunArgs {
         set(&mut c.link.address, &self.address);
         set(&mut c.link.path, &self.link_path);
         set(&mut c.link.baud, &self.baud);
+        set(&mut c.mqtt.site, &self.mqtt_site);
+        set(&mut c.mqtt.username, &self.mqtt_username);
+        set(&mut c.mqtt.ack_timeout_seconds, &self.mqtt_ack_timeout);
+        set(
+            &mut c.mqtt.session_expiry_seconds,
+            &self.mqtt_session_expiry,
+        );
+        set(&mut c.mqtt.inflight, &self.mqtt_inflight);
         set(&mut c.spool.dir, &self.spool);
         if self.no_spool {
             c.spool.dir = PathBuf::new();

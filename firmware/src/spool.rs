@@ -77,6 +77,9 @@ struct Segment {
     path: PathBuf,
     /// Sequence numbers of its frames, ascending (8 bytes per ~1.3 KB frame).
     seqs: Vec<u64>,
+    /// End offset of each frame in the file (parallel to `seqs`), so a
+    /// backlog is read frame by frame without decoding the segment again.
+    ends: Vec<u64>,
     bytes: u64,
 }
 
@@ -191,6 +194,7 @@ impl Spool {
                 segments.push_back(Segment {
                     path,
                     seqs: frames.iter().map(|&(seq, _)| seq).collect(),
+                    ends: frames.iter().map(|&(_, end)| end as u64).collect(),
                     bytes: valid_end as u64,
                 });
             }
@@ -237,6 +241,7 @@ impl Spool {
             self.segments.push_back(Segment {
                 path,
                 seqs: Vec::new(),
+                ends: Vec::new(),
                 bytes: 0,
             });
         }
@@ -254,6 +259,7 @@ impl Spool {
         }
         segment.seqs.push(seq);
         segment.bytes += len;
+        segment.ends.push(segment.bytes);
         self.enforce_limit()
     }
 
@@ -326,25 +332,40 @@ impl Spool {
             if segment.last_seq() < from {
                 continue;
             }
-            let fresh = matches!(&self.cache, Some((path, bytes))
-                if *path == segment.path && bytes.len() as u64 == segment.bytes);
-            if !fresh {
-                let mut bytes = Vec::with_capacity(segment.bytes as usize);
-                File::open(&segment.path)
-                    .and_then(|mut f| f.read_to_end(&mut bytes))
+            let first = segment.seqs.partition_point(|&seq| seq < from);
+            let last = (first + (limit - taken)).min(segment.seqs.len());
+            if first == last {
+                continue;
+            }
+            let needed = segment.ends[last - 1] as usize;
+            // The cache holds a prefix of this segment; a segment that grew
+            // since (new latents appended) is extended, not read again.
+            let cached = match &self.cache {
+                Some((path, bytes)) if *path == segment.path => bytes.len(),
+                _ => {
+                    self.cache = Some((segment.path.clone(), Vec::new()));
+                    0
+                }
+            };
+            if cached < needed {
+                let mut file = File::open(&segment.path).map_err(io_err(&segment.path))?;
+                file.seek(SeekFrom::Start(cached as u64))
                     .map_err(io_err(&segment.path))?;
-                bytes.truncate(segment.bytes as usize);
-                self.cache = Some((segment.path.clone(), bytes));
+                let bytes = &mut self.cache.as_mut().expect("cache set above").1;
+                bytes.resize(needed, 0);
+                file.read_exact(&mut bytes[cached..needed])
+                    .map_err(io_err(&segment.path))?;
             }
             let bytes = &self.cache.as_ref().expect("cache filled above").1;
-            let (frames, _) = scan(bytes);
-            let mut start = 0;
-            for (seq, end) in frames {
-                if seq >= from && taken < limit {
-                    out.push((seq, bytes[start..end].to_vec()));
-                    taken += 1;
-                }
-                start = end;
+            for i in first..last {
+                let start = if i == 0 {
+                    0
+                } else {
+                    segment.ends[i - 1] as usize
+                };
+                let end = segment.ends[i] as usize;
+                out.push((segment.seqs[i], bytes[start..end].to_vec()));
+                taken += 1;
             }
         }
         Ok(())

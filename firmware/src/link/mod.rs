@@ -7,6 +7,7 @@
 //! | link | module | direction | reconnects |
 //! |---|---|---|---|
 //! | TCP client to the host | [`tcp`] | both | with [`Backoff`], inside [`Link::send`] |
+//! | MQTT 5 client to a broker (host workers behind it) | [`mqtt`] | both | with [`Backoff`], in a background thread |
 //! | UDP, one frame per datagram | [`udp`] | device → host | re-creates the socket |
 //! | serial line (`linux-embedded-hal`) | [`serial`] | both | reopens the device |
 //! | recording file | [`file`](mod@file) | device → file | reopens the file |
@@ -16,6 +17,7 @@
 //! the frame in its spool and tries again later ([`LinkError::is_transient`]).
 
 pub mod file;
+pub mod mqtt;
 pub mod serial;
 pub mod tcp;
 pub mod udp;
@@ -30,6 +32,7 @@ use latentcam_wire::{
 
 pub use crate::backoff::Backoff;
 pub use file::{FileLink, FsyncPolicy};
+pub use mqtt::{MqttConfig, MqttLink};
 pub use serial::{DEFAULT_BAUD, SerialConfig, SerialLink};
 pub use tcp::{TcpConfig, TcpLink};
 pub use udp::UdpLink;
@@ -54,8 +57,8 @@ pub trait Link {
     /// True while the link holds an open connection, socket, port or file.
     fn is_connected(&self) -> bool;
 
-    /// True for links the host answers on (`Welcome`, `Ack`): TCP and
-    /// serial. On one-way links (UDP, file) nothing is ever acknowledged.
+    /// True for links the host answers on (`Welcome`, `Ack`): TCP, serial
+    /// and MQTT. On one-way links (UDP, file) nothing is ever acknowledged.
     fn is_bidirectional(&self) -> bool;
 
     /// Sets the frame (a `Hello`) sent first on every new connection of a

@@ -245,6 +245,34 @@ pub(crate) struct Encoded {
     pub(crate) encode_us: u32,
 }
 
+/// A latent already encoded elsewhere (another encoder, a load test), for
+/// [`run_link`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EncodedLatent {
+    /// The latent, already packed with [`Settings::codec`].
+    pub payload: Vec<u8>,
+    /// Capture time, µs, device clock.
+    pub capture_us: u64,
+    /// Source frame width in pixels.
+    pub width: u32,
+    /// Source frame height in pixels.
+    pub height: u32,
+}
+
+impl From<EncodedLatent> for Encoded {
+    fn from(latent: EncodedLatent) -> Self {
+        Self {
+            payload: latent.payload,
+            capture_us: latent.capture_us,
+            width: latent.width,
+            height: latent.height,
+            // Latency is measured from when the link side received it.
+            captured_at: Instant::now(),
+            encode_us: 0,
+        }
+    }
+}
+
 struct Captured {
     frame: Frame,
     at: Instant,
@@ -433,6 +461,53 @@ pub fn run(
     capture_result?;
     encode_result?;
     Ok(report)
+}
+
+/// Runs only the link side of the pipeline — `Hello`/`Welcome`, spool,
+/// `Ack`s, re-sends, heartbeats: the same session [`run`] uses — over
+/// latents produced elsewhere. `hello` is the `Hello` frame to send (see
+/// [`hello_frame`]). Returns when `latents` disconnects or `stop` becomes
+/// true, after draining like [`run`] (up to [`Settings::drain_timeout`]
+/// for acknowledgements, then `Bye` and a spool sync). Latents still queued
+/// in `latents` when `stop` is seen are not taken.
+pub fn run_link(
+    link: Box<dyn Link + Send>,
+    spool: Option<Spool>,
+    hello: Vec<u8>,
+    settings: &Settings,
+    latents: Receiver<EncodedLatent>,
+    stop: Arc<AtomicBool>,
+) -> SessionReport {
+    let started = Instant::now();
+    let shared = Shared {
+        counters: Counters::default(),
+        stop,
+        led: None,
+    };
+    let (tx, rx) = mpsc::sync_channel::<Encoded>(64);
+    thread::scope(|scope| {
+        let shared = &shared;
+        // Forwards latents until the producer is done or `stop` is set;
+        // dropping `tx` then lets the session drain and end.
+        scope.spawn(move || {
+            while !shared.stop.load(Ordering::Relaxed) {
+                match latents.recv_timeout(Duration::from_millis(50)) {
+                    Ok(latent) => {
+                        Counters::bump(&shared.counters.captured);
+                        Counters::bump(&shared.counters.encoded);
+                        if tx.send(latent.into()).is_err() {
+                            break;
+                        }
+                    }
+                    Err(mpsc::RecvTimeoutError::Timeout) => {}
+                    Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                }
+            }
+        });
+        session::Session::new(link, spool, hello, settings, shared, started)
+            .run(rx, &|| 0)
+            .report
+    })
 }
 
 fn capture_loop(

@@ -100,6 +100,10 @@ pub(crate) struct Session<'a> {
     /// Drop the current connection before the next attempt (it failed or
     /// the host did not answer on it).
     needs_fresh: bool,
+    /// The link was not connected when it went down: a link that
+    /// reconnects by itself (MQTT) is retried as soon as it is back,
+    /// without waiting out this session's backoff on top of its own.
+    down_while_disconnected: bool,
     next_seq: u64,
     /// Next sequence number to send from the spool when live.
     cursor: u64,
@@ -151,6 +155,7 @@ impl<'a> Session<'a> {
             phase: Phase::Down { retry_at: now },
             backoff: settings.reconnect.clone(),
             needs_fresh: false,
+            down_while_disconnected: false,
             next_seq,
             cursor,
             last_sent: None,
@@ -225,6 +230,10 @@ impl<'a> Session<'a> {
             self.step(queue_depth);
             if matches!(self.phase, Phase::Down { .. }) {
                 std::thread::sleep(Duration::from_millis(10));
+            } else if self.phase == Phase::Live && !self.backlog_waiting() {
+                // Only acks are awaited: wait for them instead of spinning
+                // (a live step polls for 1 ms only).
+                self.poll(Duration::from_millis(20));
             }
         }
         let left = self.outstanding();
@@ -280,7 +289,7 @@ impl<'a> Session<'a> {
         let now = Instant::now();
         match self.phase {
             Phase::Down { retry_at } => {
-                if now >= retry_at {
+                if now >= retry_at || (self.down_while_disconnected && self.link.is_connected()) {
                     self.connect();
                 }
             }
@@ -358,6 +367,7 @@ impl<'a> Session<'a> {
             retry_at: Instant::now() + delay,
         };
         self.needs_fresh = true;
+        self.down_while_disconnected = !self.link.is_connected();
     }
 
     fn poll(&mut self, timeout: Duration) {

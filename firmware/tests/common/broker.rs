@@ -1,0 +1,147 @@
+//! A real MQTT broker for tests: Debian's mosquitto on 127.0.0.1 with the
+//! project's configuration (`scripts/mosquitto.conf`), persistence in a
+//! scratch directory so a restart keeps retained messages and sessions.
+//!
+//! Only `std`, so both the firmware and the host tests can include it:
+//! `#[path = "../../firmware/tests/common/broker.rs"] mod broker;`.
+#![allow(dead_code)]
+
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// Where Debian's package installs the broker.
+const MOSQUITTO: &str = "/usr/sbin/mosquitto";
+
+/// A running (or stopped) mosquitto.
+pub struct Broker {
+    /// The port it listens on, on 127.0.0.1.
+    pub port: u16,
+    dir: PathBuf,
+    child: Option<Child>,
+}
+
+impl Broker {
+    /// Starts a broker on a free port with its configuration, database and
+    /// log in `dir` (created if needed). Panics with the broker's log when
+    /// it does not come up within 10 s.
+    pub fn start(dir: &Path) -> Broker {
+        std::fs::create_dir_all(dir).expect("create the broker's directory");
+        // mosquitto started as root drops to the `mosquitto` user, which
+        // must be able to write its database and log here.
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o777));
+        }
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port on 127.0.0.1")
+            .port();
+        let mut broker = Broker {
+            port,
+            dir: dir.to_path_buf(),
+            child: None,
+        };
+        broker.start_again();
+        broker
+    }
+
+    /// `127.0.0.1:PORT`.
+    pub fn address(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// The broker's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("mosquitto.log")).unwrap_or_default()
+    }
+
+    /// Stops the broker with SIGTERM and waits for it, so it saves its
+    /// database (retained messages, sessions, queued messages).
+    pub fn stop(&mut self) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while child.try_wait().ok().flatten().is_none() {
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("mosquitto ignored SIGTERM for 10 s; log:\n{}", self.log());
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Starts the broker again on the same port with the same directory
+    /// (after [`Broker::stop`]); waits until it accepts connections.
+    pub fn start_again(&mut self) {
+        assert!(self.child.is_none(), "the broker is already running");
+        assert!(
+            Path::new(MOSQUITTO).is_file(),
+            "{MOSQUITTO} is missing: run scripts/setup.sh (it installs Debian's mosquitto)"
+        );
+        let template = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/mosquitto.conf");
+        let text = std::fs::read_to_string(&template)
+            .unwrap_or_else(|e| panic!("cannot read {}: {e}", template.display()));
+        let dir = self.dir.display().to_string();
+        let dir = dir.trim_end_matches('/');
+        let conf = self.dir.join("mosquitto.conf");
+        std::fs::write(
+            &conf,
+            text.replace("@PORT@", &self.port.to_string())
+                .replace("@DIR@", dir),
+        )
+        .expect("write the broker's configuration");
+        let child = Command::new(MOSQUITTO)
+            .arg("-c")
+            .arg(&conf)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {MOSQUITTO}: {e} (run scripts/setup.sh)"));
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                return;
+            }
+            let exited = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten());
+            if exited.is_some() || Instant::now() > deadline {
+                if let Some(mut child) = self.child.take() {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                }
+                panic!(
+                    "mosquitto did not listen on port {} ({}); log:\n{}",
+                    self.port,
+                    match exited {
+                        Some(status) => format!("exited: {status}"),
+                        None => "timed out after 10 s".to_string(),
+                    },
+                    self.log()
+                );
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
