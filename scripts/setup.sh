@@ -14,7 +14,8 @@ if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
 # Debian packages the tests use: serial pty pairs (socat), video replay
 # (ffmpeg, opencv-doc's vtest.avi), cross toolchains and qemu for the ARM
 # targets, python for the model recipe, Fashion-MNIST, and clang/libclang for
-# the v4l feature's bindgen, systemd-analyze for the unit file.
+# the v4l feature's bindgen, systemd-analyze for the unit file, mosquitto (an
+# MQTT 5 broker the fleet tests start on 127.0.0.1 with scripts/mosquitto.conf).
 APT_PACKAGES=(
     socat
     ffmpeg
@@ -28,6 +29,7 @@ APT_PACKAGES=(
     clang libclang-dev
     libssl-dev pkg-config unzip
     systemd
+    mosquitto
 )
 
 if [ "$MODE" = "--demo" ]; then

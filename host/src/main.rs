@@ -160,6 +160,23 @@ struct ServeArgs {
     /// Address to receive UDP devices on (off if absent).
     #[arg(long)]
     udp: Option<String>,
+    /// An MQTT 5 broker to take devices' latents from, as one worker of
+    /// `--group` (e.g. mqtt://broker:1883; wire/SPEC.md §9).
+    #[arg(long)]
+    mqtt: Option<String>,
+    /// The share group: the workers of one group split the devices.
+    #[arg(long, default_value = "latentcam")]
+    group: String,
+    /// This worker's name, unique in its group (default: the host name and
+    /// process id).
+    #[arg(long)]
+    worker: Option<String>,
+    /// Broker user name (the password comes from LATENTCAM_MQTT_PASSWORD).
+    #[arg(long)]
+    mqtt_user: Option<String>,
+    /// Do not publish each result on latentcam/<site>/<device>/result.
+    #[arg(long)]
+    no_mqtt_results: bool,
     /// A serial line with a device on it (e.g. /dev/ttyUSB0).
     #[arg(long)]
     serial: Option<PathBuf>,
@@ -211,6 +228,10 @@ struct HeadArgs {
     /// ImageNet classes per latent.
     #[arg(long, default_value_t = 3)]
     top: usize,
+    /// Do not run the ImageNet head (a deployment that only wants, say,
+    /// anomaly scores; the head costs 1.3 M multiply-adds per latent).
+    #[arg(long)]
+    no_imagenet: bool,
     /// Run the per-device anomaly head.
     #[arg(long)]
     anomaly: bool,
@@ -241,12 +262,15 @@ impl HeadArgs {
     fn load(&self, live: bool) -> anyhow::Result<LoadedHeads> {
         let manifest = load_manifest(&self.models)?;
         let dim = manifest.latent_dim;
-        let imagenet =
-            ImagenetHead::from_manifest(&manifest).context("loading the model's ImageNet head")?;
-        let mut heads: Vec<Box<dyn Head>> = vec![Box::new(TopK {
-            head: imagenet,
-            k: self.top,
-        })];
+        let mut heads: Vec<Box<dyn Head>> = Vec::new();
+        if !self.no_imagenet {
+            let imagenet = ImagenetHead::from_manifest(&manifest)
+                .context("loading the model's ImageNet head")?;
+            heads.push(Box::new(TopK {
+                head: imagenet,
+                k: self.top,
+            }));
+        }
         let fewshot = match &self.fewshot {
             Some(path) => {
                 let store = if live {
@@ -489,6 +513,11 @@ fn main() -> anyhow::Result<()> {
                 tcp,
                 http,
                 udp,
+                mqtt,
+                group,
+                worker,
+                mqtt_user,
+                no_mqtt_results,
                 serial,
                 baud,
                 recording,
@@ -548,6 +577,22 @@ fn main() -> anyhow::Result<()> {
                 vec![Box::new(ingest::tcp::TcpIngest { address: tcp })];
             if let Some(address) = udp {
                 ingests.push(Box::new(ingest::udp::UdpIngest { address }));
+            }
+            if let Some(url) = mqtt {
+                let worker = worker.unwrap_or_else(|| {
+                    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+                        .map(|h| h.trim().replace(['/', '+', '#', '$'], "-"))
+                        .unwrap_or_else(|_| "host".into());
+                    format!("{host}-{}", std::process::id())
+                });
+                ingests.push(Box::new(ingest::mqtt::MqttIngest {
+                    url,
+                    group,
+                    worker,
+                    username: mqtt_user,
+                    password: std::env::var("LATENTCAM_MQTT_PASSWORD").ok(),
+                    publish_results: !no_mqtt_results,
+                }));
             }
             if let Some(path) = serial {
                 ingests.push(Box::new(ingest::serial::SerialIngest { path, baud }));

@@ -22,26 +22,18 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Barrier, Condvar, Mutex, mpsc};
 use std::thread;
 use std::time::{Duration, Instant};
 
 mod common;
 
+use common::edge::{self, EdgeRecording};
 use common::repo;
 
-use latentcam_firmware::assemble;
-use latentcam_firmware::config::EdgeConfig;
-use latentcam_firmware::pipeline;
 use latentcam_wire::frame::{self, MAX_FRAME_LEN};
-use latentcam_wire::{
-    AuthOffer, AuthScheme, Bye, ByeReason, Codec, FrameDecoder, Hello, Latent, Message,
-    ModelIdentity, PROTOCOL_VERSION, WelcomeStatus,
-};
+use latentcam_wire::{Bye, ByeReason, FrameDecoder, Latent, Message, WelcomeStatus};
 use serde_json::Value;
-
-const VTEST: &str = "/usr/share/doc/opencv-doc/examples/data/vtest.avi";
 
 /// Simulated devices, all connected at once.
 const DEVICES: usize = 50;
@@ -63,78 +55,6 @@ fn scratch(name: &str) -> PathBuf {
 }
 
 // ------------------------------------------------------------ real latents
-
-/// The parts of the edge's `Hello` a simulated device reuses.
-struct EdgeIdentity {
-    firmware_version: String,
-    model_id: String,
-    encoder_sha256: [u8; 32],
-    latent_dim: u32,
-    preprocessing: String,
-    backend: String,
-    codec: Codec,
-}
-
-struct RecordedLatent {
-    width: u32,
-    height: u32,
-    payload: Vec<u8>,
-}
-
-/// What the edge pipeline sent for the video.
-struct EdgeRecording {
-    identity: EdgeIdentity,
-    latents: Vec<RecordedLatent>,
-}
-
-/// Encodes the first frames of vtest.avi with the edge pipeline into a
-/// recording file (the `file` link) and reads its `Hello` and latents back.
-fn encode_video(dir: &Path) -> EdgeRecording {
-    let path = dir.join("edge.lcr");
-    let mut config = EdgeConfig::default();
-    config.device.id = "encoder".into();
-    config.model.dir = models();
-    config.source.kind = "replay".into();
-    config.source.path = PathBuf::from(VTEST);
-    config.source.unpaced = true;
-    config.link.kind = "file".into();
-    config.link.path = path.clone();
-    config.spool.dir = PathBuf::new();
-    let stop = Arc::new(AtomicBool::new(false));
-    let (parts, mut settings) = assemble::open_all(&config, Arc::clone(&stop)).unwrap();
-    settings.max_frames = Some(SOURCE_FRAMES);
-    let report = pipeline::run(parts, settings, stop, None).unwrap();
-    assert_eq!(report.encoded, SOURCE_FRAMES, "every frame encoded");
-
-    let bytes = std::fs::read(&path).unwrap();
-    let mut decoder: Box<FrameDecoder<MAX_FRAME_LEN>> = Box::default();
-    let (mut identity, mut latents, mut errors) = (None, Vec::new(), 0);
-    decoder.feed_all(&bytes, |item| match item {
-        Ok(Message::Hello(h)) => {
-            identity.get_or_insert_with(|| EdgeIdentity {
-                firmware_version: h.firmware_version.to_owned(),
-                model_id: h.model.model_id.to_owned(),
-                encoder_sha256: h.model.encoder_sha256,
-                latent_dim: h.model.latent_dim,
-                preprocessing: h.model.preprocessing.to_owned(),
-                backend: h.backend.to_owned(),
-                codec: h.codec,
-            });
-        }
-        Ok(Message::Latent(l)) => latents.push(RecordedLatent {
-            width: l.frame_width,
-            height: l.frame_height,
-            payload: l.payload.to_vec(),
-        }),
-        Ok(_) => {}
-        Err(_) => errors += 1,
-    });
-    let identity = identity.expect("the edge recording starts with a Hello");
-    assert_eq!(errors, 0, "the edge recording decodes cleanly");
-    assert_eq!(identity.codec, Codec::U8Affine, "the default wire codec");
-    assert_eq!(latents.len() as u64, SOURCE_FRAMES);
-    EdgeRecording { identity, latents }
-}
 
 // -------------------------------------------------------------------- host
 
@@ -477,26 +397,7 @@ fn connect(
         let mailbox = Arc::clone(mailbox);
         thread::spawn(move || read_replies(replies, &mailbox))
     };
-    let who = &edge.identity;
-    let hello = frame::encode_to_vec(&Message::Hello(Hello {
-        protocol: PROTOCOL_VERSION.into(),
-        device_id: id,
-        firmware_version: &who.firmware_version,
-        model: ModelIdentity {
-            model_id: &who.model_id,
-            encoder_sha256: who.encoder_sha256,
-            latent_dim: who.latent_dim,
-            preprocessing: &who.preprocessing,
-        },
-        backend: &who.backend,
-        codec: who.codec,
-        auth: AuthOffer {
-            scheme: AuthScheme::None,
-            key_id: "",
-            device_nonce: [0; 16],
-        },
-    }))
-    .unwrap();
+    let hello = edge.identity.hello_frame(id);
     stream
         .write_all(&hello)
         .map_err(|e| format!("{id}: sending Hello: {e}"))?;
@@ -583,7 +484,7 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 fn fifty_devices_for_thirty_seconds_lose_nothing_and_match_a_replay() {
     let dir = scratch("fifty");
     let started = Instant::now();
-    let edge = encode_video(&dir);
+    let edge = edge::encode_video(&dir, SOURCE_FRAMES);
     eprintln!(
         "{} real latents ({} payload bytes each) encoded from vtest.avi in {:.1} s",
         edge.latents.len(),

@@ -61,6 +61,21 @@ pub struct Job {
     pub frame: Vec<u8>,
     /// The device's `Hello` frame, re-encoded (recordings repeat it).
     pub hello: Arc<[u8]>,
+    /// Told when the latent's result line is written (the MQTT ingest
+    /// acknowledges and publishes results from this; TCP polls the
+    /// registry instead).
+    pub done: Option<tokio::sync::mpsc::UnboundedSender<Done>>,
+}
+
+/// A latent whose heads ran and whose result line is written.
+#[derive(Debug, Clone)]
+pub struct Done {
+    /// Device id.
+    pub device: String,
+    /// Sequence number.
+    pub seq: u64,
+    /// The result line.
+    pub line: serde_json::Value,
 }
 
 /// What the connection should do.
@@ -99,7 +114,13 @@ fn bye(reason: ByeReason, detail: &str) -> Vec<u8> {
     frame::encode_to_vec(&Message::Bye(Bye { reason, detail })).unwrap_or_default()
 }
 
-fn welcome(status: WelcomeStatus, reason: &str, host_id: &str, acked: Option<u64>) -> Vec<u8> {
+/// A `Welcome` frame (no authentication).
+pub(crate) fn welcome(
+    status: WelcomeStatus,
+    reason: &str,
+    host_id: &str,
+    acked: Option<u64>,
+) -> Vec<u8> {
     frame::encode_to_vec(&Message::Welcome(Welcome {
         protocol: PROTOCOL_VERSION.into(),
         status,
@@ -295,6 +316,7 @@ impl Conn {
                     frame_size: (latent.frame_width, latent.frame_height),
                     payload_bytes: latent.payload.len(),
                     latent: vector,
+                    done: None,
                 }));
             }
             Message::Heartbeat(heartbeat) => {

@@ -17,6 +17,7 @@ pub mod conn;
 pub mod file;
 pub mod http;
 pub mod live;
+pub mod mqtt;
 pub mod registry;
 pub mod serial;
 pub mod tcp;
@@ -30,7 +31,7 @@ use serde_json::{Map, Value, json};
 
 use crate::heads::{Head, LatentRef};
 use crate::recorder::Recorder;
-pub use conn::{Conn, Job, Limits, Step};
+pub use conn::{Conn, Done, Job, Limits, Step};
 pub use live::Live;
 pub use registry::{DeviceRecord, Registry};
 
@@ -125,6 +126,14 @@ pub fn run_heads(
         stats.processed += batch.len() as u64;
         for (job, line) in batch.drain(..).zip(lines) {
             registry.processed(&job.device, job.seq);
+            if let Some(done) = &job.done {
+                // The ingest may be gone (shutting down); nothing to tell.
+                let _ = done.send(Done {
+                    device: job.device.clone(),
+                    seq: job.seq,
+                    line: line.clone(),
+                });
+            }
             live.result(&job.device, line, now);
         }
         stats.batches += 1;
@@ -183,6 +192,12 @@ pub enum ServeError {
     /// The serial line could not be opened.
     #[error(transparent)]
     Serial(#[from] serial::SerialError),
+    /// The MQTT ingest's configuration is unusable.
+    #[error("MQTT: {message}")]
+    Mqtt {
+        /// What is wrong.
+        message: String,
+    },
     /// The recording could not be opened.
     #[error("cannot open recording {path}: {source}")]
     Recording {
@@ -206,6 +221,8 @@ pub enum IngestKind {
     /// A recording file, read once or followed as it grows
     /// ([`file::RecordingIngest`]).
     Recording,
+    /// One worker of an MQTT 5 share group ([`mqtt::MqttIngest`]).
+    Mqtt,
 }
 
 /// What every ingest is given when it starts.

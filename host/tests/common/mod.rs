@@ -1,5 +1,7 @@
 //! Helpers shared by the host's integration tests.
 
+pub mod edge;
+
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
