@@ -35,7 +35,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use latentcam_wire::frame::MAX_FRAME_LEN;
+use latentcam_firmware::link::mqtt::parse_address;
 use latentcam_wire::mqtt::{self as topics, DeviceTopics, PARTITIONS, TopicKind};
 use latentcam_wire::{Ack, Codec, Message, WelcomeStatus, frame};
 use rumqttc::v5::mqttbytes::QoS;
@@ -71,35 +71,22 @@ pub struct MqttIngest {
     pub publish_results: bool,
 }
 
-/// Parses an MQTT broker URL into host and port.
+/// Parses an MQTT broker URL into host and port: the edge's own parser
+/// ([`parse_address`]), plus `tcp://` as a synonym of `mqtt://` and a clear
+/// refusal of TLS schemes.
 pub fn parse_url(url: &str) -> Result<(String, u16), String> {
-    let rest = if let Some(rest) = url
-        .strip_prefix("mqtt://")
-        .or_else(|| url.strip_prefix("tcp://"))
-    {
-        rest
-    } else if url.starts_with("mqtts://") || url.starts_with("ssl://") {
+    if url.starts_with("mqtts://") || url.starts_with("ssl://") {
         return Err(format!(
             "{url}: TLS is not built into this host (rumqttc without rustls); \
              terminate TLS in front of it or use a plain listener on a trusted network"
         ));
-    } else if url.contains("://") {
-        return Err(format!("{url}: expected mqtt://host:port"));
-    } else {
-        url
-    };
-    let rest = rest.trim_end_matches('/');
-    let (host, port) = match rest.rsplit_once(':') {
-        Some((host, port)) => (
-            host,
-            port.parse::<u16>()
-                .map_err(|_| format!("{url}: bad port {port:?}"))?,
-        ),
-        None => (rest, 1883),
-    };
-    if host.is_empty() {
-        return Err(format!("{url}: no host"));
     }
+    let address = match url.strip_prefix("tcp://") {
+        Some(rest) => format!("mqtt://{rest}"),
+        None => url.to_owned(),
+    };
+    let (host, port) = parse_address(&address).map_err(|e| format!("{url}: {e}"))?;
+    // rumqttc wants an IPv6 address without its brackets.
     Ok((host.trim_matches(['[', ']']).to_owned(), port))
 }
 
@@ -187,8 +174,10 @@ impl Ingest for MqttIngest {
             options.set_credentials(user.clone(), self.password.clone().unwrap_or_default());
         }
         let (client, eventloop) = AsyncClient::new(options, 8192);
+        let workers_prefix = format!("{}/_workers/{}/", topics::ROOT, self.group);
         let worker = Worker {
             ingest: *self,
+            workers_prefix,
             me,
             client,
             ctx: running.context,
@@ -225,8 +214,6 @@ struct Device {
     admitted: BTreeSet<u64>,
     /// Finished latents at or above `floor`.
     finished: BTreeSet<u64>,
-    /// The last acknowledgement published (or read).
-    published: Option<u64>,
 }
 
 impl Device {
@@ -238,7 +225,6 @@ impl Device {
             base_next: false,
             admitted: BTreeSet::new(),
             finished: BTreeSet::new(),
-            published: None,
         }
     }
 
@@ -279,6 +265,8 @@ enum FromBroker {
 struct Worker {
     ingest: MqttIngest,
     me: String,
+    /// `latentcam/_workers/<group>/`: presence topics start with it.
+    workers_prefix: String,
     client: AsyncClient,
     ctx: Arc<Context>,
     jobs: mpsc::Sender<Job>,
@@ -332,21 +320,13 @@ async fn drive(mut eventloop: EventLoop, tx: mpsc::UnboundedSender<FromBroker>, 
     }
 }
 
-/// Decodes the one frame an MQTT message carries.
+/// Decodes the one frame an MQTT message carries (the same bytes as a UDP
+/// datagram, SPEC §9), unstuffing a copy of the payload in place.
 fn one_frame<T>(payload: &[u8], f: impl FnOnce(&Message<'_>) -> T) -> Result<T, String> {
-    let mut decoder: Box<latentcam_wire::FrameDecoder<MAX_FRAME_LEN>> = Box::default();
-    let mut f = Some(f);
-    let mut out = None;
-    let mut error = None;
-    decoder.feed_all(payload, |item| match item {
-        Ok(message) => {
-            if let Some(f) = f.take() {
-                out = Some(f(&message));
-            }
-        }
-        Err(e) => error = Some(e.to_string()),
-    });
-    out.ok_or_else(|| error.unwrap_or_else(|| "no complete frame".into()))
+    let mut bytes = payload.to_vec();
+    frame::decode_datagram(&mut bytes)
+        .map(|message| f(&message))
+        .map_err(|e| e.to_string())
 }
 
 impl Worker {
@@ -454,7 +434,6 @@ impl Worker {
                 device.base_next = false;
                 device.admitted.clear();
                 device.finished.clear();
-                device.published = None;
             }
         }
         for &p in &gained {
@@ -496,8 +475,7 @@ impl Worker {
             return;
         };
         let topic = topic.to_owned();
-        let workers_prefix = format!("{}/_workers/{}/", topics::ROOT, self.ingest.group);
-        if let Some(name) = topic.strip_prefix(&workers_prefix) {
+        if let Some(name) = topic.strip_prefix(self.workers_prefix.as_str()) {
             let changed = if publish.payload.is_empty() {
                 name != self.ingest.worker && self.members.remove(name)
             } else {
@@ -530,9 +508,7 @@ impl Worker {
                     _ => None,
                 });
                 if let Ok(Some(up_to)) = up_to {
-                    let d = self.device(&site, &device);
-                    d.raise(up_to);
-                    d.published = Some(d.published.map_or(up_to, |p| p.max(up_to)));
+                    self.device(&site, &device).raise(up_to);
                 }
             }
             _ => {}
@@ -706,7 +682,6 @@ impl Worker {
             let Some(up_to) = d.acked() else {
                 continue;
             };
-            d.published = Some(up_to);
             let Ok(bytes) = frame::encode_to_vec(&Message::Ack(Ack { up_to })) else {
                 continue;
             };
