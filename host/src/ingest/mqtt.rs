@@ -30,6 +30,12 @@
 //! Worker sessions are not persistent (clean start): a dead worker's
 //! subscriptions must vanish at once so its partitions move; what was in
 //! flight to it is re-sent by the edges.
+//!
+//! After a lost connection a worker subscribes to nothing until it has read
+//! the group's presence again for 1.5 s, so two workers never both
+//! hold a partition because of a stale view (a broker restart fires every
+//! worker's last will); messages read from the failed connection are
+//! dropped, not acknowledged on the next one.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
@@ -185,6 +191,7 @@ impl Ingest for MqttIngest {
             devices: HashMap::new(),
             members: BTreeSet::new(),
             owned: BTreeSet::new(),
+            connected: false,
             settle_until: None,
             dirty: BTreeSet::new(),
         };
@@ -259,6 +266,10 @@ impl Device {
 /// Incoming from the event loop task.
 enum FromBroker {
     Connected,
+    /// The connection failed. Events rumqttc had already read from it may
+    /// still follow (it buffers a whole read), up to the next `Connected`:
+    /// they belong to a session that no longer exists.
+    Disconnected,
     Publish(Box<Publish>),
 }
 
@@ -273,6 +284,9 @@ struct Worker {
     devices: HashMap<String, Device>,
     members: BTreeSet<String>,
     owned: BTreeSet<u16>,
+    /// Between a `ConnAck` and the next connection error: only then do
+    /// subscriptions exist and may be changed.
+    connected: bool,
     settle_until: Option<Instant>,
     /// Devices whose acknowledgement moved since the last publish.
     dirty: BTreeSet<String>,
@@ -309,6 +323,9 @@ async fn drive(mut eventloop: EventLoop, tx: mpsc::UnboundedSender<FromBroker>, 
                 if !down_logged {
                     tracing::warn!("{label}: broker connection: {e}; reconnecting");
                     down_logged = true;
+                    if tx.send(FromBroker::Disconnected).is_err() {
+                        return;
+                    }
                 }
                 if tx.is_closed() {
                     return;
@@ -340,6 +357,7 @@ impl Worker {
             tokio::select! {
                 event = rx.recv() => match event {
                     Some(FromBroker::Connected) => self.on_connected().await,
+                    Some(FromBroker::Disconnected) => self.on_disconnected(),
                     Some(FromBroker::Publish(p)) => self.on_publish(*p, &done_tx).await,
                     None => break,
                 },
@@ -380,6 +398,16 @@ impl Worker {
         let _ = tokio::time::timeout(Duration::from_secs(2), driver).await;
     }
 
+    /// The session is gone with its subscriptions (clean start). Per-device
+    /// sequence state stays: latents still in the head queue finish and
+    /// their acknowledgements go out once connected again. Nothing is
+    /// subscribed until the membership has settled after the reconnect.
+    fn on_disconnected(&mut self) {
+        self.connected = false;
+        self.owned.clear();
+        self.settle_until = None;
+    }
+
     async fn on_connected(&mut self) {
         tracing::info!(
             "mqtt worker {} connected; group {}",
@@ -387,6 +415,7 @@ impl Worker {
             self.ingest.group
         );
         // A clean session: nothing is subscribed any more.
+        self.connected = true;
         self.owned.clear();
         self.members.clear();
         self.members.insert(self.ingest.worker.clone());
@@ -406,7 +435,7 @@ impl Worker {
 
     /// Subscribes to the partitions this worker now owns and drops the rest.
     async fn rebalance(&mut self) {
-        if self.settle_until.is_some() {
+        if !self.connected || self.settle_until.is_some() {
             return;
         }
         let members: Vec<&str> = self.members.iter().map(String::as_str).collect();
@@ -465,6 +494,15 @@ impl Worker {
     }
 
     async fn on_publish(&mut self, publish: Publish, done: &mpsc::UnboundedSender<Done>) {
+        if !self.connected {
+            // Read from the failed connection before it failed, handed over
+            // after it (see `FromBroker::Disconnected`). Its subscriptions,
+            // and the broker's record of this delivery, are gone: a latent
+            // is re-sent by its edge, presence is read again on connect,
+            // and a PUBACK would go out on the next connection under a
+            // packet id that means another message there.
+            return;
+        }
         self.handle(&publish, done).await;
         // Taken (a latent is in the head queue): the broker may send more.
         let _ = self.client.ack(&publish).await;
@@ -476,8 +514,24 @@ impl Worker {
         };
         let topic = topic.to_owned();
         if let Some(name) = topic.strip_prefix(self.workers_prefix.as_str()) {
+            if name == self.ingest.worker {
+                if publish.payload.is_empty() {
+                    // This worker's own last will, fired for an earlier
+                    // connection (a session taken over, a broker shutting
+                    // down): it is alive, so it says so again.
+                    tracing::info!(
+                        "mqtt worker {}: own presence cleared; announcing again",
+                        self.ingest.worker
+                    );
+                    let _ = self
+                        .client
+                        .publish(self.me.clone(), QoS::AtLeastOnce, true, b"online".to_vec())
+                        .await;
+                }
+                return;
+            }
             let changed = if publish.payload.is_empty() {
-                name != self.ingest.worker && self.members.remove(name)
+                self.members.remove(name)
             } else {
                 self.members.insert(name.to_owned())
             };
