@@ -217,7 +217,8 @@ pub struct EncoderOptions {
     pub backend: Backend,
     /// Precision.
     pub precision: Precision,
-    /// Inference threads (backends that support it).
+    /// Inference threads: TFLite's interpreter threads; tract's matrix
+    /// products on a private pool of this many threads.
     pub threads: usize,
     /// Run TFLite through its XNNPACK delegate (ignored by tract). On by
     /// default: for fp32 it was 6.4x faster than TFLite's own kernels on
@@ -271,7 +272,11 @@ pub fn open(
         });
     }
     match options.backend {
-        Backend::Tract => Ok(Box::new(TractEncoder::load(info, &shape)?)),
+        Backend::Tract => Ok(Box::new(TractEncoder::load(
+            info,
+            &shape,
+            options.threads.max(1),
+        )?)),
         Backend::Tflite => {
             let config = TfliteConfig {
                 input_shape: &shape,

@@ -1,5 +1,6 @@
 //! The tract backend: ONNX, loaded and optimised once, run per frame.
 
+use tract_linalg::multithread::{Executor, multithread_tract_scope};
 use tract_onnx::prelude::*;
 
 use super::{Backend, Encoder, EncoderError, EncoderInfo};
@@ -9,6 +10,10 @@ pub struct TractEncoder {
     info: EncoderInfo,
     model: std::sync::Arc<TypedRunnableModel>,
     shape: Vec<usize>,
+    /// A private rayon pool when more than one thread was asked for. tract
+    /// splits its matrix products (the 1×1 convolutions, most of the work)
+    /// over it; depthwise convolutions stay on the calling thread.
+    executor: Executor,
 }
 
 impl std::fmt::Debug for TractEncoder {
@@ -20,8 +25,9 @@ impl std::fmt::Debug for TractEncoder {
 }
 
 impl TractEncoder {
-    /// Loads and optimises the model at `info.path` for a fixed input shape.
-    pub fn load(info: EncoderInfo, shape: &[usize]) -> Result<Self, EncoderError> {
+    /// Loads and optimises the model at `info.path` for a fixed input shape,
+    /// to run on `threads` threads (1: the calling thread only).
+    pub fn load(info: EncoderInfo, shape: &[usize], threads: usize) -> Result<Self, EncoderError> {
         let load_err = |e: TractError| EncoderError::Load {
             backend: Backend::Tract,
             path: info.path.clone(),
@@ -36,10 +42,16 @@ impl TractEncoder {
             .map_err(load_err)?
             .into_runnable()
             .map_err(load_err)?;
+        let executor = if threads > 1 {
+            Executor::multithread_with_name(threads, "tract-encoder")
+        } else {
+            Executor::SingleThread
+        };
         Ok(Self {
             info,
             model,
             shape: shape.to_vec(),
+            executor,
         })
     }
 }
@@ -56,10 +68,10 @@ impl Encoder for TractEncoder {
             message: format!("{e:#}"),
         };
         let tensor = Tensor::from_shape(&self.shape, input).map_err(run_err)?;
-        let outputs = self
-            .model
-            .run(tvec!(tensor.into_tvalue()))
-            .map_err(run_err)?;
+        let outputs = multithread_tract_scope(self.executor.clone(), || {
+            self.model.run(tvec!(tensor.into_tvalue()))
+        })
+        .map_err(run_err)?;
         let view = outputs[0].try_as_plain_ram().map_err(run_err)?;
         let output = view.as_slice::<f32>().map_err(run_err)?;
         if output.len() != latent.len() {
