@@ -51,6 +51,8 @@ deploy host *flags:
 doctor config="/etc/latentcam/edge.toml":
     latentcam-edge doctor --config {{config}}
 
-# Benchmarks (criterion).
-bench:
-    cargo bench --workspace --locked
+# Benchmarks (issue #9): edge speed against onnxruntime and LiteRT, the
+# pipeline, host throughput, criterion suites, link bytes against fidelity.
+# Writes bench/results/<date>-<machine>.md and its plot. About 15 minutes.
+bench *args:
+    bash scripts/bench.sh {{args}}

@@ -7,7 +7,8 @@ It is a line protocol on stdin/stdout, so one driver can interleave these
 peers with tract in the same run (round k: tract, then every peer, then round
 k+1 …) instead of timing them one after another:
 
-    -> {"cmd": "load", "runtime": "onnxruntime", "precision": "int8", "threads": 1}
+    -> {"cmd": "load", "runtime": "onnxruntime", "precision": "int8", "threads": 1,
+        "tensor": "/tmp/input.f32"}   (optional: the exact input tensor, raw f32 NCHW)
     <- {"ok": true, "key": "onnxruntime-int8-t1", "version": "1.32.0"}
     -> {"cmd": "run", "key": "onnxruntime-int8-t1", "iters": 10}
     <- {"ok": true, "seconds": [0.0123, ...], "checksum": 12.34}
@@ -58,8 +59,14 @@ def input_tensor(photo: Path = PHOTO) -> np.ndarray:
 class Peer:
     """One loaded model in one runtime at one thread count."""
 
-    def __init__(self, runtime: str, precision: str, threads: int, models: Path, tflite_dir: Path):
-        self.x = input_tensor()
+    def __init__(self, runtime: str, precision: str, threads: int, models: Path, tflite_dir: Path,
+                 tensor: Path | None = None):
+        # The driver passes the exact tensor tract runs (raw little-endian
+        # float32, NCHW 1x3x224x224); standalone, the photo is preprocessed here.
+        if tensor is not None:
+            self.x = np.fromfile(tensor, dtype="<f4").reshape(1, 3, 224, 224)
+        else:
+            self.x = input_tensor()
         if runtime == "onnxruntime":
             import onnxruntime as ort
 
@@ -123,7 +130,8 @@ def serve(models: Path, tflite_dir: Path) -> int:
             if cmd == "quit":
                 break
             if cmd == "load":
-                peer = Peer(req["runtime"], req["precision"], int(req["threads"]), models, tflite_dir)
+                tensor = Path(req["tensor"]) if req.get("tensor") else None
+                peer = Peer(req["runtime"], req["precision"], int(req["threads"]), models, tflite_dir, tensor)
                 peers[peer.key] = peer
                 reply = {"ok": True, "key": peer.key, "version": peer.version}
             elif cmd == "run":

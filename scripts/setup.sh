@@ -5,6 +5,9 @@
 #
 #   setup.sh          everything the tests need
 #   setup.sh --demo   only what scripts/demo.sh needs (video, photos)
+#   setup.sh --bench  only what scripts/bench.sh needs (video, photos, a font
+#                     for the plot; the peer runtimes' venv is the
+#                     model recipe's, made by models/build/build.sh)
 set -euo pipefail
 MODE="${1:-all}"
 
@@ -36,6 +39,10 @@ if [ "$MODE" = "--demo" ]; then
     # ffmpeg decodes the clip, opencv-doc ships it, pip fetches the photos.
     APT_PACKAGES=(ffmpeg opencv-doc python3-pip)
 fi
+if [ "$MODE" = "--bench" ]; then
+    # The demo's, plus DejaVu for the plot's text, util-linux for taskset.
+    APT_PACKAGES=(ffmpeg opencv-doc python3-pip python3-venv fonts-dejavu-core util-linux)
+fi
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
@@ -47,7 +54,7 @@ if [ ${#missing[@]} -gt 0 ]; then
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
-if [ "$MODE" = "--demo" ]; then
+if [ "$MODE" = "--demo" ] || [ "$MODE" = "--bench" ]; then
     bash "$(dirname "${BASH_SOURCE[0]}")/fetch-test-data.sh"
     exit 0
 fi
