@@ -38,6 +38,8 @@ cpu="${cpu:-$(uname -m)}"
 slug="$(echo "$cpu" | tr 'A-Z' 'a-z' | sed 's/([^)]*)//g; s/cpu @.*//; s/[^a-z0-9]\+/-/g; s/^-//; s/-$//' | cut -c1-40)"
 machine="$(uname -m)-$(nproc)c-$slug"
 stamp="$(date -u +%F)-$machine"
+# A smoke run never overwrites a real result.
+[ $quick = 1 ] && stamp="$stamp-quick"
 work="$(mktemp -d "${TMPDIR:-/tmp}/latentcam-bench.XXXXXX")"
 trap 'kill $(jobs -p) 2>/dev/null || true' EXIT
 echo "bench: $stamp, scratch in $work"
