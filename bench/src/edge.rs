@@ -12,7 +12,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, anyhow, bail};
 use latentcam_firmware::encoder::{self, Backend, Encoder, EncoderOptions, Precision};
-use latentcam_firmware::manifest::{Manifest, default_models_dir};
+use latentcam_firmware::manifest::{Layout, Manifest, default_models_dir};
 use latentcam_firmware::preprocess::Preprocessor;
 use serde::Serialize;
 use serde_json::{Value, json};
@@ -244,16 +244,17 @@ pub fn run(args: &EdgeArgs) -> Result<()> {
     }
     threads.dedup();
 
-    // The exact tensor tract runs, handed to the peers so every runtime
-    // sees the same input values (NCHW; peers.py transposes it for LiteRT).
+    // The tensor tract runs (the ONNX encoders take NCHW), handed to the
+    // peers so every runtime sees the same input values; peers.py
+    // transposes it for LiteRT. Equal fp32 output sums confirm it.
     let tensor_path =
         std::env::temp_dir().join(format!("latentcam-bench-{}.f32", std::process::id()));
     {
-        let probe = local(&manifest, Backend::Tract, Precision::Fp32, 1, &image)?;
-        if probe.encoder.info().layout != latentcam_firmware::manifest::Layout::Nchw {
-            bail!("the tract encoder's input is not NCHW; peers.py expects NCHW");
-        }
-        let bytes: Vec<u8> = probe.input.iter().flat_map(|v| v.to_le_bytes()).collect();
+        let mut pre = Preprocessor::new(&manifest.preprocessing, Layout::Nchw);
+        let input = pre
+            .run(image.as_raw(), image.width(), image.height())
+            .map_err(|e| anyhow!("preprocessing: {e}"))?;
+        let bytes: Vec<u8> = input.iter().flat_map(|v| v.to_le_bytes()).collect();
         std::fs::write(&tensor_path, bytes)
             .with_context(|| format!("writing {}", tensor_path.display()))?;
     }

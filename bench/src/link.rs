@@ -1122,38 +1122,6 @@ mod tests {
     }
 
     #[test]
-    fn host_normalisation_of_the_crop_equals_the_edge_tensor_bit_for_bit() {
-        // The image rows rely on it: normalising the 224×224 crop on the host
-        // gives exactly the tensor the edge's `run` gives, with no resample.
-        let spec = latentcam_firmware::manifest::PreprocessingSpec {
-            id: "t".into(),
-            resize_shorter_side: 256,
-            resize_filter: "bilinear".into(),
-            crop: "center".into(),
-            crop_width: 224,
-            crop_height: 224,
-            channel_order: "RGB".into(),
-            mean: [127.0; 3],
-            std: [128.0; 3],
-        };
-        let layout = latentcam_firmware::manifest::Layout::Nchw;
-        let (w, h) = (400u32, 300u32);
-        let frame: Vec<u8> = (0..w * h * 3).map(|i| (i * 31 % 253) as u8).collect();
-        let mut edge = Preprocessor::new(&spec, layout);
-        let tensor = edge.run(&frame, w, h).unwrap().to_vec();
-        let crop = edge.crop().to_vec();
-        assert_eq!(crop.len(), 224 * 224 * 3);
-        let mut host = Preprocessor::new(&spec, layout);
-        let again = host.normalize_crop(&crop).unwrap();
-        assert!(
-            tensor
-                .iter()
-                .zip(again)
-                .all(|(a, b)| a.to_bits() == b.to_bits())
-        );
-    }
-
-    #[test]
     fn jpeg_round_trip_keeps_the_size_and_grows_with_quality() {
         let (w, h) = (64u32, 48u32);
         let rgb = gradient(w, h);

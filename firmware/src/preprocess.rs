@@ -314,6 +314,26 @@ mod tests {
     }
 
     #[test]
+    fn normalizing_the_crop_gives_the_run_tensor_bit_for_bit() {
+        // A host that receives the 224×224 crop (the link benchmark's JPEG
+        // rows) gets exactly the edge's tensor, with no second resample.
+        let (w, h) = (400u32, 300u32);
+        let frame: Vec<u8> = (0..w * h * 3).map(|i| (i * 31 % 253) as u8).collect();
+        let mut edge = Preprocessor::new(&spec(), Layout::Nchw);
+        let tensor = edge.run(&frame, w, h).unwrap().to_vec();
+        let crop = edge.crop().to_vec();
+        assert_eq!(crop.len(), 224 * 224 * 3);
+        let mut host = Preprocessor::new(&spec(), Layout::Nchw);
+        let again = host.normalize_crop(&crop).unwrap();
+        assert!(
+            tensor
+                .iter()
+                .zip(again)
+                .all(|(a, b)| a.to_bits() == b.to_bits())
+        );
+    }
+
+    #[test]
     fn layouts_agree() {
         let (w, h) = (300u32, 260u32);
         let frame: Vec<u8> = (0..w * h * 3).map(|i| (i * 7 % 251) as u8).collect();
