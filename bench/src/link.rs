@@ -218,9 +218,10 @@ enum JpegFlavour {
     /// quantisation tables and quality scaling as the other.
     ///
     /// Not with optimised Huffman tables (about 8 % smaller): jpeg-encoder
-    /// then writes one scan per component, and `image` 0.25.10 (zune-jpeg
-    /// 0.5.15), the host's decoder, decodes such 4:2:0 files to garbage
-    /// (PSNR ~7 dB where ffmpeg gets 31 dB from the same file).
+    /// then writes one scan per component, which camera encoders do not,
+    /// and which zune-jpeg 0.5.15 decodes to garbage (PSNR ~7 dB where
+    /// ffmpeg gets 31 dB; the host's `picture::decode_rgb` now sends such
+    /// files to jpeg-decoder).
     Subsampled420,
 }
 
@@ -459,7 +460,8 @@ fn wire_round_trip(
 }
 
 /// Encodes an RGB8 image as JPEG of `quality` into `jpeg` and decodes it
-/// back to RGB8 with `image`, as a host receiving it would.
+/// back to RGB8 with the host's decoder (`picture::decode_rgb`), as a host
+/// receiving it would.
 fn jpeg_round_trip(
     flavour: JpegFlavour,
     rgb: &[u8],
@@ -469,9 +471,8 @@ fn jpeg_round_trip(
     jpeg: &mut Vec<u8>,
 ) -> Result<Vec<u8>> {
     flavour.encode(rgb, width, height, quality, jpeg)?;
-    let decoded = image::load_from_memory_with_format(jpeg, image::ImageFormat::Jpeg)
-        .with_context(|| format!("cannot decode our own JPEG at quality {quality}"))?
-        .into_rgb8();
+    let decoded = latentcam_firmware::picture::decode_rgb(jpeg)
+        .with_context(|| format!("cannot decode our own JPEG at quality {quality}"))?;
     ensure!(
         decoded.dimensions() == (width, height),
         "a {width}x{height} JPEG decoded as {:?}",
@@ -1154,9 +1155,9 @@ mod tests {
     #[test]
     fn jpeg_baselines_decode_close_to_the_original_with_the_hosts_decoder() {
         // Regression: jpeg-encoder with optimised Huffman tables writes one
-        // scan per component, and image 0.25.10 (zune-jpeg 0.5.15) decodes
-        // those 4:2:0 files to garbage (mean error ~108 here, ~1 when right),
-        // which made every 4:2:0 row score a cosine of 0.16.
+        // scan per component, which zune-jpeg 0.5.15 decoded to garbage
+        // (mean error ~108 here, ~1 when right) and made every 4:2:0 row
+        // score a cosine of 0.16.
         let (w, h) = (64u32, 48u32);
         let rgb = gradient(w, h);
         let mut jpeg = Vec::new();
@@ -1170,6 +1171,33 @@ mod tests {
                 / rgb.len() as f64;
             assert!(mean_error < 2.0, "{flavour:?}: mean error {mean_error}");
         }
+    }
+
+    #[test]
+    fn optimised_table_jpegs_with_one_scan_per_component_decode_on_the_host() {
+        // jpeg-encoder's optimised Huffman tables mean one scan per
+        // component: the file shape picture::decode_rgb hands to
+        // jpeg-decoder because zune-jpeg decodes it to garbage.
+        let (w, h) = (64u32, 48u32);
+        let rgb = gradient(w, h);
+        let mut jpeg = Vec::new();
+        let mut encoder = jpeg_encoder::Encoder::new(&mut jpeg, 95);
+        encoder.set_sampling_factor(jpeg_encoder::SamplingFactor::R_4_2_0);
+        encoder.set_optimized_huffman_tables(true);
+        encoder
+            .encode(&rgb, w as u16, h as u16, jpeg_encoder::ColorType::Rgb)
+            .unwrap();
+        assert!(latentcam_firmware::picture::has_separate_component_scans(
+            &jpeg
+        ));
+        let back = latentcam_firmware::picture::decode_rgb(&jpeg).unwrap();
+        let mean_error = rgb
+            .iter()
+            .zip(back.as_raw())
+            .map(|(&a, &b)| f64::from(a.abs_diff(b)))
+            .sum::<f64>()
+            / rgb.len() as f64;
+        assert!(mean_error < 2.0, "mean error {mean_error}");
     }
 
     #[test]

@@ -128,8 +128,8 @@ pub fn encode_images<W: Write>(
     let epoch = Instant::now();
     for (seq, path) in images.iter().enumerate() {
         let started = Instant::now();
-        let image = match image::open(path) {
-            Ok(image) => image.to_rgb8(),
+        let image = match crate::picture::open_rgb(path) {
+            Ok(image) => image,
             Err(e) => {
                 report.skipped.push((path.clone(), e.to_string()));
                 continue;

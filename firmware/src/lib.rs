@@ -16,6 +16,7 @@ pub mod led;
 pub mod link;
 pub mod manifest;
 pub mod notify;
+pub mod picture;
 pub mod pipeline;
 pub mod preprocess;
 pub mod source;

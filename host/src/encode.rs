@@ -6,15 +6,17 @@ use std::path::Path;
 
 use latentcam_firmware::encoder::{self, Encoder, EncoderError, EncoderOptions};
 use latentcam_firmware::manifest::Manifest;
+use latentcam_firmware::picture::{self, PictureError};
 use latentcam_firmware::preprocess::{PreprocessError, Preprocessor};
 
 /// Why an image could not be encoded.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum EncodeError {
-    /// The bytes are not a JPEG or PNG image this build decodes.
-    #[error("not a readable JPEG or PNG image: {0}")]
-    Image(#[from] image::ImageError),
+    /// The bytes are not a JPEG or PNG image this build decodes, or the
+    /// file could not be read.
+    #[error(transparent)]
+    Image(#[from] PictureError),
     /// Preprocessing refused the image (e.g. empty).
     #[error(transparent)]
     Preprocess(#[from] PreprocessError),
@@ -55,13 +57,13 @@ impl HostEncoder {
 
     /// The latent of an encoded image (JPEG or PNG bytes).
     pub fn encode_bytes(&mut self, bytes: &[u8]) -> Result<Vec<f32>, EncodeError> {
-        let image = image::load_from_memory(bytes)?.to_rgb8();
+        let image = picture::decode_rgb(bytes)?;
         self.encode_rgb(&image)
     }
 
     /// The latent of an image file.
     pub fn encode_file(&mut self, path: &Path) -> Result<Vec<f32>, EncodeError> {
-        let image = image::open(path)?.to_rgb8();
+        let image = picture::open_rgb(path)?;
         self.encode_rgb(&image)
     }
 }

@@ -11,10 +11,7 @@ use std::ffi::OsString;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use super::{
-    Frame, FrameSource, Pace, Pacer, ReplayOptions, SourceError, SourceEvent, decode_image_into,
-    period_for,
-};
+use super::{Frame, FrameSource, Pace, Pacer, ReplayOptions, SourceError, SourceEvent, period_for};
 
 /// Extensions replayed, compared case-insensitively.
 const EXTENSIONS: [&str; 3] = ["jpg", "jpeg", "png"];
@@ -177,7 +174,7 @@ impl FrameSource for ImageDirSource {
             }
             self.position += 1;
             self.last_name = path.file_name().map(|n| n.to_os_string());
-            if let Err(detail) = decode_image_into(&self.bytes, frame) {
+            if let Err(detail) = crate::picture::decode_into(&self.bytes, frame) {
                 return Err(SourceError::corrupt(path.display(), detail));
             }
             frame.capture_us = self.pacer.wait();

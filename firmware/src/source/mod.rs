@@ -478,26 +478,3 @@ impl<S: FrameSource> FrameSource for Reopening<S> {
         format!("{} (reopened when it disappears)", self.inner.describe())
     }
 }
-
-/// Decodes a JPEG or PNG held in memory into `frame`, writing straight into
-/// its buffer when the image is 8-bit RGB (every JPEG camera frame is).
-pub fn decode_image_into(bytes: &[u8], frame: &mut Frame) -> Result<(), String> {
-    use image::ImageDecoder;
-    let reader = image::ImageReader::new(std::io::Cursor::new(bytes))
-        .with_guessed_format()
-        .map_err(|e| e.to_string())?;
-    let decoder = reader.into_decoder().map_err(|e| e.to_string())?;
-    let (width, height) = decoder.dimensions();
-    if width == 0 || height == 0 {
-        return Err(format!("image is {width}x{height}"));
-    }
-    if decoder.color_type() == image::ColorType::Rgb8 {
-        let buf = frame.resize(width, height);
-        decoder.read_image(buf).map_err(|e| e.to_string())?;
-    } else {
-        let image = image::DynamicImage::from_decoder(decoder).map_err(|e| e.to_string())?;
-        let rgb = image.into_rgb8();
-        frame.resize(width, height).copy_from_slice(rgb.as_raw());
-    }
-    Ok(())
-}

@@ -13,7 +13,7 @@ use super::{
     CameraInfo, CameraRequest, FormatOffer, Negotiated, PixelFormat, SizeOffer, device_error,
     negotiate, rgb3_to_rgb, yuyv_to_rgb,
 };
-use crate::source::{Frame, FrameSource, Pacer, SourceError, SourceEvent, decode_image_into};
+use crate::source::{Frame, FrameSource, Pacer, SourceError, SourceEvent};
 
 /// mmap buffers queued with the driver: enough that a slow frame does not
 /// make the camera drop the next ones.
@@ -194,7 +194,7 @@ fn convert(
 ) -> Result<(), SourceError> {
     let ok = match mode.format {
         PixelFormat::Mjpeg => {
-            return decode_image_into(bytes, frame)
+            return crate::picture::decode_into(bytes, frame)
                 .map_err(|detail| SourceError::corrupt(device.display(), detail));
         }
         PixelFormat::Yuyv => yuyv_to_rgb(
