@@ -1143,6 +1143,16 @@ mod tests {
     }
 
     /// A smooth colour gradient, like most of a photo.
+    /// Mean absolute difference of two pixel buffers, in grey levels.
+    fn mean_abs_error(a: &[u8], b: &[u8]) -> f64 {
+        assert_eq!(a.len(), b.len());
+        a.iter()
+            .zip(b)
+            .map(|(&x, &y)| f64::from(x.abs_diff(y)))
+            .sum::<f64>()
+            / a.len() as f64
+    }
+
     fn gradient(w: u32, h: u32) -> Vec<u8> {
         (0..w * h)
             .flat_map(|i| {
@@ -1163,12 +1173,7 @@ mod tests {
         let mut jpeg = Vec::new();
         for flavour in JpegFlavour::ALL {
             let back = jpeg_round_trip(flavour, &rgb, w, h, 95, &mut jpeg).unwrap();
-            let mean_error = rgb
-                .iter()
-                .zip(&back)
-                .map(|(&a, &b)| f64::from(a.abs_diff(b)))
-                .sum::<f64>()
-                / rgb.len() as f64;
+            let mean_error = mean_abs_error(&rgb, &back);
             assert!(mean_error < 2.0, "{flavour:?}: mean error {mean_error}");
         }
     }
@@ -1191,12 +1196,7 @@ mod tests {
             &jpeg
         ));
         let back = latentcam_firmware::picture::decode_rgb(&jpeg).unwrap();
-        let mean_error = rgb
-            .iter()
-            .zip(back.as_raw())
-            .map(|(&a, &b)| f64::from(a.abs_diff(b)))
-            .sum::<f64>()
-            / rgb.len() as f64;
+        let mean_error = mean_abs_error(&rgb, back.as_raw());
         assert!(mean_error < 2.0, "mean error {mean_error}");
     }
 
