@@ -11,9 +11,9 @@ use std::process::Output;
 use std::thread;
 use std::time::Duration;
 
-mod common;
+use crate::common;
 
-use common::PtyPair;
+use crate::common::PtyPair;
 use latentcam_wire::frame::{self, MAX_FRAME_LEN};
 use latentcam_wire::{
     AuthChallenge, AuthScheme, FrameDecoder, Message, PROTOCOL_VERSION, Welcome, WelcomeStatus,

@@ -1,9 +1,24 @@
 //! Helpers shared by the host's integration tests.
 
 pub mod edge;
+pub mod fashion;
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
+
+/// Held by the tests that load both cores for tens of seconds (the fleet
+/// and load tests), so that under `cargo test`, which runs the tests of
+/// this binary on several threads, they do not overlap each other. Under
+/// cargo-nextest each test is its own process, and `.config/nextest.toml`
+/// runs these alone.
+#[allow(dead_code)]
+pub fn exclusive() -> std::sync::MutexGuard<'static, ()> {
+    static HEAVY: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    // A failed heavy test poisons the lock; the next one may still run.
+    HEAVY
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
 
 /// The repository root.
 #[allow(dead_code)]

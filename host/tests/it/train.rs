@@ -8,55 +8,37 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-mod common;
-
-use common::idx;
-use latentcam_firmware::batch::{self, BatchSettings};
+use crate::common::fashion::{self, CLASSES, TEST, TRAIN};
 use latentcam_firmware::encoder::{self, EncoderOptions};
 use latentcam_firmware::manifest::Manifest;
-use latentcam_firmware::preprocess::Preprocessor;
-use latentcam_wire::Codec;
+use latentcam_firmware::pipeline;
+use latentcam_wire::{Codec, Latent, Message, frame};
 use serde_json::Value;
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
-/// Fashion-MNIST's classes, by label index.
-const CLASSES: [&str; 10] = [
-    "tshirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "boot",
-];
-/// The linear probe of the models issue: the first 2000 training images,
-/// the first 1000 test images (`host/tests/model_accuracy.rs`, fp32
-/// latents, 85.8 % reported in the README).
-const TRAIN: usize = 2000;
-const TEST: usize = 1000;
+/// The linear probe of the models issue on the same images (fp32 latents,
+/// `model_accuracy.rs`; 85.8 % reported in the README).
 const PROBE_ACCURACY: f64 = 85.8;
 
 #[test]
 fn train_then_replay_a_new_head_on_stored_latents() {
     let dir = std::env::temp_dir().join(format!("latentcam-train-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    let images = dir.join("images");
-    std::fs::create_dir_all(&images).unwrap();
+    std::fs::create_dir_all(&dir).unwrap();
+    // The images' fp32 latents, encoded once for the Fashion-MNIST tests
+    // through the edge's `encode` path (`common::fashion`).
+    let (train, test) = (fashion::train(), fashion::test());
+    assert_eq!((train.len(), test.len()), (TRAIN, TEST));
     // Training images first (seq 0..2000), then test images (seq
-    // 2000..3000); file names sort in that order, so seq = position.
+    // 2000..3000), so seq = position.
     let mut truth = Vec::new();
     let (mut train_csv, mut test_csv) = (String::from("seq,label\n"), String::from("seq,label\n"));
-    for (split, count) in [("train", TRAIN), ("t10k", TEST)] {
-        let (shape, pixels) = idx(&format!("{split}-images-idx3-ubyte.gz"));
-        let (_, labels) = idx(&format!("{split}-labels-idx1-ubyte.gz"));
-        let (h, w) = (shape[1], shape[2]);
-        for (i, &label) in labels.iter().take(count).enumerate() {
+    for (split, csv) in [(train, &mut train_csv), (test, &mut test_csv)] {
+        for &label in &split.labels {
             let seq = truth.len();
-            let grey = &pixels[i * h * w..(i + 1) * h * w];
-            let image = image::GrayImage::from_raw(w as u32, h as u32, grey.to_vec()).unwrap();
-            image.save(images.join(format!("{seq:05}.png"))).unwrap();
-            let csv = if split == "train" {
-                &mut train_csv
-            } else {
-                &mut test_csv
-            };
             csv.push_str(&format!("{seq},{}\n", CLASSES[label as usize]));
             truth.push(CLASSES[label as usize]);
         }
@@ -66,25 +48,37 @@ fn train_then_replay_a_new_head_on_stored_latents() {
     let test_labels_csv = dir.join("test.csv");
     std::fs::write(&test_labels_csv, test_csv).unwrap();
 
-    // The recording an edge would have sent (U8 latents, wire format).
+    // The recording an edge would have sent: its Hello, then each latent in
+    // the U8 codec, framed as on the wire.
     let manifest = Manifest::load(repo().join("models")).unwrap();
-    let mut encoder = encoder::open(&manifest, &EncoderOptions::default()).unwrap();
-    let mut pre = Preprocessor::new(&manifest.preprocessing, encoder.info().layout);
-    let recording = dir.join("shop.lcr");
-    let paths = batch::expand_inputs(&[images]).unwrap();
-    let report = batch::encode_images(
-        &paths,
-        encoder.as_mut(),
-        &mut pre,
-        &BatchSettings {
-            device_id: "shelf-cam".into(),
-            codec: Codec::U8Affine,
-            preprocessing_id: manifest.preprocessing.id.clone(),
-        },
-        &mut std::fs::File::create(&recording).unwrap(),
+    let encoder = encoder::open(&manifest, &EncoderOptions::default()).unwrap();
+    let codec = Codec::U8Affine;
+    let mut bytes = pipeline::hello_frame(
+        encoder.info(),
+        "shelf-cam",
+        &manifest.preprocessing.id,
+        codec,
     )
     .unwrap();
-    assert_eq!(report.encoded as usize, TRAIN + TEST);
+    let mut payload = vec![0u8; codec.payload_len(manifest.latent_dim).unwrap()];
+    let mut framed = vec![0u8; frame::ENCODE_BUFFER_LEN];
+    let latents = (0..TRAIN).map(|i| train.latent(i));
+    for (seq, latent) in latents.chain((0..TEST).map(|i| test.latent(i))).enumerate() {
+        let len = codec.encode(latent, &mut payload).unwrap();
+        let message = Message::Latent(Latent {
+            seq: seq as u64,
+            capture_us: seq as u64 * 100_000,
+            frame_width: 28,
+            frame_height: 28,
+            codec,
+            payload: &payload[..len],
+            mac: &[],
+        });
+        let n = frame::encode(&message, &mut framed).unwrap();
+        bytes.extend_from_slice(&framed[..n]);
+    }
+    let recording = dir.join("shop.lcr");
+    std::fs::write(&recording, bytes).unwrap();
 
     let host = env!("CARGO_BIN_EXE_latentcam-host");
     let head = dir.join("shelf.head");

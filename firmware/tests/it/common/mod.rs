@@ -1,5 +1,7 @@
 //! Helpers shared by the integration tests.
 
+pub mod broker;
+
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;

@@ -1,7 +1,7 @@
 //! Property tests: every message survives encode → decode, whole and in
 //! arbitrary chunks; codecs stay inside their documented error bounds.
 
-mod common;
+use crate::common;
 
 use latentcam_wire::*;
 use proptest::prelude::*;

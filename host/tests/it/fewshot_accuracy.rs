@@ -1,7 +1,8 @@
 //! How well the few-shot head recognises enrolled classes on held-out real
 //! images: Fashion-MNIST (Debian `dataset-fashion-mnist`, installed by
-//! `scripts/setup.sh`) through the product path — the host's encoder with
-//! the manifest's preprocessing, then [`FewShotStore`] and [`FewShotHead`].
+//! `scripts/setup.sh`) through the product path — the edge's encoder with
+//! the manifest's preprocessing (`common::fashion`), then [`FewShotStore`]
+//! and [`FewShotHead`].
 //!
 //! For each of the 10 classes, the first [`SHOTS_POOL`] images of the train
 //! split are the examples one may enrol; the first [`QUERIES_PER_CLASS`] of
@@ -19,79 +20,17 @@
 //! threshold hardly ever answers `unknown`: the two accuracies differ only
 //! with one shot.
 //!
-//! Real photos: `tests/heads.rs` enrols foolbox ImageNet photos and checks
+//! Real photos: `heads.rs` enrols foolbox ImageNet photos and checks
 //! that unseen views of them, and another jeep, are recognised.
 
-use image::RgbImage;
-use latentcam_firmware::manifest::{Manifest, default_models_dir};
-use latentcam_host::encode::HostEncoder;
 use latentcam_host::heads::fewshot::{FewShotHead, FewShotOptions, FewShotStore, Method};
 
-mod common;
+use crate::common::fashion::{self, CLASSES};
 
-use common::idx;
-
-const CLASSES: [&str; 10] = [
-    "tshirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "boot",
-];
 /// Train images per class that may be enrolled.
 const SHOTS_POOL: usize = 10;
 /// Held-out t10k images per class.
 const QUERIES_PER_CLASS: usize = 50;
-
-/// The first `per_class` images of each class of a split, as RGB, grouped
-/// by class (`[class][i]`).
-fn fashion_images(split: &str, per_class: usize) -> Vec<Vec<RgbImage>> {
-    let (shape, pixels) = idx(&format!("{split}-images-idx3-ubyte.gz"));
-    let (_, labels) = idx(&format!("{split}-labels-idx1-ubyte.gz"));
-    let (h, w) = (shape[1], shape[2]);
-    let mut by_class = vec![Vec::with_capacity(per_class); CLASSES.len()];
-    for (i, &label) in labels.iter().enumerate() {
-        let class = &mut by_class[label as usize];
-        if class.len() < per_class {
-            let grey = &pixels[i * h * w..(i + 1) * h * w];
-            class.push(RgbImage::from_fn(w as u32, h as u32, |x, y| {
-                let g = grey[y as usize * w + x as usize];
-                image::Rgb([g, g, g])
-            }));
-        }
-    }
-    assert!(
-        by_class.iter().all(|c| c.len() == per_class),
-        "{split} has fewer than {per_class} images of some class"
-    );
-    by_class
-}
-
-/// Latents of `images` (`[class][i]` → `[class][i]`), encoded on up to 4
-/// threads with one encoder each: the test's time is almost all encoding.
-fn encode(manifest: &Manifest, images: &[Vec<RgbImage>]) -> Vec<Vec<Vec<f32>>> {
-    let flat: Vec<&RgbImage> = images.iter().flatten().collect();
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
-    let chunk = flat.len().div_ceil(threads);
-    let latents: Vec<Vec<f32>> = std::thread::scope(|scope| {
-        let workers: Vec<_> = flat
-            .chunks(chunk)
-            .map(|part| {
-                scope.spawn(move || {
-                    let mut encoder = HostEncoder::open(manifest).unwrap();
-                    part.iter()
-                        .map(|image| encoder.encode_rgb(image).unwrap())
-                        .collect::<Vec<_>>()
-                })
-            })
-            .collect();
-        workers
-            .into_iter()
-            .flat_map(|worker| worker.join().unwrap())
-            .collect()
-    });
-    let mut latents = latents.into_iter();
-    images
-        .iter()
-        .map(|class| latents.by_ref().take(class.len()).collect())
-        .collect()
-}
 
 /// Accuracies of one (shots, method) setting, each the mean over episodes.
 struct Score {
@@ -157,9 +96,10 @@ const KNN: Method = Method::Knn { k: 3 };
 #[test]
 fn fewshot_recognises_fashion_mnist_classes_on_held_out_images() {
     let started = std::time::Instant::now();
-    let manifest = Manifest::load(default_models_dir()).unwrap();
-    let shots = encode(&manifest, &fashion_images("train", SHOTS_POOL));
-    let queries = encode(&manifest, &fashion_images("t10k", QUERIES_PER_CLASS));
+    // The first images of each class among the shared Fashion-MNIST
+    // latents (the first 2000 train / 1000 t10k images, encoded once).
+    let shots = fashion::train().by_class(SHOTS_POOL);
+    let queries = fashion::test().by_class(QUERIES_PER_CLASS);
     let encoded = started.elapsed();
 
     let percent = |x: f64| format!("{:.1} %", x * 100.0);
@@ -212,7 +152,8 @@ fn fewshot_recognises_fashion_mnist_classes_on_held_out_images() {
         percent(one)
     );
     eprintln!(
-        "encoded {} images in {encoded:.1?}, total {:.1?}",
+        "latents of {} images ready in {encoded:.1?} (encoded or read from the run's cache), \
+         total {:.1?}",
         CLASSES.len() * (SHOTS_POOL + QUERIES_PER_CLASS),
         started.elapsed()
     );

@@ -6,9 +6,7 @@
 
 use std::path::PathBuf;
 
-mod common;
-
-use common::idx;
+use crate::common::fashion;
 use latentcam_firmware::encoder::{self, Encoder, EncoderOptions, Precision};
 use latentcam_firmware::manifest::{Manifest, default_models_dir};
 use latentcam_firmware::preprocess::Preprocessor;
@@ -114,41 +112,25 @@ fn imagenet_top1_int8() {
     assert!(correct >= 16, "int8 top-1 {correct}/20 < 16/20");
 }
 
-/// Latents of the first `count` images of a Fashion-MNIST split, with labels.
-fn fashion_latents(model: &mut Model, split: &str, count: usize) -> (Vec<f32>, Vec<usize>) {
-    let (shape, pixels) = idx(&format!("{split}-images-idx3-ubyte.gz"));
-    let (_, labels) = idx(&format!("{split}-labels-idx1-ubyte.gz"));
-    let (h, w) = (shape[1], shape[2]);
-    let mut features = Vec::with_capacity(count * model.manifest.latent_dim);
-    let mut rgb = vec![0u8; h * w * 3];
-    for i in 0..count {
-        let grey = &pixels[i * h * w..(i + 1) * h * w];
-        for (dst, &g) in rgb.chunks_exact_mut(3).zip(grey) {
-            dst.fill(g);
-        }
-        features.extend(model.latent(&rgb, w as u32, h as u32));
-    }
-    (
-        features,
-        labels[..count].iter().map(|&l| l as usize).collect(),
-    )
-}
-
 #[test]
 fn fashion_mnist_linear_probe() {
-    let mut model = Model::new(Precision::Fp32);
-    let dim = model.manifest.latent_dim;
-    let (train_x, train_y) = fashion_latents(&mut model, "train", 2000);
-    let (test_x, test_y) = fashion_latents(&mut model, "t10k", 1000);
-    let head = fit_softmax(&train_x, dim, &train_y, 10, &FitOptions::default()).unwrap();
-    let correct = test_x
+    // The first 2000 train / 1000 t10k images' fp32 latents, encoded once
+    // for this and the other Fashion-MNIST tests (`common::fashion`).
+    let (train, test) = (fashion::train(), fashion::test());
+    let dim = train.dim;
+    let train_y: Vec<usize> = train.labels.iter().map(|&l| l as usize).collect();
+    let head = fit_softmax(&train.latents, dim, &train_y, 10, &FitOptions::default()).unwrap();
+    let correct = test
+        .latents
         .chunks_exact(dim)
-        .zip(&test_y)
-        .filter(|(x, y)| head.top_k(x, 1).unwrap()[0].0 == **y)
+        .zip(&test.labels)
+        .filter(|(x, y)| head.top_k(x, 1).unwrap()[0].0 == **y as usize)
         .count();
-    let accuracy = correct as f64 / test_y.len() as f64;
+    let accuracy = correct as f64 / test.len() as f64;
     eprintln!(
-        "Fashion-MNIST linear probe (2k train / 1k test): {:.1}%",
+        "Fashion-MNIST linear probe ({}k train / {}k test): {:.1}%",
+        fashion::TRAIN / 1000,
+        fashion::TEST / 1000,
         accuracy * 100.0
     );
     assert!(

@@ -2,8 +2,8 @@
 //! project's configuration (`scripts/mosquitto.conf`), persistence in a
 //! scratch directory so a restart keeps retained messages and sessions.
 //!
-//! Only `std`, so both the firmware and the host tests can include it:
-//! `#[path = "../../firmware/tests/common/broker.rs"] mod broker;`.
+//! Only `std`, so the host's tests include it too, with the rest of this
+//! folder (`host/tests/it/main.rs`).
 #![allow(dead_code)]
 
 use std::net::{TcpListener, TcpStream};

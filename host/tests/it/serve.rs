@@ -13,11 +13,10 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-mod common;
-#[path = "../../firmware/tests/common/mod.rs"]
-mod pty;
+use crate::common;
+use crate::firmware_common as pty;
 
-use common::repo;
+use crate::common::repo;
 
 use latentcam_firmware::assemble;
 use latentcam_firmware::config::EdgeConfig;

@@ -16,12 +16,10 @@ use std::sync::{Arc, Mutex, mpsc};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-#[path = "common/broker.rs"]
-mod broker;
 #[allow(dead_code)]
-mod common;
+use crate::common;
 
-use broker::Broker;
+use crate::common::broker::Broker;
 use latentcam_firmware::link::{MqttConfig, MqttLink};
 use latentcam_firmware::pipeline::{EncodedLatent, Settings, run_link};
 use latentcam_firmware::spool::{Spool, SpoolConfig};

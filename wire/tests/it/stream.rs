@@ -2,7 +2,7 @@
 //! frames, random corruption, oversized frames, and well-formed frames that
 //! break the rules (wrong version, unknown kind, oversized fields).
 
-mod common;
+use crate::common;
 
 use latentcam_wire::*;
 

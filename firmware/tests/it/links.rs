@@ -10,9 +10,7 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-mod common;
-
-use common::PtyPair;
+use crate::common::PtyPair;
 use latentcam_firmware::link::{
     Backoff, FileLink, FsyncPolicy, Incoming, Link, LinkError, SerialConfig, SerialLink, TcpConfig,
     TcpLink, UdpLink,

@@ -2,9 +2,7 @@
 //! to any of these strings is a wire-format change and needs a protocol
 //! version bump (see SPEC.md, "Evolution").
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use latentcam_wire::*;
 
 fn check(message: Message<'static>, golden: &str) {

@@ -16,9 +16,9 @@ use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-mod common;
+use crate::common;
 
-use common::PtyPair;
+use crate::common::PtyPair;
 use latentcam_firmware::encoder::cosine;
 use latentcam_wire::frame::{self, MAX_FRAME_LEN};
 use latentcam_wire::{

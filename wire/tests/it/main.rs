@@ -1,0 +1,9 @@
+//! The wire crate's integration tests, one binary: golden bytes of every
+//! message, property round trips, and the stream decoder fed in chunks and
+//! through noise.
+
+mod common;
+
+mod golden;
+mod roundtrip;
+mod stream;
