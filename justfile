@@ -28,7 +28,8 @@ cross-armv7:
     bash scripts/setup.sh
     cargo build --profile device --locked --target armv7-unknown-linux-gnueabihf -p latentcam-firmware --features v4l
 
-# Both device builds, their tests under qemu, the smoke runs and the package checks.
+# Both device builds (profile device-check: no fat LTO), their tests under qemu,
+# the smoke runs and the package checks.
 cross-test:
     bash scripts/cross.sh
 
@@ -51,7 +52,7 @@ deploy host *flags:
 doctor config="/etc/latentcam/edge.toml":
     latentcam-edge doctor --config {{config}}
 
-# Benchmarks (issue #9): edge speed against onnxruntime and LiteRT, the
+# Benchmarks: edge speed against onnxruntime and LiteRT, the
 # pipeline, host throughput, criterion suites, link bytes against fidelity.
 # Writes bench/results/<date>-<machine>.md and its plot. About 15 minutes.
 bench *args:

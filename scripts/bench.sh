@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The benchmarks of issue #9, one command on a fresh machine (`just bench`):
+# The benchmarks, one command on a fresh machine (`just bench`):
 #   1. edge: tract fp32/int8 interleaved with onnxruntime and LiteRT
 #      (bench/peers.py in the model recipe's venv), 1 thread and all cores;
 #   2. pipeline: the edge program replaying vtest.avi unpaced into a loopback

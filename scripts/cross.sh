@@ -3,14 +3,20 @@
 # their checks without a device: Debian's cross gcc links, qemu-user runs.
 # Called by scripts/test.sh; scripts/setup.sh installs the toolchains.
 #
-# 1. Both targets build with the `device` profile (LTO, panic=abort,
-#    stripped) with tract and V4L2; sizes are printed.
-# 2. aarch64: the wire crate's tests and the firmware's unit, source, spool,
-#    link and doctor tests run under qemu-aarch64. Not the pipeline and
-#    encoder-parity suites: tract runs one frame in ~32 s under qemu-user
-#    (28 ms natively), and those suites encode hundreds of frames; step 3
-#    covers inference on ARM. Serial tests are ignored under qemu
-#    (serialport's TCGETS2 ioctl fails there); they run natively.
+# 1. Both targets build with the `device-check` profile (the `device`
+#    profile without fat LTO, see Cargo.toml) with tract and V4L2; sizes are
+#    printed. `just package-*` builds releases with `device` itself. The
+#    aarch64 test binaries of step 2 are built here too, on the same
+#    dependencies.
+# 2. aarch64, default features (so the builds without V4L2 and TFLite are
+#    tested too: their clear "rebuild with --features" errors): the wire
+#    crate's tests and the firmware's unit, source, spool, link and doctor
+#    tests, and the tests of the backends compiled out, run under
+#    qemu-aarch64. Not the pipeline and encoder-parity suites: tract runs
+#    one frame in ~32 s under qemu-user (28 ms natively), and those suites
+#    encode hundreds of frames; step 3 covers inference on ARM. Serial tests
+#    are ignored under qemu (serialport's TCGETS2 ioctl fails there); they
+#    run natively.
 # 3. Smoke runs, aarch64 and armv7: the ARM edge's pipeline replays two real
 #    photos through tract into a recording; the x86 host compares it with
 #    the x86 edge's recording of the same photos (cosine ≥ 0.999).
@@ -18,10 +24,15 @@
 #    doctor under qemu, `systemd-analyze verify` of the unit, and a deploy
 #    dry run.
 #
+#   scripts/cross.sh [build|check]   step 1 only, steps 2-4 only (after
+#                                    `build`), or (no argument) all of them
 #   CROSS_ARMV7_TESTS=1   also run the test suites under qemu-arm (slow)
+#
+# scripts/test.sh runs `build` in the background while the x86 tests run
+# (they leave a core idle for minutes), then `check`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-step() { printf '\n==> %s\n' "$*"; }
+source scripts/steps.sh
 
 A=aarch64-unknown-linux-gnu
 V=armv7-unknown-linux-gnueabihf
@@ -32,23 +43,53 @@ declare -A QEMU=(
 cache="${LATENTCAM_CACHE:-$HOME/.cache/latentcam}"
 out="${CARGO_TARGET_DIR:-target}"
 work="$(mktemp -d)"
-trap 'rm -rf "$work"' EXIT
+trap 'steps_exit $?; rm -rf "$work"' EXIT
+profile=device-check
+mode="${1:-all}"
+case "$mode" in
+    build | check | all) ;;
+    *) echo "cross: unknown mode $mode (build, check, or nothing for both)" >&2; exit 2 ;;
+esac
 
-step "device builds: $A and $V (profile device, features v4l)"
+# The integration tests that run under qemu: the wire crate's, the
+# firmware's source, spool, link and doctor suites, and the two tests of
+# the TFLite backend compiled out (they encode nothing).
+QEMU_TESTS=(golden:: roundtrip:: stream:: sources:: spool:: links:: doctor::
+    encoder_backends::tflite_without_the_feature_is_a_clear_error
+    encoder_parity::tflite_without_feature_is_a_clear_error)
+# Unit tests and examples of both crates, and their integration tests (one
+# binary each), on the dependencies of the device build.
+test_args() {
+    echo --locked --profile "$profile" --target "$1" -p latentcam-wire -p latentcam-firmware
+}
+
+if [ "$mode" != check ]; then
+    for t in $A $V; do
+        step "device build $t (profile $profile, features v4l)"
+        cargo build --profile "$profile" --locked --target "$t" -p latentcam-firmware --features v4l
+    done
+    targets=($A)
+    [ "${CROSS_ARMV7_TESTS:-0}" = 1 ] && targets+=($V)
+    for t in "${targets[@]}"; do
+        step "$t: build the wire and firmware tests (default features)"
+        # shellcheck disable=SC2046
+        cargo test $(test_args "$t") --lib --examples --test it --no-run
+    done
+    [ "$mode" = build ] && exit 0
+fi
+
 for t in $A $V; do
-    cargo build --profile device --locked --target "$t" -p latentcam-firmware --features v4l
-done
-for t in $A $V; do
-    bytes=$(stat -c %s "$out/$t/device/latentcam-edge")
+    bytes=$(stat -c %s "$out/$t/$profile/latentcam-edge")
     awk -v t="$t" -v b="$bytes" 'BEGIN { printf "size %-32s %9d bytes (%.1f MiB)\n", t, b, b / 1048576 }'
 done
 
 run_tests() {
     local t="$1"
     export LATENTCAM_TEST_RUNNER="${QEMU[$t]}"
-    cargo test --locked --target "$t" -p latentcam-wire
-    cargo test --locked --target "$t" -p latentcam-firmware \
-        --lib --test sources --test spool --test links --test doctor
+    # shellcheck disable=SC2046
+    cargo test $(test_args "$t") --lib --examples
+    # shellcheck disable=SC2046
+    cargo test $(test_args "$t") --test it -- "${QEMU_TESTS[@]}"
     unset LATENTCAM_TEST_RUNNER
 }
 step "$A: wire and firmware tests under qemu-user"
@@ -67,17 +108,19 @@ edge_to() {
 }
 mkdir -p "$work/photos"
 cp "${photos[@]}" "$work/photos/"
-cargo build --locked -p latentcam-firmware -p latentcam-host
+# The x86 programs of the test build (same packages and features, so
+# nothing is rebuilt when scripts/test.sh ran first).
+bash scripts/with-tflite.sh cargo build --locked --workspace --all-features --bins
 edge_to "$work/x86.lcr" "$out/debug/latentcam-edge"
 for t in $A $V; do
     step "smoke, $t: the ARM edge under qemu against the x86 edge, same photos"
     # shellcheck disable=SC2086
-    edge_to "$work/$t.lcr" ${QEMU[$t]} "$out/$t/device/latentcam-edge"
+    edge_to "$work/$t.lcr" ${QEMU[$t]} "$out/$t/$profile/latentcam-edge"
     "$out/debug/latentcam-host" compare --models models "$work/$t.lcr" "$work/x86.lcr"
 done
 
 step "package $A: contents, staged install, doctor, systemd-analyze, deploy dry run"
-package=$(bash scripts/package.sh $A --no-build | tail -1)
+package=$(bash scripts/package.sh $A --no-build --profile "$profile" | tail -1)
 tar -tzf "$package"
 mkdir -p "$work/unpacked" "$work/root"
 tar -C "$work/unpacked" -xzf "$package"

@@ -5,28 +5,32 @@
 # and an installer.
 #
 #   scripts/package.sh aarch64-unknown-linux-gnu [--no-build] [--features v4l]
+#                      [--profile device]
 #
 # Writes dist/latentcam-edge-<version>-<target>.tar.gz and prints its path.
-# --no-build packs an existing $CARGO_TARGET_DIR/<target>/device/latentcam-edge
-# (target/ by default).
+# --no-build packs an existing $CARGO_TARGET_DIR/<target>/<profile>/latentcam-edge
+# (target/ by default). Releases use the `device` profile (the default);
+# CI's package check packs its `device-check` build (scripts/cross.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-target="${1:?usage: package.sh TARGET [--no-build] [--features LIST]}"
+target="${1:?usage: package.sh TARGET [--no-build] [--features LIST] [--profile NAME]}"
 shift
 build=1
 features="v4l"
+profile="device"
 while [ $# -gt 0 ]; do
     case "$1" in
         --no-build) build=0 ;;
         --features) features="$2"; shift ;;
+        --profile) profile="$2"; shift ;;
         *) echo "package: unknown option $1" >&2; exit 2 ;;
     esac
     shift
 done
 version="$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)"
-binary="${CARGO_TARGET_DIR:-target}/$target/device/latentcam-edge"
+binary="${CARGO_TARGET_DIR:-target}/$target/$profile/latentcam-edge"
 if [ "$build" = 1 ]; then
-    cargo build --profile device --locked --target "$target" -p latentcam-firmware \
+    cargo build --profile "$profile" --locked --target "$target" -p latentcam-firmware \
         ${features:+--features "$features"}
 fi
 [ -x "$binary" ] || { echo "package: $binary missing (build it, or drop --no-build)" >&2; exit 1; }

@@ -76,6 +76,12 @@ if ! rustup toolchain list | grep -q '^nightly'; then
     echo "setup: the nightly toolchain is missing; the fuzz step needs it (rustup toolchain install nightly)" >&2
     exit 1
 fi
+# The workspace tests run under cargo-nextest (preinstalled on the CI
+# machines; built from crates.io where it is missing).
+if ! cargo nextest --version >/dev/null 2>&1; then
+    echo "setup: installing cargo-nextest"
+    cargo install cargo-nextest --locked --quiet
+fi
 CARGO_FUZZ_VERSION=0.13.2
 if ! cargo fuzz --version 2>/dev/null | grep -q "$CARGO_FUZZ_VERSION"; then
     echo "setup: installing cargo-fuzz $CARGO_FUZZ_VERSION"

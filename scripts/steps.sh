@@ -1,0 +1,42 @@
+# Sourced by the test, lint and cross scripts: `step NAME` ends the step
+# before it (printing how many seconds it took) and starts NAME. When
+# LATENTCAM_STEP_LOG names a file (.ci/run sets it), each finished step
+# appends "<seconds>\t<name>" to it, so the CI run ends with a table of
+# every step's time that a note can quote.
+#
+# LATENTCAM_STEP_TAG, when set, goes before every step's name (test.sh tags
+# the steps it runs in the background, whose seconds overlap others').
+#
+# A script that sources this ends its last step itself with `step_end`, or
+# lets the EXIT trap set here do it (also on failure, so the table shows
+# where the time went and which step failed).
+
+_step_name=""
+_step_start=0
+
+step_end() {
+    [ -n "$_step_name" ] || return 0
+    local seconds=$(($(date +%s) - _step_start))
+    printf '==> %s: %ss\n' "$_step_name" "$seconds"
+    if [ -n "${LATENTCAM_STEP_LOG:-}" ]; then
+        printf '%s\t%s\n' "$seconds" "$_step_name" >>"$LATENTCAM_STEP_LOG"
+    fi
+    _step_name=""
+}
+
+step() {
+    step_end
+    _step_name="${LATENTCAM_STEP_TAG:-}$*"
+    _step_start=$(date +%s)
+    printf '\n==> %s\n' "$_step_name"
+}
+
+# On the way out, a failure is named in the table too.
+steps_exit() {
+    local status="$1"
+    if [ "$status" != 0 ] && [ -n "$_step_name" ]; then
+        _step_name="$_step_name (FAILED, exit $status)"
+    fi
+    step_end
+}
+trap 'steps_exit $?' EXIT
