@@ -1,4 +1,4 @@
-//! `latentcam-bench`: the measurements behind `just bench` (issue #9).
+//! `latentcam-bench`: the measurements behind `just bench`.
 //!
 //! * `edge` — encoder latency, tract fp32/int8 (and TFLite when built)
 //!   interleaved round by round with the peer runtimes a user would pick
