@@ -7,7 +7,7 @@
 #    profile without fat LTO, see Cargo.toml) with tract and V4L2; sizes are
 #    printed. `just package-*` builds releases with `device` itself. The
 #    aarch64 test binaries of step 2 are built here too, on the same
-#    dependencies.
+#    dependency build.
 # 2. aarch64, default features (so the builds without V4L2 and TFLite are
 #    tested too: their clear "rebuild with --features" errors): the wire
 #    crate's tests and the firmware's unit, source, spool, link and doctor
@@ -66,7 +66,14 @@ test_args() {
 if [ "$mode" != check ]; then
     for t in $A $V; do
         step "device build $t (profile $profile, features v4l)"
-        cargo build --profile "$profile" --locked --target "$t" -p latentcam-firmware --features v4l
+        # With the wire crate and the examples in the selection, cargo
+        # resolves the dependencies' features as for the test build below
+        # (dev-dependencies enable a few more, e.g. regex's Unicode tables),
+        # so that build compiles our crates only, not tract again (it did:
+        # 13 minutes). Only the features of dependencies differ from a
+        # release build; our code and tract's are the same.
+        # shellcheck disable=SC2046
+        cargo build $(test_args "$t") --features latentcam-firmware/v4l --bins --examples
     done
     targets=($A)
     [ "${CROSS_ARMV7_TESTS:-0}" = 1 ] && targets+=($V)

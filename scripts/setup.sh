@@ -18,7 +18,8 @@ if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
 # (ffmpeg, opencv-doc's vtest.avi), cross toolchains and qemu for the ARM
 # targets, python for the model recipe, Fashion-MNIST, and clang/libclang for
 # the v4l feature's bindgen, systemd-analyze for the unit file, mosquitto (an
-# MQTT 5 broker the fleet tests start on 127.0.0.1 with scripts/mosquitto.conf).
+# MQTT 5 broker the fleet tests start on 127.0.0.1 with scripts/mosquitto.conf),
+# procps (pgrep: test.sh stops its background builds on failure).
 APT_PACKAGES=(
     socat
     ffmpeg
@@ -33,6 +34,7 @@ APT_PACKAGES=(
     libssl-dev pkg-config unzip
     systemd
     mosquitto
+    procps
 )
 
 if [ "$MODE" = "--demo" ]; then

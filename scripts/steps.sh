@@ -40,3 +40,11 @@ steps_exit() {
     step_end
 }
 trap 'steps_exit $?' EXIT
+
+# stop_tree PID: ends a background job and everything it started (cargo,
+# rustc), for the scripts that run builds beside their tests.
+stop_tree() {
+    local child
+    for child in $(pgrep -P "$1"); do stop_tree "$child"; done
+    kill "$1" 2>/dev/null || true
+}

@@ -33,14 +33,16 @@ bash scripts/setup.sh
 # the x86 build spends minutes in single-threaded compiles (tract-core's
 # front end) and many x86 tests wait on sockets, brokers and timers, each
 # leaving a core idle. The heavy tests and everything after wait for them.
-# Their own process group, so a failure here stops them.
+# No setsid here: with the kernel's autogroup scheduling a new session gets
+# an equal share of the CPU whatever its nice value (it took half of it
+# from the x86 build). A failure here stops them (stop_tree).
 arm_log="$(mktemp)"
 fuzz_build=:
 [ "${FUZZ_SECONDS:-60}" = 0 ] || fuzz_build="bash scripts/fuzz.sh build"
-LATENTCAM_STEP_TAG="background: " nice -n 19 setsid \
+LATENTCAM_STEP_TAG="background: " nice -n 19 \
     bash -c "bash scripts/cross.sh build && $fuzz_build" >"$arm_log" 2>&1 &
 arm_pid=$!
-trap 'status=$?; kill -- -"$arm_pid" 2>/dev/null; rm -f "$arm_log"; steps_exit "$status"' EXIT
+trap 'status=$?; stop_tree "$arm_pid"; rm -f "$arm_log"; steps_exit "$status"' EXIT
 
 step "models: the .tflite encoders the tflite backend tests load (translated from the committed ONNX files)"
 bash models/build/build.sh --tflite

@@ -1,5 +1,5 @@
 //! Fleet on MQTT 5 (wire/SPEC.md §9): 200 simulated devices at 10 latents/s
-//! for 35 s through a real mosquitto (on 127.0.0.1, the project's
+//! for 60 s through a real mosquitto (on 127.0.0.1, the project's
 //! `scripts/mosquitto.conf`) to three `latentcam-host serve --mqtt` worker
 //! processes in one share group. Midway one worker is killed (SIGKILL), and
 //! later the broker is restarted.
@@ -46,24 +46,19 @@ use serde_json::Value;
 
 const DEVICES: usize = 200;
 const RATE: u64 = 10;
-/// 35 s of streaming (70 000 latents): 8 s with a stable group of three,
-/// the kill, then the killed worker's devices re-sending after their 10 s
-/// ack timeout and taken over by the other two, the broker's 3 s outage at
-/// 24 s, 8 s after it, then the drain. Each fault has streaming on both
-/// sides of it, and the takeover is over before the broker goes down, as
-/// in the longer run this was (60 s, faults at 25 s and 40 s); what is
-/// asserted (nothing lost, repeats only among the killed worker's last
-/// results, every spool empty, the killed worker's devices taken over)
-/// does not depend on the length.
-const SECONDS: u64 = 35;
+/// 60 s of streaming. A 35 s run (the kill at 8 s, the broker down at
+/// 24 s) was tried to save CI time and failed: the group had not settled
+/// before the kill, and latents were processed twice outside the killed
+/// worker's last moments. The faults need a settled group on both sides.
+const SECONDS: u64 = 60;
 const PER_DEVICE: u64 = RATE * SECONDS;
 const SOURCE_FRAMES: u64 = 60;
 const SITE: &str = "fleet-test";
 const GROUP: &str = "fleet";
 /// When the third worker is killed, and when the broker goes down and for
 /// how long, counted from the start of streaming.
-const KILL_AT: Duration = Duration::from_secs(8);
-const BROKER_DOWN_AT: Duration = Duration::from_secs(24);
+const KILL_AT: Duration = Duration::from_secs(25);
+const BROKER_DOWN_AT: Duration = Duration::from_secs(40);
 const BROKER_DOWN_FOR: Duration = Duration::from_secs(3);
 
 fn now_us() -> u64 {
