@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Inference peers for latentcam's edge benchmark (issue #9): the runtimes a
+"""Inference peers for latentcam's edge benchmark: the runtimes a
 user would pick instead of tract — onnxruntime and LiteRT (ai-edge-litert) —
 on the same model files and the same input tensor.
 

@@ -28,8 +28,8 @@
 #                                    `build`), or (no argument) all of them
 #   CROSS_ARMV7_TESTS=1   also run the test suites under qemu-arm (slow)
 #
-# scripts/test.sh runs `build` in the background while the x86 tests run
-# (they leave a core idle for minutes), then `check`.
+# scripts/test.sh runs `build` in the background from its setup until the
+# heavy tests (filling the cores the x86 build and tests leave idle), then `check`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/steps.sh
