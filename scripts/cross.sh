@@ -115,15 +115,22 @@ edge_to() {
 }
 mkdir -p "$work/photos"
 cp "${photos[@]}" "$work/photos/"
-# The x86 programs of the test build (same packages and features, so
-# nothing is rebuilt when scripts/test.sh ran first).
-bash scripts/with-tflite.sh cargo build --locked --workspace --all-features --bins
+# The x86 programs of the test build: the same command as scripts/test.sh's
+# build (cargo-nextest runs `cargo test --no-run` with these arguments), so
+# nothing is rebuilt after it. Not `cargo build --bins`: without the test
+# targets cargo leaves the dev-dependencies' features out, which changes
+# the features of shared dependencies, and it rebuilt tract (minutes).
+bash scripts/with-tflite.sh cargo test --workspace --all-features --locked --no-run
 edge_to "$work/x86.lcr" "$out/debug/latentcam-edge"
 for t in $A $V; do
     step "smoke, $t: the ARM edge under qemu against the x86 edge, same photos"
     # shellcheck disable=SC2086
     edge_to "$work/$t.lcr" ${QEMU[$t]} "$out/$t/$profile/latentcam-edge"
-    "$out/debug/latentcam-host" compare --models models "$work/$t.lcr" "$work/x86.lcr"
+    # The host of this build links the TFLite library too (the workspace
+    # build with every feature turns it on for the firmware crate it uses)
+    # but, unlike the edge, carries no rpath to the copy beside it.
+    LD_LIBRARY_PATH="$out/debug${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" \
+        "$out/debug/latentcam-host" compare --models models "$work/$t.lcr" "$work/x86.lcr"
 done
 
 step "package $A: contents, staged install, doctor, systemd-analyze, deploy dry run"
