@@ -29,6 +29,53 @@ pub const MAX_PAYLOAD_LEN: usize = 16 * 1024;
 pub const MAX_MAC_LEN: usize = 32;
 /// Length in bytes of the nonces of the challenge/response handshake.
 pub const NONCE_LEN: usize = 16;
+/// Largest sequence number a device may use (2^53 − 1). Receivers refuse a
+/// [`Latent`] numbered above it and an [`Ack`] or `Welcome.acked` claiming
+/// it; a device at 1 000 latents per second needs 285 000 years to get
+/// there. It is also the largest integer a JSON reader such as JavaScript
+/// holds exactly, and results carry `seq` as JSON.
+pub const MAX_SEQ: u64 = (1 << 53) - 1;
+
+/// True if `id` may name a device: 1 to [`MAX_ID_LEN`] bytes, no control
+/// characters (a device id ends up in log lines, metric labels and file
+/// names, where a newline or an escape sequence would forge or garble them).
+pub fn valid_device_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= MAX_ID_LEN && !id.chars().any(char::is_control)
+}
+
+/// `text` with control characters escaped (`\n`, `\u{1b}`…), for a log
+/// line: a peer's reason or id must not start a forged line of its own or
+/// send escape sequences to an operator's terminal.
+#[cfg(feature = "alloc")]
+pub fn printable(text: &str) -> alloc::borrow::Cow<'_, str> {
+    use alloc::string::String;
+    if !text.chars().any(char::is_control) {
+        return alloc::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    alloc::borrow::Cow::Owned(out)
+}
+
+/// The longest prefix of `text` that fits in `max` bytes, cut at a character
+/// boundary: what a sender does with a reason longer than
+/// [`MAX_TEXT_LEN`] rather than failing to send it.
+pub fn fit_text(text: &str, max: usize) -> &str {
+    if text.len() <= max {
+        return text;
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
 
 /// One-byte message kind, the second byte of every frame. Append-only: a kind
 /// number is never reused.
@@ -149,6 +196,8 @@ byte_enum! {
         Busy = 6,
         /// The latent dimension disagrees with the model.
         BadLatentDim = 7,
+        /// The device id is empty, too long or holds control characters.
+        BadDeviceId = 8,
     }
 }
 

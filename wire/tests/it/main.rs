@@ -5,5 +5,6 @@
 mod common;
 
 mod golden;
+mod limits;
 mod roundtrip;
 mod stream;
