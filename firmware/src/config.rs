@@ -292,18 +292,23 @@ impl EdgeConfig {
     /// Checks every value; call again after applying command-line overrides.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let id = &self.device.id;
-        if id.is_empty() || id.len() > latentcam_wire::MAX_ID_LEN {
+        if !latentcam_wire::valid_device_id(id) {
             return Err(invalid(
                 "device.id",
                 id,
-                format!("1 to {} bytes", latentcam_wire::MAX_ID_LEN),
+                format!(
+                    "1 to {} bytes without control characters",
+                    latentcam_wire::MAX_ID_LEN
+                ),
             ));
         }
-        if !(0.1..=3600.0).contains(&self.device.heartbeat_seconds) {
+        // A host closes a connection silent for its idle timeout (120 s by
+        // default): heartbeats keep an idle camera's connection open.
+        if !(0.1..=60.0).contains(&self.device.heartbeat_seconds) {
             return Err(invalid(
                 "device.heartbeat_seconds",
                 self.device.heartbeat_seconds,
-                "between 0.1 and 3600",
+                "between 0.1 and 60 (a host closes connections silent for 120 s)",
             ));
         }
         one_of("model.backend", &self.model.backend, &["tract", "tflite"])?;

@@ -365,7 +365,10 @@ impl MqttLink {
             }
             _ => None,
         };
+        // Anyone may publish on the ack topic: an ack above what this
+        // device published is not believed.
         if let Some(up_to) = up_to
+            && self.published.is_some_and(|p| up_to <= p)
             && self.acked.is_none_or(|a| up_to > a)
         {
             self.acked = Some(up_to);

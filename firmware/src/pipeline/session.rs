@@ -13,7 +13,7 @@ use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
-use latentcam_wire::{Bye, ByeReason, Latent, Message, WelcomeStatus, frame};
+use latentcam_wire::{Bye, ByeReason, Latent, MAX_SEQ, Message, WelcomeStatus, frame};
 use serde::Serialize;
 
 use super::{Encoded, Settings, Shared, Stage, StageTiming};
@@ -32,6 +32,12 @@ const MEMORY_BACKLOG: usize = 256;
 
 /// Waiting after a refusal: the host will not change its mind quickly.
 const REFUSED_RETRY: Duration = Duration::from_secs(30);
+
+/// Highest number a host's `Welcome.acked` may move this device's numbering
+/// to (half of [`MAX_SEQ`]): a device without a spool learns where to
+/// continue from the host, but a forged `Welcome` must not push it to where
+/// it soon runs out of numbers.
+const MAX_RENUMBER: u64 = MAX_SEQ / 2;
 
 /// What the link side did.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -69,6 +75,9 @@ pub struct SessionReport {
     pub bytes_sent: u64,
     /// Host → device frames that failed to decode.
     pub incoming_errors: u64,
+    /// Acks (or `Welcome.acked`) for latents this device never sent:
+    /// ignored, the spool keeps them.
+    pub bogus_acks: u64,
 }
 
 /// The session thread's result.
@@ -394,19 +403,25 @@ impl<'a> Session<'a> {
                 ..
             } => {
                 self.report.welcomes += 1;
+                let mut floor = 0;
                 if let Some(a) = acked {
-                    self.apply_ack(a);
-                    if a >= self.next_seq {
+                    if a < self.next_seq {
+                        self.apply_ack(a);
+                        floor = a + 1;
+                    } else if a < MAX_RENUMBER {
+                        // Never an ack: the spool keeps whatever it holds.
                         tracing::warn!(
                             host_holds = a,
                             next_seq = self.next_seq,
                             "the host already holds latents numbered above this device's \
-                             (was the spool directory wiped?); continuing after them"
+                             (no spool, or the spool directory was wiped?); numbering new \
+                             latents after them"
                         );
                         self.next_seq = a + 1;
+                    } else {
+                        self.bogus_ack(a);
                     }
                 }
-                let floor = acked.map_or(0, |a| a + 1);
                 self.cursor = self
                     .spool
                     .as_ref()
@@ -414,7 +429,7 @@ impl<'a> Session<'a> {
                     .unwrap_or(self.next_seq)
                     .max(floor);
                 tracing::info!(
-                    host = %host_id,
+                    host = %latentcam_wire::printable(&host_id),
                     host_holds = ?acked,
                     resend = self.next_seq.saturating_sub(self.cursor),
                     "host accepted the device"
@@ -424,8 +439,9 @@ impl<'a> Session<'a> {
             Incoming::Welcome { status, reason, .. } => {
                 self.report.refusals += 1;
                 tracing::error!(
-                    "host refused this device ({status:?}): {reason} — fix the model or \
-                     configuration on one side; retrying every {REFUSED_RETRY:?}"
+                    "host refused this device ({status:?}): {} — fix the model or \
+                     configuration on one side; retrying every {REFUSED_RETRY:?}",
+                    latentcam_wire::printable(&reason)
                 );
                 self.report.last_refusal = Some(reason);
                 let delay = REFUSED_RETRY.max(self.backoff.next_delay());
@@ -434,14 +450,36 @@ impl<'a> Session<'a> {
             }
             Incoming::Ack { up_to } => self.apply_ack(up_to),
             Incoming::Bye { reason, detail } => {
-                tracing::info!("host ended the session ({reason:?}): {detail}");
+                tracing::info!(
+                    "host ended the session ({reason:?}): {}",
+                    latentcam_wire::printable(&detail)
+                );
                 self.fail("the host said Bye");
             }
             other => tracing::debug!("ignored host message {other:?}"),
         }
     }
 
+    /// An ack for latents this device never sent: counted and ignored.
+    fn bogus_ack(&mut self, up_to: u64) {
+        self.report.bogus_acks += 1;
+        let n = self.report.bogus_acks;
+        if n == 1 || n.is_multiple_of(100) {
+            tracing::warn!(
+                up_to,
+                next_seq = self.next_seq,
+                bogus_acks = n,
+                "ignoring an acknowledgement of latents this device never sent \
+                 (a confused or forged host); the spool keeps everything"
+            );
+        }
+    }
+
     fn apply_ack(&mut self, up_to: u64) {
+        if up_to >= self.next_seq {
+            self.bogus_ack(up_to);
+            return;
+        }
         self.report.acked = Some(self.report.acked.map_or(up_to, |a| a.max(up_to)));
         if let Some(spool) = self.spool.as_mut()
             && let Err(e) = spool.ack(up_to)
@@ -455,6 +493,12 @@ impl<'a> Session<'a> {
         let started = Instant::now();
         self.inference.record(item.encode_us);
         let seq = self.next_seq;
+        if seq > MAX_SEQ {
+            // Unreachable in practice (see MAX_RENUMBER); never wrap.
+            self.report.link_dropped += 1;
+            tracing::error!("sequence numbers exhausted; latent dropped");
+            return;
+        }
         self.next_seq += 1;
         let message = Message::Latent(Latent {
             seq,
