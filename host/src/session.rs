@@ -1,7 +1,7 @@
 //! What a host checks about a device before it interprets its latents.
 
 use latentcam_firmware::manifest::Manifest;
-use latentcam_wire::{Codec, Hello, PROTOCOL_VERSION, WelcomeStatus};
+use latentcam_wire::{AuthScheme, Codec, Hello, PROTOCOL_VERSION, WelcomeStatus};
 
 /// Why a `Hello` is refused: the status sent back in `Welcome` and a reason
 /// the device logs.
@@ -18,17 +18,41 @@ fn refuse(status: WelcomeStatus, reason: String) -> Result<(), Refusal> {
     Err(Refusal { status, reason })
 }
 
-/// Accepts a `Hello` only if the host can interpret the device's latents with
-/// this manifest's heads: same protocol, same model id, an encoder file the
-/// manifest lists (any precision or format of the model), the model's latent
-/// dimension and a codec this build decodes.
+/// Accepts a `Hello` only if the device id is usable
+/// ([`latentcam_wire::valid_device_id`]: it ends up in log lines, metric
+/// labels and file names) and the host can interpret the device's latents
+/// with this manifest's heads: same protocol, same model id, an encoder
+/// file the manifest lists (any precision or format of the model), the
+/// model's latent dimension and a codec this build decodes.
 pub fn check_hello(manifest: &Manifest, hello: &Hello<'_>) -> Result<(), Refusal> {
+    if !latentcam_wire::valid_device_id(hello.device_id) {
+        return refuse(
+            WelcomeStatus::BadDeviceId,
+            format!(
+                "device id {:?} is unusable: it must be 1 to {} bytes without control characters",
+                hello.device_id,
+                latentcam_wire::MAX_ID_LEN
+            ),
+        );
+    }
     if hello.protocol != u16::from(PROTOCOL_VERSION) {
         return refuse(
             WelcomeStatus::UnsupportedVersion,
             format!(
                 "device speaks protocol {}, host speaks {PROTOCOL_VERSION}",
                 hello.protocol
+            ),
+        );
+    }
+    // No silent downgrade: a device that asks for authentication is told
+    // this host cannot give it, rather than streaming unauthenticated.
+    if hello.auth.scheme != AuthScheme::None {
+        return refuse(
+            WelcomeStatus::AuthFailed,
+            format!(
+                "the device offers authentication scheme {:?}; this host implements none \
+                 (see the README's security section)",
+                hello.auth.scheme
             ),
         );
     }

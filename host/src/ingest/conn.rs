@@ -8,11 +8,11 @@ use std::time::{Duration, Instant};
 use latentcam_firmware::manifest::Manifest;
 use latentcam_wire::frame::MAX_FRAME_LEN;
 use latentcam_wire::{
-    AuthChallenge, AuthScheme, Bye, ByeReason, Codec, FrameDecoder, Message, PROTOCOL_VERSION,
-    Welcome, WelcomeStatus, frame,
+    AuthChallenge, AuthScheme, Bye, ByeReason, Codec, FrameDecoder, MAX_TEXT_LEN, Message,
+    PROTOCOL_VERSION, Welcome, WelcomeStatus, fit_text, frame,
 };
 
-use super::registry::Registry;
+use super::registry::{Admission, Registry};
 use crate::session::check_hello;
 
 /// Limits that keep one peer from hurting the others.
@@ -20,6 +20,9 @@ use crate::session::check_hello;
 pub struct Limits {
     /// A connection that has not sent `Hello` by then is closed.
     pub hello_timeout: Duration,
+    /// A connection silent this long after its `Hello` (no latent, no
+    /// heartbeat) is closed: an idle socket must not hold a slot forever.
+    pub idle_timeout: Duration,
     /// Corrupt frames in a row after which the connection is closed.
     pub max_errors_in_a_row: u32,
     /// Sustained latents per second accepted per connection; more are
@@ -27,17 +30,30 @@ pub struct Limits {
     pub max_fps: f64,
     /// Latents accepted in a burst above `max_fps`.
     pub burst: f64,
+    /// Most connections from one IP address at once (TCP); more are
+    /// answered `Welcome { Busy }` and closed. Devices behind one NAT share
+    /// an address, so this is a flood guard, not a device count.
+    pub max_per_ip: usize,
+    /// Refuse a latent numbered implausibly far ahead
+    /// ([`super::registry::seq_plausible`]). Off only for recordings, the
+    /// operator's own files, which may span days of gaps in an instant.
+    pub seq_window: bool,
 }
 
 impl Default for Limits {
-    /// Hello within 10 s, 16 corrupt frames in a row, 200 latents/s with a
-    /// burst of 400.
+    /// Hello within 10 s, then something at least every 120 s (an edge
+    /// sends a heartbeat every 5 s by default, at most every 60 s), 16
+    /// corrupt frames in a row, 200 latents/s with a burst of 400, 64 connections per IP
+    /// address.
     fn default() -> Self {
         Self {
             hello_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(120),
             max_errors_in_a_row: 16,
             max_fps: 200.0,
             burst: 400.0,
+            max_per_ip: 64,
+            seq_window: true,
         }
     }
 }
@@ -103,6 +119,7 @@ pub struct Conn {
     decoder: Box<FrameDecoder<MAX_FRAME_LEN>>,
     device: Option<Accepted>,
     opened: Instant,
+    last_frame: Instant,
     errors_in_a_row: u32,
     tokens: f64,
     refill_at: Instant,
@@ -111,10 +128,12 @@ pub struct Conn {
 }
 
 fn bye(reason: ByeReason, detail: &str) -> Vec<u8> {
+    let detail = fit_text(detail, MAX_TEXT_LEN);
     frame::encode_to_vec(&Message::Bye(Bye { reason, detail })).unwrap_or_default()
 }
 
-/// A `Welcome` frame (no authentication).
+/// A `Welcome` frame (no authentication); a reason longer than the wire
+/// allows is cut, never a reason to send nothing.
 pub(crate) fn welcome(
     status: WelcomeStatus,
     reason: &str,
@@ -124,8 +143,8 @@ pub(crate) fn welcome(
     frame::encode_to_vec(&Message::Welcome(Welcome {
         protocol: PROTOCOL_VERSION.into(),
         status,
-        reason,
-        host_id,
+        reason: fit_text(reason, MAX_TEXT_LEN),
+        host_id: fit_text(host_id, latentcam_wire::MAX_ID_LEN),
         acked,
         auth: AuthChallenge {
             scheme: AuthScheme::None,
@@ -144,6 +163,7 @@ impl Conn {
             decoder: Box::default(),
             device: None,
             opened: now,
+            last_frame: now,
             errors_in_a_row: 0,
             tokens: limits.burst,
             refill_at: now,
@@ -167,15 +187,26 @@ impl Conn {
         self.closed
     }
 
-    /// Checks time-based limits (the Hello deadline).
+    /// Checks time-based limits: the Hello deadline, then the idle timeout.
     pub fn tick(&mut self, now: Instant, out: &mut Vec<Step>) {
-        if self.device.is_none()
-            && !self.closed
-            && now.duration_since(self.opened) > self.limits.hello_timeout
-        {
+        if self.closed {
+            return;
+        }
+        if self.device.is_none() {
+            if now.saturating_duration_since(self.opened) > self.limits.hello_timeout {
+                self.close(
+                    ByeReason::Timeout,
+                    &format!("no Hello within {:?}", self.limits.hello_timeout),
+                    out,
+                );
+            }
+        } else if now.saturating_duration_since(self.last_frame) > self.limits.idle_timeout {
             self.close(
                 ByeReason::Timeout,
-                &format!("no Hello within {:?}", self.limits.hello_timeout),
+                &format!(
+                    "nothing received for {:?} (send heartbeats more often)",
+                    self.limits.idle_timeout
+                ),
                 out,
             );
         }
@@ -210,12 +241,13 @@ impl Conn {
             match item {
                 Ok(message) => {
                     self.errors_in_a_row = 0;
+                    self.last_frame = now;
                     self.on_message(&message, now, manifest, registry, host_id, out);
                 }
                 Err(e) => {
                     self.errors_in_a_row += 1;
                     if let Some(d) = &self.device {
-                        registry.with(&d.device, |r| r.frame_errors += 1);
+                        registry.update(&d.device, |r| r.frame_errors += 1);
                     }
                     if self.errors_in_a_row >= self.limits.max_errors_in_a_row {
                         let detail = format!(
@@ -256,7 +288,24 @@ impl Conn {
                     return;
                 }
                 let device = hello.device_id.to_owned();
-                let acked = registry.hello(&device, &self.peer, hello);
+                let acked = match registry.hello(&device, &self.peer, hello, now) {
+                    Ok(acked) => acked,
+                    Err(full) => {
+                        let reason = full.to_string();
+                        out.push(Step::Reply(welcome(
+                            WelcomeStatus::Busy,
+                            &reason,
+                            host_id,
+                            None,
+                        )));
+                        out.push(Step::Close(format!(
+                            "{}: refused device {device:?}: {reason}",
+                            self.peer
+                        )));
+                        self.closed = true;
+                        return;
+                    }
+                };
                 out.push(Step::Reply(welcome(
                     WelcomeStatus::Accepted,
                     "welcome",
@@ -300,11 +349,20 @@ impl Conn {
                         return;
                     }
                 };
-                if !registry.admit(&accepted.device, latent.seq) {
-                    return; // duplicate, counted by the registry
+                match registry.admit(&accepted.device, latent.seq, now, self.limits.seq_window) {
+                    Admission::Admitted => {}
+                    Admission::Duplicate => return, // counted by the registry
+                    Admission::Implausible => {
+                        let detail = format!(
+                            "latent seq {} is implausibly far ahead of this device's latents",
+                            latent.seq
+                        );
+                        self.close(ByeReason::ProtocolViolation, &detail, out);
+                        return;
+                    }
                 }
                 if !self.take_token(now) {
-                    registry.with(&accepted.device, |r| r.rate_limited += 1);
+                    registry.update(&accepted.device, |r| r.rate_limited += 1);
                     return;
                 }
                 out.push(Step::Job(Job {
@@ -321,12 +379,15 @@ impl Conn {
             }
             Message::Heartbeat(heartbeat) => {
                 if let Some(d) = &self.device {
-                    registry.with(&d.device, |r| r.heartbeat = Some(*heartbeat));
+                    registry.update(&d.device, |r| {
+                        r.heartbeat = Some(*heartbeat);
+                        r.last_seen = Some(now);
+                    });
                 }
             }
             Message::Bye(b) => {
                 out.push(Step::Close(format!(
-                    "{}: device said Bye ({:?}: {})",
+                    "{}: device said Bye ({:?}: {:?})",
                     self.peer, b.reason, b.detail
                 )));
                 self.closed = true;

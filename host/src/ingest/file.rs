@@ -109,8 +109,10 @@ pub fn read<R: Read>(
     // A file is read as fast as the heads take it; no Hello deadline.
     let limits = Limits {
         hello_timeout: Duration::from_secs(365 * 24 * 3600),
+        idle_timeout: Duration::from_secs(365 * 24 * 3600),
         max_fps: 1e12,
         burst: 1e12,
+        seq_window: false,
         ..ctx.limits
     };
     let new_conn = || Conn::new(name.to_owned(), limits, Instant::now());
@@ -133,7 +135,7 @@ pub fn read<R: Read>(
             Err(_) => {
                 stats.frame_errors += 1;
                 if let Some(device) = conn.device() {
-                    ctx.registry.with(device, |r| r.frame_errors += 1);
+                    ctx.registry.update(device, |r| r.frame_errors += 1);
                 }
                 return;
             }

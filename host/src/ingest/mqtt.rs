@@ -43,7 +43,7 @@ use std::time::{Duration, Instant};
 
 use latentcam_firmware::link::mqtt::parse_address;
 use latentcam_wire::mqtt::{self as topics, DeviceTopics, PARTITIONS, TopicKind};
-use latentcam_wire::{Ack, Codec, Message, WelcomeStatus, frame};
+use latentcam_wire::{Ack, Codec, MAX_SEQ, Message, WelcomeStatus, frame};
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::mqttbytes::v5::{Filter, LastWill, Packet, Publish};
 use rumqttc::v5::{AsyncClient, Event, EventLoop, MqttOptions};
@@ -51,7 +51,7 @@ use tokio::sync::{mpsc, watch};
 
 use super::conn::welcome;
 use super::{Context, Done, Ingest, IngestKind, Job, Running, ServeError, Started};
-use crate::session::check_hello;
+use crate::session::{Refusal, check_hello};
 
 /// How often acknowledgements of newly finished latents are published.
 const ACK_EVERY: Duration = Duration::from_millis(200);
@@ -561,18 +561,38 @@ impl Worker {
                     Message::Ack(Ack { up_to }) => Some(*up_to),
                     _ => None,
                 });
-                if let Ok(Some(up_to)) = up_to {
-                    self.device(&site, &device).raise(up_to);
+                // Anyone may publish on an ack topic: a number no device
+                // can have reached is ignored, not believed.
+                if let Ok(Some(up_to)) = up_to
+                    && up_to <= MAX_SEQ
+                    && let Some(d) = self.device(&site, &device)
+                {
+                    d.raise(up_to);
                 }
             }
             _ => {}
         }
     }
 
-    fn device(&mut self, site: &str, device: &str) -> &mut Device {
-        self.devices.entry(device.to_owned()).or_insert_with(|| {
-            Device::new(DeviceTopics::new(site, device).expect("parsed topic levels are valid"))
-        })
+    /// A device's state, created on first sight unless this worker already
+    /// tracks as many devices as the registry may hold; then the devices
+    /// the registry has forgotten (silent ones it evicted) go first, and if
+    /// none did, the new id is ignored: made-up ids on the broker must not
+    /// grow this map without bound.
+    fn device(&mut self, site: &str, device: &str) -> Option<&mut Device> {
+        let registry = &self.ctx.registry;
+        if !self.devices.contains_key(device) && self.devices.len() >= registry.max_devices() {
+            self.devices.retain(|id, _| registry.knows(id));
+            if self.devices.len() >= registry.max_devices() {
+                return None;
+            }
+        }
+        let topics = DeviceTopics::new(site, device)?;
+        Some(
+            self.devices
+                .entry(device.to_owned())
+                .or_insert_with(|| Device::new(topics)),
+        )
     }
 
     fn owns(&self, device: &str) -> bool {
@@ -583,10 +603,15 @@ impl Worker {
         let ctx = Arc::clone(&self.ctx);
         let checked = one_frame(&publish.payload, |m| match m {
             Message::Hello(hello) if hello.device_id == device => {
-                let verdict = check_hello(&ctx.manifest, hello);
-                if verdict.is_ok() {
-                    ctx.registry.hello(device, "mqtt", hello);
-                }
+                let verdict = check_hello(&ctx.manifest, hello).and_then(|()| {
+                    ctx.registry
+                        .hello(device, "mqtt", hello, Instant::now())
+                        .map(|_| ())
+                        .map_err(|full| Refusal {
+                            status: WelcomeStatus::Busy,
+                            reason: full.to_string(),
+                        })
+                });
                 Some((
                     verdict,
                     hello.codec,
@@ -598,12 +623,14 @@ impl Worker {
         });
         let Ok(Some((verdict, codec, dim, hello_frame))) = checked else {
             tracing::warn!("{device}: unusable Hello on MQTT ignored");
-            ctx.registry.with(device, |r| r.frame_errors += 1);
+            ctx.registry.update(device, |r| r.frame_errors += 1);
             return;
         };
         let owns = self.owns(device);
         let host_id = ctx.host_id.clone();
-        let d = self.device(site, device);
+        let Some(d) = self.device(site, device) else {
+            return;
+        };
         let reply = match verdict {
             Ok(()) => {
                 d.accepted = Some((codec, dim, hello_frame.into()));
@@ -639,11 +666,13 @@ impl Worker {
         done: &mpsc::UnboundedSender<Done>,
     ) {
         let ctx = Arc::clone(&self.ctx);
-        let d = self.device(site, device);
+        let Some(d) = self.device(site, device) else {
+            return;
+        };
         let Some((codec, dim, hello)) = d.accepted.clone() else {
             // No (accepted) Hello yet: not acknowledged, so the device
             // re-sends it after announcing itself again.
-            ctx.registry.with(device, |r| r.frame_errors += 1);
+            ctx.registry.update(device, |r| r.frame_errors += 1);
             return;
         };
         let decoded = one_frame(&publish.payload, |m| match m {
@@ -684,25 +713,28 @@ impl Worker {
             Ok(Ok(None)) => return,
             Ok(Err(why)) | Err(why) => {
                 tracing::debug!("{device}: bad frame on MQTT: {why}");
-                ctx.registry.with(device, |r| r.frame_errors += 1);
+                ctx.registry.update(device, |r| r.frame_errors += 1);
                 return;
             }
         };
         let seq = job.seq;
+        let now = Instant::now();
+        if !ctx.registry.plausible(device, seq, now) {
+            // Counted by the registry; never admitted, so never acked.
+            tracing::debug!("{device}: latent seq {seq} implausibly far ahead, dropped");
+            return;
+        }
         if d.floor.is_none() && (seq == 0 || d.base_next) {
             d.floor = Some(seq);
         }
         d.base_next = false;
         if d.floor.is_some_and(|floor| seq < floor) || !d.admitted.insert(seq) {
-            ctx.registry.with(device, |r| r.duplicates += 1);
+            ctx.registry.update(device, |r| r.duplicates += 1);
             // It may be re-sending because an ack went missing.
             self.dirty.insert(device.to_owned());
             return;
         }
-        ctx.registry.with(device, |r| {
-            r.latents += 1;
-            r.highest_received = Some(r.highest_received.map_or(seq, |h| h.max(seq)));
-        });
+        ctx.registry.received(device, seq, now);
         if self.jobs.send(job).await.is_err() {
             tracing::debug!("head worker gone");
         }

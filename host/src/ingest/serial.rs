@@ -81,6 +81,7 @@ pub fn serve(
     // deadline on a line nobody else can use.
     let limits = super::Limits {
         hello_timeout: Duration::from_secs(365 * 24 * 3600),
+        idle_timeout: Duration::from_secs(365 * 24 * 3600),
         ..ctx.limits
     };
     let mut conn = Conn::new(name.clone(), limits, Instant::now());

@@ -1,10 +1,18 @@
 //! The TCP ingest server: one tokio task per device connection.
+//!
+//! Bounded whatever peers do: at most `max_connections` at once and
+//! `Limits::max_per_ip` per address (more are answered `Welcome { Busy }`
+//! and closed, a few at a time, beyond that dropped); a connection must
+//! say `Hello` within `Limits::hello_timeout`, then send something at least
+//! every `Limits::idle_timeout`, and must read what the host writes within
+//! [`WRITE_TIMEOUT`].
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use latentcam_wire::{Ack, Bye, ByeReason, Message, frame};
+use latentcam_wire::{Ack, Bye, ByeReason, Message, WelcomeStatus, frame};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
@@ -51,6 +59,63 @@ impl Ingest for TcpIngest {
 /// How often a connection checks for newly processed latents to ack.
 const ACK_INTERVAL: Duration = Duration::from_millis(50);
 
+/// A device that does not take the host's bytes for this long is closed.
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Refusals being written at once; connections beyond are dropped unanswered.
+const MAX_REFUSING: usize = 64;
+
+/// Open connections, in all and per IP address.
+#[derive(Default)]
+struct Slots {
+    total: usize,
+    per_ip: HashMap<IpAddr, usize>,
+}
+
+impl Slots {
+    /// Takes a slot, or says why there is none.
+    fn take(&mut self, ip: IpAddr, max_total: usize, max_per_ip: usize) -> Result<(), String> {
+        let here = self.per_ip.get(&ip).copied().unwrap_or(0);
+        if self.total >= max_total {
+            return Err(format!("the host serves {max_total} connections already"));
+        }
+        if here >= max_per_ip {
+            return Err(format!(
+                "{max_per_ip} connections from {ip} already (the per-address limit)"
+            ));
+        }
+        self.total += 1;
+        self.per_ip.insert(ip, here + 1);
+        Ok(())
+    }
+
+    fn give_back(&mut self, ip: IpAddr) {
+        self.total = self.total.saturating_sub(1);
+        if let Some(n) = self.per_ip.get_mut(&ip) {
+            *n -= 1;
+            if *n == 0 {
+                self.per_ip.remove(&ip);
+            }
+        }
+    }
+}
+
+/// Answers a connection the host has no room for with `Welcome { Busy }`
+/// (the edge logs the reason and retries later) and closes it.
+async fn refuse(mut stream: TcpStream, reason: String, host_id: String) {
+    let bytes = super::conn::welcome(WelcomeStatus::Busy, &reason, &host_id, None);
+    let _ = tokio::time::timeout(Duration::from_secs(2), async {
+        // Take the device's Hello first (it sends it at once): closing a
+        // socket with unread bytes resets it, and a reset can discard the
+        // Welcome before the device reads it.
+        let mut hello = [0u8; 1024];
+        let _ = tokio::time::timeout(Duration::from_millis(500), stream.read(&mut hello)).await;
+        stream.write_all(&bytes).await?;
+        stream.shutdown().await
+    })
+    .await;
+}
+
 /// Accepts connections until `shutdown` turns true; returns after every
 /// connection task has finished.
 pub async fn serve(
@@ -59,7 +124,8 @@ pub async fn serve(
     jobs: mpsc::Sender<Job>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let open = Arc::new(AtomicUsize::new(0));
+    let slots = Arc::new(Mutex::new(Slots::default()));
+    let refusing = Arc::new(tokio::sync::Semaphore::new(MAX_REFUSING));
     let mut tasks = tokio::task::JoinSet::new();
     loop {
         tokio::select! {
@@ -73,17 +139,26 @@ pub async fn serve(
                         continue;
                     }
                 };
-                if open.load(Ordering::Relaxed) >= ctx.max_connections {
-                    tracing::warn!(%peer, "refusing connection: {} already open", ctx.max_connections);
-                    drop(stream);
+                let taken = slots
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .take(peer.ip(), ctx.max_connections, ctx.limits.max_per_ip);
+                if let Err(why) = taken {
+                    tracing::debug!(%peer, "refusing connection: {why}");
+                    if let Ok(permit) = Arc::clone(&refusing).try_acquire_owned() {
+                        let host_id = ctx.host_id.clone();
+                        tokio::spawn(async move {
+                            refuse(stream, why, host_id).await;
+                            drop(permit);
+                        });
+                    }
                     continue;
                 }
-                open.fetch_add(1, Ordering::Relaxed);
-                let (ctx, jobs, shutdown, open) =
-                    (Arc::clone(&ctx), jobs.clone(), shutdown.clone(), Arc::clone(&open));
+                let (ctx, jobs, shutdown, slots) =
+                    (Arc::clone(&ctx), jobs.clone(), shutdown.clone(), Arc::clone(&slots));
                 tasks.spawn(async move {
                     connection(stream, peer.to_string(), &ctx, jobs, shutdown).await;
-                    open.fetch_sub(1, Ordering::Relaxed);
+                    slots.lock().unwrap_or_else(PoisonError::into_inner).give_back(peer.ip());
                 });
             }
             _ = shutdown.changed() => break,
@@ -131,7 +206,7 @@ async fn connection(
             }
             _ = shutdown.changed() => {
                 if let Ok(bytes) = frame::encode_to_vec(&Message::Bye(Bye { reason: ByeReason::Shutdown, detail: "host shutting down" })) {
-                    let _ = stream.write_all(&bytes).await;
+                    let _ = tokio::time::timeout(WRITE_TIMEOUT, stream.write_all(&bytes)).await;
                 }
                 break "host shutting down".to_owned();
             }
@@ -140,9 +215,16 @@ async fn connection(
         for step in steps.drain(..) {
             match step {
                 Step::Reply(bytes) => {
-                    if let Err(e) = stream.write_all(&bytes).await {
-                        close = Some(format!("write failed: {e}"));
-                        break;
+                    match tokio::time::timeout(WRITE_TIMEOUT, stream.write_all(&bytes)).await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(e)) => {
+                            close = Some(format!("write failed: {e}"));
+                            break;
+                        }
+                        Err(_) => {
+                            close = Some(format!("the device read nothing for {WRITE_TIMEOUT:?}"));
+                            break;
+                        }
                     }
                 }
                 // Backpressure: a full queue slows this connection's reads,

@@ -5,7 +5,9 @@
 //! Datagrams from an address whose `Hello` has not arrived yet are dropped
 //! (its state is forgotten on a protocol violation and rebuilt by the next
 //! `Hello`). Senders idle for a minute are forgotten; at most
-//! `max_connections` are tracked.
+//! `max_connections` are tracked, and at most `Limits::max_per_ip` from one
+//! IP address. Without authentication a flood of senders from many
+//! addresses can still fill the table; see the README's security section.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -85,7 +87,10 @@ pub async fn serve(
             _ = shutdown.changed() => break,
         };
         let now = Instant::now();
-        if !peers.contains_key(&peer) && peers.len() >= ctx.max_connections {
+        if !peers.contains_key(&peer)
+            && (peers.len() >= ctx.max_connections
+                || peers.keys().filter(|p| p.ip() == peer.ip()).count() >= ctx.limits.max_per_ip)
+        {
             continue;
         }
         let (conn, seen) = peers
