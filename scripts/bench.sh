@@ -58,7 +58,8 @@ store="$work/fewshot.bin"
 originals=models/efficientnet-lite0/fixtures/originals
 "$bin/latentcam-host" enroll --label butterfly --store "$store" "$originals/butterfly.jpg" >/dev/null
 "$bin/latentcam-host" enroll --label squirrel --store "$store" "$originals/squirrel_cls.jpg" >/dev/null
-"$bin/latentcam-host" serve --tcp 127.0.0.1:0 --http 127.0.0.1:0 --record "$work/records" \
+"$bin/latentcam-host" serve --tcp 127.0.0.1:0 --http 127.0.0.1:0 --http-token-file "$work/http.token" \
+    --record "$work/records" \
     --jsonl "$work/serve.jsonl" --anomaly --fewshot "$store" --index "$work/serve.idx" \
     2>"$work/serve.log" &
 serve=$!

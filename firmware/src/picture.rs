@@ -18,6 +18,12 @@
 //! A JPEG cut short (a USB camera dropping packets, a partial upload) is
 //! refused: both decoders would fill the missing rows with grey and report
 //! success.
+//!
+//! An image larger than [`MAX_PIXELS`] or [`MAX_SIDE`] is refused from its
+//! header, before any pixel is decoded or converted: a 389 KB greyscale PNG
+//! can declare 20000×20000 pixels, which is 400 MB decoded and 1.2 GB as
+//! RGB. Within the limits the largest allocations are the decoder's own
+//! buffer (at most 8 bytes a pixel, 16-bit RGBA) and the RGB result (3).
 
 use std::io::Cursor;
 use std::path::{Path, PathBuf};
@@ -30,6 +36,13 @@ use crate::source::Frame;
 /// allocation limit, applied to both decoders): a hostile 65535×65535 header
 /// is refused instead of allocating 12 GiB.
 pub const MAX_DECODED_BYTES: usize = 512 * 1024 * 1024;
+
+/// The most pixels an image may have (40 megapixels: more than any camera
+/// frame or phone photo we expect, and at most 120 MB as RGB).
+pub const MAX_PIXELS: u64 = 40_000_000;
+
+/// The longest side an image may have, in pixels.
+pub const MAX_SIDE: u32 = 16_384;
 
 /// Why image bytes could not become RGB pixels.
 #[derive(Debug, thiserror::Error)]
@@ -59,6 +72,19 @@ pub enum PictureError {
     /// look like a real frame.
     #[error("JPEG is truncated: no end-of-image marker after its {0} bytes")]
     Truncated(usize),
+    /// The header declares more than [`MAX_PIXELS`] pixels or a side longer
+    /// than [`MAX_SIDE`]; nothing was decoded.
+    #[error(
+        "image {width}×{height} is larger than the {}-megapixel limit (at most {} pixels a side); scale it down first",
+        MAX_PIXELS / 1_000_000,
+        MAX_SIDE
+    )]
+    TooLarge {
+        /// Width in pixels, from the header.
+        width: u32,
+        /// Height in pixels, from the header.
+        height: u32,
+    },
     /// The header gives a zero width or height.
     #[error("image is {width}x{height}")]
     Empty {
@@ -75,7 +101,8 @@ pub fn decode_rgb(bytes: &[u8]) -> Result<RgbImage, PictureError> {
         return decode_separate_scans(bytes);
     }
     let decoder = zune_decoder(bytes)?;
-    let (width, height) = nonempty(decoder.dimensions())?;
+    // Checked from the header, before from_decoder allocates.
+    let (width, height) = checked_size(decoder.dimensions())?;
     let image = image::DynamicImage::from_decoder(decoder)?;
     let rgb = image.into_rgb8();
     debug_assert_eq!(rgb.dimensions(), (width, height));
@@ -104,7 +131,7 @@ pub fn decode_into(bytes: &[u8], frame: &mut Frame) -> Result<(), PictureError> 
         return Ok(());
     }
     let decoder = zune_decoder(bytes)?;
-    let (width, height) = nonempty(decoder.dimensions())?;
+    let (width, height) = checked_size(decoder.dimensions())?;
     if decoder.color_type() == image::ColorType::Rgb8 {
         decoder.read_image(frame.resize(width, height))?;
     } else {
@@ -144,9 +171,14 @@ fn zune_decoder(bytes: &[u8]) -> Result<impl ImageDecoder + '_, PictureError> {
     Ok(reader.into_decoder()?)
 }
 
-fn nonempty((width, height): (u32, u32)) -> Result<(u32, u32), PictureError> {
+/// Refuses an empty image or one beyond [`MAX_PIXELS`] or [`MAX_SIDE`]:
+/// called with the header's size, before anything is decoded.
+fn checked_size((width, height): (u32, u32)) -> Result<(u32, u32), PictureError> {
     if width == 0 || height == 0 {
         return Err(PictureError::Empty { width, height });
+    }
+    if width > MAX_SIDE || height > MAX_SIDE || u64::from(width) * u64::from(height) > MAX_PIXELS {
+        return Err(PictureError::TooLarge { width, height });
     }
     Ok((width, height))
 }
@@ -154,11 +186,13 @@ fn nonempty((width, height): (u32, u32)) -> Result<(u32, u32), PictureError> {
 fn decode_separate_scans(bytes: &[u8]) -> Result<RgbImage, PictureError> {
     let mut decoder = jpeg_decoder::Decoder::new(Cursor::new(bytes));
     decoder.set_max_decoding_buffer_size(MAX_DECODED_BYTES);
-    let pixels = decoder.decode()?;
+    decoder.read_info()?;
     let info = decoder
         .info()
         .ok_or(PictureError::PixelFormat("unknown (no frame header)"))?;
-    let (width, height) = nonempty((u32::from(info.width), u32::from(info.height)))?;
+    // Checked from the header, before decode allocates.
+    let (width, height) = checked_size((u32::from(info.width), u32::from(info.height)))?;
+    let pixels = decoder.decode()?;
     let rgb = match info.pixel_format {
         jpeg_decoder::PixelFormat::RGB24 => pixels,
         jpeg_decoder::PixelFormat::L8 => pixels.iter().flat_map(|&l| [l, l, l]).collect(),

@@ -129,3 +129,117 @@ fn damaged_and_foreign_bytes_are_clear_errors() {
         "{err}"
     );
 }
+
+/// The CRC-32 of PNG chunks (ISO 3309, the zlib one).
+fn crc32(bytes: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for &b in bytes {
+        crc ^= u32::from(b);
+        for _ in 0..8 {
+            crc = if crc & 1 == 1 {
+                (crc >> 1) ^ 0xEDB8_8320
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    !crc
+}
+
+/// A PNG that declares `width`×`height` 8-bit grey pixels; its data is an
+/// empty zlib stream, which no decoder reaches if the header is refused.
+fn png_header_only(width: u32, height: u32) -> Vec<u8> {
+    let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
+    let mut chunk = |kind: &[u8], data: &[u8]| {
+        png.extend_from_slice(&(data.len() as u32).to_be_bytes());
+        let mut body = kind.to_vec();
+        body.extend_from_slice(data);
+        png.extend_from_slice(&body);
+        png.extend_from_slice(&crc32(&body).to_be_bytes());
+    };
+    let mut ihdr = Vec::new();
+    ihdr.extend_from_slice(&width.to_be_bytes());
+    ihdr.extend_from_slice(&height.to_be_bytes());
+    ihdr.extend_from_slice(&[8, 0, 0, 0, 0]);
+    chunk(b"IHDR", &ihdr);
+    chunk(b"IDAT", &[0x78, 0x9c, 0x03, 0x00, 0x00, 0x00, 0x00, 0x01]);
+    chunk(b"IEND", &[]);
+    png
+}
+
+/// `jpeg` with its frame header rewritten to declare `width`×`height`.
+fn jpeg_declaring(jpeg: &[u8], width: u16, height: u16) -> Vec<u8> {
+    let mut out = jpeg.to_vec();
+    let mut at = 2;
+    loop {
+        assert_eq!(out[at], 0xFF, "marker expected at {at}");
+        let marker = out[at + 1];
+        let len = usize::from(u16::from_be_bytes([out[at + 2], out[at + 3]]));
+        if (0xC0..=0xCF).contains(&marker) && !matches!(marker, 0xC4 | 0xC8 | 0xCC) {
+            out[at + 5..at + 7].copy_from_slice(&height.to_be_bytes());
+            out[at + 7..at + 9].copy_from_slice(&width.to_be_bytes());
+            return out;
+        }
+        at += 2 + len;
+    }
+}
+
+#[test]
+fn picture_bombs_are_refused_from_their_header() {
+    let bombs = [
+        ("grey PNG 20000×20000", png_header_only(20_000, 20_000)),
+        ("grey PNG 16385×1", png_header_only(16_385, 1)),
+        (
+            "JPEG 20000×20000",
+            jpeg_declaring(
+                &std::fs::read(original("butterfly.jpg")).unwrap(),
+                20_000,
+                20_000,
+            ),
+        ),
+        (
+            "separate-scan JPEG 20000×20000",
+            jpeg_declaring(
+                &std::fs::read(rewritten("butterfly-separate-scans.jpg")).unwrap(),
+                20_000,
+                20_000,
+            ),
+        ),
+    ];
+    for (what, bytes) in &bombs {
+        for result in [
+            picture::decode_rgb(bytes).map(|_| ()),
+            picture::decode_into(bytes, &mut Frame::default()),
+        ] {
+            match result {
+                Err(e @ PictureError::TooLarge { .. }) => {
+                    let message = e.to_string();
+                    assert!(message.contains("megapixel limit"), "{what}: {message}");
+                }
+                other => panic!("{what}: {other:?}"),
+            }
+        }
+    }
+    let e = picture::decode_rgb(&bombs[0].1).unwrap_err();
+    assert!(
+        e.to_string()
+            .starts_with("image 20000×20000 is larger than the 40-megapixel limit"),
+        "{e}"
+    );
+}
+
+#[test]
+fn an_image_at_the_side_limit_decodes() {
+    let mut png = Vec::new();
+    image::ImageEncoder::write_image(
+        image::codecs::png::PngEncoder::new(&mut png),
+        &vec![7u8; picture::MAX_SIDE as usize * 2],
+        picture::MAX_SIDE,
+        2,
+        image::ExtendedColorType::L8,
+    )
+    .unwrap();
+    let rgb = picture::decode_rgb(&png).unwrap();
+    assert_eq!(rgb.dimensions(), (picture::MAX_SIDE, 2));
+    assert!(rgb.as_raw().iter().all(|&v| v == 7));
+}

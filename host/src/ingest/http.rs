@@ -2,33 +2,135 @@
 //!
 //! | route | what |
 //! |---|---|
-//! | `GET /` | live page: devices, frame rates, latest top label, few-shot label and anomaly score (refreshes itself) |
-//! | `GET /api/devices` | every device: identity, counters, fps, last heartbeat, latest result |
+//! | `GET /healthz` | `ok`, to anyone: for load balancers and supervisors; tells nothing else |
+//! | `GET /login`, `POST /login` (form `token=...`) | the login form; a right token opens a browser session (cookie) and redirects to `/` |
+//! | `GET /` | live page: devices, frame rates, latest top label, few-shot label and anomaly score (refreshes itself; without a session, redirects to `/login`) |
+//! | `GET /api/devices?offset=O&limit=L` | a page of devices (default 100, at most 1000): identity, counters, fps, last heartbeat, latest result; `total` and `next_offset` |
 //! | `GET /api/devices/{id}/latest` | a device's latest result line |
 //! | `GET /api/search?device=D&seq=N&k=K` | frames like a stored one (needs `serve --index`) |
-//! | `POST /api/search` `{"latent": [...], "k": K}` | frames like a given latent |
-//! | `POST /api/search/image?k=K` (body: a JPEG or PNG) | frames like a photo (encoded here) |
-//! | `POST /api/enroll?label=L` (body: a JPEG or PNG) | one more example for the few-shot head (needs `serve --fewshot`); saved, then used for the next latent |
-//! | `GET /metrics` | Prometheus text: frames in, gaps, duplicates, drops, per-head latency, queue depth |
+//! | `POST /api/search` `{"latent": [...], "k": K}` (`application/json`) | frames like a given latent |
+//! | `POST /api/search/image?k=K` (body: `image/jpeg` or `image/png`) | frames like a photo (encoded here) |
+//! | `POST /api/enroll?label=L` (body: `image/jpeg` or `image/png`) | one more example for the few-shot head (needs `serve --fewshot`); saved, then used for the next latent |
+//! | `GET /metrics` | Prometheus text: frames in, gaps, duplicates, drops, per-head latency, queue depth, HTTP connections and refusals |
+//!
+//! Every route but `/healthz` and `/login` needs the API token, as
+//! `Authorization: Bearer <token>` or through a browser session; `POST`s
+//! from a browser must come from this host's own pages, and must have the
+//! route's content type (else 415). See [`auth`] for the rules. With
+//! [`HttpOptions::tls`] the API is served over HTTPS ([`tls`]).
+//!
+//! Limits, so an exposed API cannot be used to exhaust the host: at most
+//! [`HttpLimits::max_connections`] connections (more are closed at once),
+//! a request head within [`HttpLimits::header_timeout`] of the connection
+//! opening or of its previous response, a body within
+//! [`HttpLimits::body_timeout`], at most [`MAX_IMAGE_BYTES`] per photo and
+//! [`MAX_UPLOADS_IN_FLIGHT`] photos being received or encoded at once,
+//! photos of at most 40 megapixels (checked from their header, see
+//! `latentcam_firmware::picture`), and pages of at most
+//! [`MAX_PAGE`] devices.
 
+pub mod auth;
+mod server;
+pub mod tls;
+
+use std::convert::Infallible;
 use std::fmt::Write as _;
 use std::sync::Arc;
-use std::time::Instant;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
-use axum::extract::DefaultBodyLimit;
-use axum::extract::{Path, State};
-use axum::http::{StatusCode, header};
+use axum::body::{Body, Bytes};
+use axum::extract::{DefaultBodyLimit, Path, Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use http_body_util::BodyExt as _;
+use latentcam_firmware::picture::PictureError;
 use serde_json::{Value, json};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{Semaphore, mpsc, watch};
 
 use super::live::HeadTiming;
 use super::{Context, Job};
+use crate::encode::EncodeError;
+pub use auth::{Access, Guard, Token, TokenError};
+pub use tls::{Tls, TlsError};
 
 /// Largest photo accepted by `/api/enroll` and `/api/search/image`.
 pub const MAX_IMAGE_BYTES: usize = 16 << 20;
+
+/// Largest JSON body (`POST /api/search`: a latent of a few thousand
+/// numbers).
+pub const MAX_JSON_BYTES: usize = 1 << 20;
+
+/// Largest login form.
+const MAX_FORM_BYTES: usize = 4 << 10;
+
+/// Photos being received, decoded or encoded at once; more wait (within
+/// the body timeout), so concurrent uploads cannot add up to gigabytes.
+pub const MAX_UPLOADS_IN_FLIGHT: usize = 4;
+
+/// Devices per page of `/api/devices` when the query names no `limit`.
+pub const DEFAULT_PAGE: usize = 100;
+
+/// Most devices per page of `/api/devices`.
+pub const MAX_PAGE: usize = 1000;
+
+/// The HTTP API's limits on connections and time.
+#[derive(Debug, Clone, Copy)]
+pub struct HttpLimits {
+    /// Most connections open at once; more are closed at accept, counted
+    /// in `/metrics`.
+    pub max_connections: usize,
+    /// Time a connection gets to send a complete request head, from when it
+    /// opens or its previous response was sent (so also the keep-alive idle
+    /// timeout).
+    pub header_timeout: Duration,
+    /// Time a request gets to send its whole body.
+    pub body_timeout: Duration,
+}
+
+impl Default for HttpLimits {
+    fn default() -> Self {
+        Self {
+            max_connections: 256,
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// How the HTTP API is served.
+#[derive(Debug, Clone)]
+pub struct HttpOptions {
+    /// `host:port` to listen on.
+    pub address: String,
+    /// Who may use it.
+    pub access: Access,
+    /// Connection and time limits.
+    pub limits: HttpLimits,
+    /// Serve HTTPS with this certificate instead of plain HTTP.
+    pub tls: Option<Tls>,
+}
+
+/// Counters of the HTTP server, for `/metrics`.
+#[derive(Debug, Default)]
+pub struct HttpStats {
+    /// Connections open now.
+    pub open: AtomicU64,
+    /// Connections closed at accept because [`HttpLimits::max_connections`]
+    /// were open.
+    pub refused: AtomicU64,
+    /// Connections closed because no complete request head came in time.
+    pub header_timeouts: AtomicU64,
+    /// Requests whose body did not arrive within the body timeout.
+    pub body_timeouts: AtomicU64,
+    /// Requests refused for a missing or wrong credential.
+    pub unauthorized: AtomicU64,
+    /// Requests refused by the origin rule.
+    pub forbidden: AtomicU64,
+}
 
 /// What the handlers share.
 #[derive(Clone)]
@@ -37,41 +139,227 @@ pub struct ApiState {
     pub context: Arc<Context>,
     /// The job queue, for its depth (weak: the API must not keep it open).
     pub jobs: mpsc::WeakSender<Job>,
+    /// The access rule and browser sessions.
+    pub guard: Arc<Guard>,
+    /// Connection and time limits.
+    pub limits: HttpLimits,
+    /// Server counters.
+    pub stats: Arc<HttpStats>,
+    /// Photos in flight ([`MAX_UPLOADS_IN_FLIGHT`]).
+    pub uploads: Arc<Semaphore>,
 }
 
-/// The API's routes.
+impl ApiState {
+    /// The state for an API with `options`' access rule and limits.
+    pub fn new(context: Arc<Context>, jobs: mpsc::WeakSender<Job>, options: &HttpOptions) -> Self {
+        let stats = Arc::new(HttpStats::default());
+        Self {
+            context,
+            jobs,
+            guard: Arc::new(Guard::new(
+                options.access.clone(),
+                options.tls.is_some(),
+                Arc::clone(&stats),
+            )),
+            limits: options.limits,
+            stats,
+            uploads: Arc::new(Semaphore::new(MAX_UPLOADS_IN_FLIGHT)),
+        }
+    }
+}
+
+/// What a `POST` route accepts: content types, size, and whether it is a
+/// photo (which takes one of [`MAX_UPLOADS_IN_FLIGHT`]).
+#[derive(Clone)]
+struct Upload {
+    types: &'static [&'static str],
+    max_bytes: usize,
+    photo: bool,
+    state: ApiState,
+}
+
+const PHOTO_TYPES: &[&str] = &["image/jpeg", "image/png"];
+const JSON_TYPES: &[&str] = &["application/json"];
+const FORM_TYPES: &[&str] = &["application/x-www-form-urlencoded"];
+
+/// The API's routes, behind the access rule.
 pub fn router(state: ApiState) -> Router {
+    let upload = |types, max_bytes, photo| {
+        middleware::from_fn_with_state(
+            Upload {
+                types,
+                max_bytes,
+                photo,
+                state: state.clone(),
+            },
+            read_upload,
+        )
+    };
     Router::new()
+        .route("/healthz", get(healthz))
+        .route(
+            "/login",
+            get(auth::login_page).merge(post(auth::login).layer(upload(
+                FORM_TYPES,
+                MAX_FORM_BYTES,
+                false,
+            ))),
+        )
         .route("/", get(page))
         .route("/api/devices", get(devices))
         .route("/api/devices/{id}/latest", get(latest))
-        .route("/api/search", get(search_stored).post(search_latent))
+        .route(
+            "/api/search",
+            get(search_stored).merge(
+                post(search_latent)
+                    .layer::<_, Infallible>(upload(JSON_TYPES, MAX_JSON_BYTES, false))
+                    .layer(DefaultBodyLimit::max(MAX_JSON_BYTES)),
+            ),
+        )
         .route(
             "/api/search/image",
-            post(search_image).layer(DefaultBodyLimit::max(MAX_IMAGE_BYTES)),
+            post(search_image)
+                .layer::<_, Infallible>(upload(PHOTO_TYPES, MAX_IMAGE_BYTES, true))
+                .layer(DefaultBodyLimit::max(MAX_IMAGE_BYTES)),
         )
         .route(
             "/api/enroll",
-            post(enroll).layer(DefaultBodyLimit::max(MAX_IMAGE_BYTES)),
+            post(enroll)
+                .layer::<_, Infallible>(upload(PHOTO_TYPES, MAX_IMAGE_BYTES, true))
+                .layer(DefaultBodyLimit::max(MAX_IMAGE_BYTES)),
         )
         .route("/metrics", get(metrics))
+        .layer(middleware::from_fn_with_state(
+            Arc::clone(&state.guard),
+            auth::authenticate,
+        ))
+        .layer(middleware::from_fn(security_headers))
         .with_state(state)
 }
 
-/// Serves the API until `shutdown` turns true.
+/// Serves the API on `listener` (over TLS when `tls` is given) until
+/// `shutdown` turns true.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: ApiState,
-    mut shutdown: watch::Receiver<bool>,
+    tls: Option<Tls>,
+    shutdown: watch::Receiver<bool>,
 ) {
-    let result = axum::serve(listener, router(state))
-        .with_graceful_shutdown(async move {
-            let _ = shutdown.changed().await;
-        })
-        .await;
-    if let Err(e) = result {
-        tracing::error!("HTTP API stopped: {e}");
+    if matches!(state.guard.access(), Access::Anonymous) {
+        tracing::warn!(
+            "HTTP API WITHOUT AUTHENTICATION (--http-allow-anonymous): anyone who reaches {} can read every device and enrol photos",
+            listener
+                .local_addr()
+                .map_or_else(|_| "it".to_owned(), |a| a.to_string())
+        );
     }
+    let (limits, stats) = (state.limits, Arc::clone(&state.stats));
+    server::run(listener, router(state), limits, tls, stats, shutdown).await;
+}
+
+/// Headers on every answer: no sniffing content types, no framing (the
+/// login form must not be clickjacked), no caching of device data.
+async fn security_headers(request: Request, next: Next) -> Response {
+    let mut response = next.run(request).await;
+    let headers = response.headers_mut();
+    for (name, value) in [
+        (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        (header::X_FRAME_OPTIONS, "DENY"),
+        (
+            header::CONTENT_SECURITY_POLICY,
+            "frame-ancestors 'none'; form-action 'self'",
+        ),
+        (header::CACHE_CONTROL, "no-store"),
+        (header::REFERRER_POLICY, "same-origin"),
+    ] {
+        headers.insert(name, HeaderValue::from_static(value));
+    }
+    response
+}
+
+/// Checks a `POST`'s content type (415), then reads its body within the
+/// body timeout (408) and size limit (413), so handlers get it whole.
+async fn read_upload(State(upload): State<Upload>, request: Request, next: Next) -> Response {
+    let media = request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| {
+            v.split(';')
+                .next()
+                .unwrap_or_default()
+                .trim()
+                .to_ascii_lowercase()
+        });
+    if !media.as_deref().is_some_and(|m| upload.types.contains(&m)) {
+        return error(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            format!(
+                "Content-Type must be {} (got {})",
+                upload.types.join(" or "),
+                media.as_deref().unwrap_or("none")
+            ),
+        );
+    }
+    let too_large = || {
+        error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("the body is larger than {} bytes", upload.max_bytes),
+        )
+    };
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > upload.max_bytes as u64) {
+        return too_large();
+    }
+    let state = &upload.state;
+    let deadline = tokio::time::Instant::now() + state.limits.body_timeout;
+    let timed_out = || {
+        state.stats.body_timeouts.fetch_add(1, Ordering::Relaxed);
+        let mut response = error(
+            StatusCode::REQUEST_TIMEOUT,
+            format!(
+                "the request body did not arrive within {} s",
+                state.limits.body_timeout.as_secs_f64()
+            ),
+        );
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        response
+    };
+    // Held until the handler is done: receiving, decoding and encoding.
+    let _in_flight = if upload.photo {
+        match tokio::time::timeout_at(deadline, Arc::clone(&state.uploads).acquire_owned()).await {
+            Ok(Ok(permit)) => Some(permit),
+            Ok(Err(_)) => return error(StatusCode::SERVICE_UNAVAILABLE, "shutting down".into()),
+            Err(_) => return timed_out(),
+        }
+    } else {
+        None
+    };
+    let (parts, body) = request.into_parts();
+    let limited = http_body_util::Limited::new(body, upload.max_bytes);
+    let bytes = match tokio::time::timeout_at(deadline, limited.collect()).await {
+        Ok(Ok(collected)) => collected.to_bytes(),
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => return too_large(),
+        Ok(Err(e)) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("cannot read the request body: {e}"),
+            );
+        }
+        Err(_) => return timed_out(),
+    };
+    next.run(Request::from_parts(parts, Body::from(bytes)))
+        .await
+}
+
+/// `GET /healthz`: answers while the host runs; reveals nothing.
+async fn healthz() -> &'static str {
+    "ok"
 }
 
 fn queue_depth(jobs: &mpsc::WeakSender<Job>) -> usize {
@@ -80,13 +368,26 @@ fn queue_depth(jobs: &mpsc::WeakSender<Job>) -> usize {
         .unwrap_or(0)
 }
 
-async fn devices(State(state): State<ApiState>) -> Json<Value> {
+/// Query of `GET /api/devices`.
+#[derive(Debug, serde::Deserialize)]
+pub struct PageQuery {
+    /// Devices to skip (in id order; default 0).
+    pub offset: Option<usize>,
+    /// Devices wanted (default [`DEFAULT_PAGE`], at most [`MAX_PAGE`]).
+    pub limit: Option<usize>,
+}
+
+async fn devices(
+    State(state): State<ApiState>,
+    axum::extract::Query(q): axum::extract::Query<PageQuery>,
+) -> Json<Value> {
     let now = Instant::now();
     let live = &state.context.live;
-    let list: Vec<Value> = state
-        .context
-        .registry
-        .snapshot()
+    let offset = q.offset.unwrap_or(0);
+    let limit = q.limit.unwrap_or(DEFAULT_PAGE).clamp(1, MAX_PAGE);
+    // Only the page is copied out of the registry and becomes JSON.
+    let (total, page) = state.context.registry.page(offset, limit);
+    let list: Vec<Value> = page
         .into_iter()
         .map(|(id, record)| {
             json!({
@@ -97,7 +398,15 @@ async fn devices(State(state): State<ApiState>) -> Json<Value> {
             })
         })
         .collect();
-    Json(json!({ "devices": list, "processed": live.processed() }))
+    let end = offset.saturating_add(list.len());
+    Json(json!({
+        "devices": list,
+        "total": total,
+        "offset": offset,
+        "limit": limit,
+        "next_offset": (end < total).then_some(end),
+        "processed": live.processed(),
+    }))
 }
 
 async fn latest(State(state): State<ApiState>, Path(id): Path<String>) -> Response {
@@ -131,6 +440,7 @@ pub struct LatentQuery {
     pub k: Option<usize>,
 }
 
+/// A JSON error answer: `{"error": message}`.
 fn error(status: StatusCode, message: String) -> Response {
     (status, Json(json!({ "error": message }))).into_response()
 }
@@ -199,7 +509,7 @@ pub struct EnrollQuery {
 }
 
 /// Runs the host's encoder on an uploaded photo, off the async threads.
-async fn encode_upload(state: &ApiState, body: axum::body::Bytes) -> Result<Vec<f32>, Response> {
+async fn encode_upload(state: &ApiState, body: Bytes) -> Result<Vec<f32>, Response> {
     let Some(encoder) = state.context.encoder.clone() else {
         return Err(error(
             StatusCode::NOT_FOUND,
@@ -215,6 +525,9 @@ async fn encode_upload(state: &ApiState, body: axum::body::Bytes) -> Result<Vec<
     .await;
     match encoded {
         Ok(Ok(latent)) => Ok(latent),
+        Ok(Err(e @ EncodeError::Image(PictureError::TooLarge { .. }))) => {
+            Err(error(StatusCode::PAYLOAD_TOO_LARGE, e.to_string()))
+        }
         Ok(Err(e)) => Err(error(StatusCode::BAD_REQUEST, e.to_string())),
         Err(e) => Err(error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())),
     }
@@ -223,7 +536,7 @@ async fn encode_upload(state: &ApiState, body: axum::body::Bytes) -> Result<Vec<
 async fn search_image(
     State(state): State<ApiState>,
     axum::extract::Query(q): axum::extract::Query<ImageQuery>,
-    body: axum::body::Bytes,
+    body: Bytes,
 ) -> Response {
     let Some(index) = state.context.index.clone() else {
         return error(
@@ -247,7 +560,7 @@ async fn search_image(
 async fn enroll(
     State(state): State<ApiState>,
     axum::extract::Query(q): axum::extract::Query<EnrollQuery>,
-    body: axum::body::Bytes,
+    body: Bytes,
 ) -> Response {
     let Some(fewshot) = state.context.fewshot.clone() else {
         return error(
@@ -296,7 +609,7 @@ type HeadFamily = (
 async fn metrics(State(state): State<ApiState>) -> Response {
     let mut out = String::new();
     let devices = state.context.registry.snapshot();
-    let families: [Family; 6] = [
+    let families: [Family; 7] = [
         ("latentcam_latents_total", "Latents admitted.", |r| {
             r.latents
         }),
@@ -314,6 +627,11 @@ async fn metrics(State(state): State<ApiState>) -> Response {
             "latentcam_rate_limited_total",
             "Latents dropped by the rate limit.",
             |r| r.rate_limited,
+        ),
+        (
+            "latentcam_seq_rejected_total",
+            "Latents refused for a sequence number implausibly far ahead.",
+            |r| r.seq_rejected,
         ),
         (
             "latentcam_frame_errors_total",
@@ -364,6 +682,52 @@ async fn metrics(State(state): State<ApiState>) -> Response {
         "# HELP latentcam_queue_depth Latents waiting for the heads.\n# TYPE latentcam_queue_depth gauge\nlatentcam_queue_depth {}",
         queue_depth(&state.jobs)
     );
+    let http = &state.stats;
+    let http_families: [(&str, &str, &str, &AtomicU64); 6] = [
+        (
+            "latentcam_http_connections_open",
+            "HTTP connections open now.",
+            "gauge",
+            &http.open,
+        ),
+        (
+            "latentcam_http_connections_refused_total",
+            "HTTP connections closed at accept: the connection limit was reached.",
+            "counter",
+            &http.refused,
+        ),
+        (
+            "latentcam_http_header_timeouts_total",
+            "HTTP connections closed for not sending a request head in time.",
+            "counter",
+            &http.header_timeouts,
+        ),
+        (
+            "latentcam_http_body_timeouts_total",
+            "HTTP requests whose body did not arrive in time.",
+            "counter",
+            &http.body_timeouts,
+        ),
+        (
+            "latentcam_http_unauthorized_total",
+            "HTTP requests without a valid token or session.",
+            "counter",
+            &http.unauthorized,
+        ),
+        (
+            "latentcam_http_cross_site_total",
+            "HTTP requests refused by the origin rule.",
+            "counter",
+            &http.forbidden,
+        ),
+    ];
+    for (name, help, kind, value) in http_families {
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {}",
+            value.load(Ordering::Relaxed)
+        );
+    }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
 }
 
@@ -383,10 +747,13 @@ table{border-collapse:collapse}td,th{padding:.3em .8em;border-bottom:1px solid #
 <table><thead><tr><th>device</th><th>model</th><th class="num">fps</th><th class="num">latents</th><th class="num">missing</th><th>latest</th><th>few-shot</th><th>anomaly</th></tr></thead>
 <tbody id="devices"></tbody></table>
 <script>
+const SHOWN=200;
 function cell(text, cls){const td=document.createElement('td');td.textContent=text;if(cls)td.className=cls;return td}
 async function refresh(){
   try{
-    const r=await fetch('/api/devices');const data=await r.json();
+    const r=await fetch('/api/devices?limit='+SHOWN);
+    if(r.status===401){location.href='/login';return}
+    const data=await r.json();
     const body=document.getElementById('devices');body.replaceChildren();
     for(const d of data.devices){
       const tr=document.createElement('tr');tr.dataset.device=d.id;
@@ -400,7 +767,8 @@ async function refresh(){
         cell(anomaly,'num'));
       body.append(tr);
     }
-    document.getElementById('summary').textContent=`${data.devices.length} device(s), ${data.processed} latents processed`;
+    const more=data.next_offset!==null?` (the first ${data.devices.length} shown)`:'';
+    document.getElementById('summary').textContent=`${data.total} device(s), ${data.processed} latents processed${more}`;
   }catch(e){document.getElementById('summary').textContent='host unreachable: '+e}
 }
 refresh();setInterval(refresh,1000);
