@@ -19,7 +19,9 @@ if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
 # targets, python for the model recipe, Fashion-MNIST, and clang/libclang for
 # the v4l feature's bindgen, systemd-analyze for the unit file, mosquitto (an
 # MQTT 5 broker the fleet tests start on 127.0.0.1 with scripts/mosquitto.conf),
-# procps (pgrep: test.sh stops its background builds on failure).
+# procps (pgrep: test.sh stops its background builds on failure), strace (the
+# host's durability test checks in a syscall trace that every Ack follows a
+# sync of its results).
 APT_PACKAGES=(
     socat
     ffmpeg
@@ -35,6 +37,7 @@ APT_PACKAGES=(
     systemd
     mosquitto
     procps
+    strace
 )
 
 if [ "$MODE" = "--demo" ]; then

@@ -13,9 +13,35 @@
 //! torn by a power cut at the end of the last segment is cut off.
 //!
 //! A small file `acked` holds the highest acknowledged sequence number. It is
-//! written (atomically, by rename) before a segment is released, so after a
-//! restart [`Spool::next_seq`] continues above every sequence number the host
-//! may already hold, even when every segment was released.
+//! written before a segment is released, so after a restart
+//! [`Spool::next_seq`] continues above every sequence number the host may
+//! already hold, even when every segment was released.
+//!
+//! # Durability
+//!
+//! * [`Spool::push`] returns only once the frame is on stable storage
+//!   (`fdatasync` of the segment, one per push: per latent). The session
+//!   pushes a latent before it sends it, so a latent the host may have seen
+//!   is not lost by a power cut of the device (unless its push failed, e.g.
+//!   a full disk: the session counts that as a spool error and sends the
+//!   latent unspooled). Measured with the `spool`
+//!   test `push_cost_with_fdatasync_per_latent` on a 2-core x86-64 VM
+//!   (ext4 on a virtio disk): a 1.3 KB push takes p50 0.15 ms, p99
+//!   0.3–3 ms (about 100x an unsynced append), and p99 14 ms while a
+//!   compile loaded the same disk: at most 0.5–8 % of a 33 ms frame at
+//!   30 fps. Slow SD cards can take tens of ms per sync; if a sync ever
+//!   outlasts the frame interval, the camera's latest-wins queue drops
+//!   (and counts) frames, the spool never loses a pushed one.
+//! * Creating or deleting a segment syncs the directory, so the file's
+//!   existence (or absence) survives a power cut too.
+//! * The `acked` mark is replaced atomically: written to `acked.tmp`,
+//!   synced, renamed over `acked`, and the directory synced. A power cut
+//!   leaves the old mark or the new one, never a torn one; a leftover
+//!   `acked.tmp` is ignored and removed at open. The mark is only written
+//!   when a segment is released and at shutdown ([`Spool::sync`]), so after a
+//!   power cut it may be behind the host's acks: the device then re-sends
+//!   latents the host already holds, which the host recognises as
+//!   duplicates. It is never ahead.
 
 use std::collections::VecDeque;
 use std::fs::{self, File, OpenOptions};
@@ -119,24 +145,51 @@ fn io_err(path: &Path) -> impl FnOnce(io::Error) -> SpoolError + '_ {
     }
 }
 
-/// Sequence numbers and end offsets of the complete latent frames in `bytes`.
 /// File holding the highest acknowledged sequence number, in decimal.
 const ACKED_FILE: &str = "acked";
 
 fn read_mark(path: &Path) -> Result<Option<u64>, SpoolError> {
     match fs::read_to_string(path) {
-        Ok(text) => Ok(text.trim().parse().ok()),
+        Ok(text) => {
+            let mark = text.trim().parse().ok();
+            if mark.is_none() {
+                // Replaced atomically, so this is outside damage; sequence
+                // numbers continue above the spooled segments only.
+                tracing::warn!(
+                    "spool mark {} holds {text:?}, not a sequence number; ignored",
+                    path.display()
+                );
+            }
+            Ok(mark)
+        }
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(io_err(path)(e)),
     }
 }
 
+/// Replaces the mark durably: temporary file, fsync, rename, directory
+/// fsync.
 fn write_mark(path: &Path, value: u64) -> Result<(), SpoolError> {
     let tmp = path.with_extension("tmp");
-    fs::write(&tmp, format!("{value}\n")).map_err(io_err(&tmp))?;
-    fs::rename(&tmp, path).map_err(io_err(path))
+    let mut file = File::create(&tmp).map_err(io_err(&tmp))?;
+    file.write_all(format!("{value}\n").as_bytes())
+        .map_err(io_err(&tmp))?;
+    file.sync_all().map_err(io_err(&tmp))?;
+    drop(file);
+    fs::rename(&tmp, path).map_err(io_err(path))?;
+    sync_dir(path.parent().unwrap_or(Path::new(".")))
 }
 
+/// fsync of a directory: makes a file created, renamed or removed in it
+/// survive a power cut.
+fn sync_dir(dir: &Path) -> Result<(), SpoolError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_err(dir))
+}
+
+/// Sequence numbers and end offsets of the complete latent frames in
+/// `bytes`, and where the last complete frame ends.
 fn scan(bytes: &[u8]) -> (Vec<(u64, usize)>, usize) {
     let mut decoder: Box<FrameDecoder> = Box::default();
     let mut found = Vec::new();
@@ -172,7 +225,13 @@ impl Spool {
             .collect();
         paths.sort();
         let acked = read_mark(&dir.join(ACKED_FILE))?;
+        // A mark being written when the power went: the old mark stands.
+        let stale = dir.join(ACKED_FILE).with_extension("tmp");
+        if stale.exists() {
+            fs::remove_file(&stale).map_err(io_err(&stale))?;
+        }
         let mut segments = VecDeque::new();
+        let mut removed = false;
         let count = paths.len();
         for (i, path) in paths.into_iter().enumerate() {
             let mut bytes = Vec::new();
@@ -187,9 +246,11 @@ impl Spool {
                     .open(&path)
                     .map_err(io_err(&path))?;
                 file.set_len(valid_end as u64).map_err(io_err(&path))?;
+                file.sync_all().map_err(io_err(&path))?;
             }
             if frames.is_empty() {
                 fs::remove_file(&path).map_err(io_err(&path))?;
+                removed = true;
             } else {
                 segments.push_back(Segment {
                     path,
@@ -198,6 +259,9 @@ impl Spool {
                     bytes: valid_end as u64,
                 });
             }
+        }
+        if removed {
+            sync_dir(&dir)?;
         }
         Ok(Self {
             dir,
@@ -210,7 +274,9 @@ impl Spool {
         })
     }
 
-    /// Appends one encoded `Latent` frame with sequence number `seq`.
+    /// Appends one encoded `Latent` frame with sequence number `seq` and
+    /// returns once it is on stable storage (`fdatasync`). On an error the
+    /// frame is not in the spool.
     pub fn push(&mut self, seq: u64, frame: &[u8]) -> Result<(), SpoolError> {
         let len = frame.len() as u64;
         if len > self.config.segment_bytes {
@@ -237,6 +303,7 @@ impl Spool {
                 .append(true)
                 .open(&path)
                 .map_err(io_err(&path))?;
+            sync_dir(&self.dir)?;
             self.active = Some(file);
             self.segments.push_back(Segment {
                 path,
@@ -247,9 +314,10 @@ impl Spool {
         }
         let segment = self.segments.back_mut().expect("a segment exists");
         let file = self.active.as_mut().expect("active segment is open");
-        if let Err(e) = file.write_all(frame) {
-            // Do not leave a partial frame behind: cut back to the last
-            // complete one (best effort) so the segment stays readable.
+        if let Err(e) = file.write_all(frame).and_then(|()| file.sync_data()) {
+            // Do not leave a partial (or unsynced) frame behind: cut back to
+            // the last complete one (best effort) so the segment stays
+            // readable and its bookkeeping right.
             let _ = file.set_len(segment.bytes);
             let _ = file.seek(SeekFrom::End(0));
             return Err(SpoolError::Io {
@@ -264,10 +332,15 @@ impl Spool {
     }
 
     fn enforce_limit(&mut self) -> Result<(), SpoolError> {
+        let mut removed = false;
         while self.bytes() > self.config.max_bytes && self.segments.len() > 1 {
             let oldest = self.segments.pop_front().expect("len > 1");
             self.dropped += oldest.unacked(self.acked);
             fs::remove_file(&oldest.path).map_err(io_err(&oldest.path))?;
+            removed = true;
+        }
+        if removed {
+            sync_dir(&self.dir)?;
         }
         Ok(())
     }
@@ -276,20 +349,27 @@ impl Spool {
     pub fn ack(&mut self, up_to: u64) -> Result<(), SpoolError> {
         let acked = self.acked.map_or(up_to, |a| a.max(up_to));
         self.acked = Some(acked);
+        let releasable = self
+            .segments
+            .front()
+            .is_some_and(|oldest| oldest.last_seq() <= acked);
+        if !releasable {
+            return Ok(());
+        }
+        // The mark goes to disk first: a restart must not reuse the
+        // sequence numbers of a released segment.
+        write_mark(&self.dir.join(ACKED_FILE), acked)?;
         while let Some(oldest) = self.segments.front() {
             if oldest.last_seq() > acked {
                 break;
             }
-            // The mark goes to disk first: a restart must not reuse the
-            // sequence numbers of a released segment.
-            write_mark(&self.dir.join(ACKED_FILE), acked)?;
             let oldest = self.segments.pop_front().expect("front exists");
             if self.segments.is_empty() {
                 self.active = None;
             }
             fs::remove_file(&oldest.path).map_err(io_err(&oldest.path))?;
         }
-        Ok(())
+        sync_dir(&self.dir)
     }
 
     /// The sequence number the next latent should carry: above everything
@@ -416,7 +496,9 @@ impl Spool {
         Ok(Ok(()))
     }
 
-    /// Flushes the active segment to stable storage (shutdown).
+    /// Writes the acknowledged mark and syncs the active segment
+    /// (shutdown). Frames are already synced as they are pushed; this
+    /// records how far the host acknowledged, so a restart re-sends less.
     pub fn sync(&mut self) -> Result<(), SpoolError> {
         if let Some(acked) = self.acked {
             write_mark(&self.dir.join(ACKED_FILE), acked)?;

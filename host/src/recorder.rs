@@ -10,6 +10,11 @@
 //! that costs one `Hello` (≈ 130 bytes) per device switch. A file is closed when it reaches
 //! `max_file_bytes` or `max_file_age`; the oldest files are deleted while the
 //! directory holds more than `max_total_bytes`.
+//!
+//! Durability: the head worker calls [`Recorder::sync`] once per batch,
+//! before the batch's latents are acknowledged, so an acknowledged latent is
+//! on disk in a recording. A file is synced as it is closed, and a new
+//! file's directory entry as it is created.
 
 use std::collections::VecDeque;
 use std::fs::{self, File, OpenOptions};
@@ -107,9 +112,24 @@ impl Recorder {
         c.writer.flush().map_err(context(&c.path))
     }
 
+    /// Puts everything recorded so far on stable storage (`fdatasync` of
+    /// the current file; closed files were synced as they were closed).
+    pub fn sync(&mut self) -> io::Result<()> {
+        match self.current.as_mut() {
+            Some(c) => {
+                c.writer.flush().map_err(context(&c.path))?;
+                c.writer.get_ref().sync_data().map_err(context(&c.path))
+            }
+            None => Ok(()),
+        }
+    }
+
     fn rotate(&mut self) -> io::Result<()> {
         if let Some(mut c) = self.current.take() {
+            // Latents of the batch being recorded may sit in this file, and
+            // the batch's commit syncs only the new one.
             c.writer.flush().map_err(context(&c.path))?;
+            c.writer.get_ref().sync_data().map_err(context(&c.path))?;
             self.closed.push_back((c.path, c.bytes));
         }
         let stamp = SystemTime::now()
@@ -126,6 +146,7 @@ impl Recorder {
             .write(true)
             .open(&path)
             .map_err(context(&path))?;
+        crate::heads::state_file::sync_parent_dir(&path).map_err(context(&self.config.dir))?;
         self.current = Some(Current {
             writer: BufWriter::new(file),
             path,

@@ -21,26 +21,35 @@
 //!
 //! # File format
 //!
-//! Little-endian, written whole to a temporary file and renamed over the
-//! old one, so an interrupted save leaves the previous set intact:
+//! Little-endian, written whole to a temporary file, synced and renamed
+//! over the old one (and the directory synced), so an interrupted save
+//! leaves the previous set intact and a store file has no torn tail:
 //!
 //! ```text
-//! magic    b"LCFEWS01"
+//! magic    b"LCFEWS02"
 //! dim      u32              latent dimension
 //! labels   u32              number of labels, then for each, sorted by name:
 //!   name_len u32 (1..=256)  name: UTF-8 bytes
 //!   count    u32 (>= 1)     examples: f32[count][dim], each L2-normalised
+//! crc      u32              CRC-32C of every byte before it
 //! ```
+//!
+//! `LCFEWS01` files (the same without `crc`) are still read; the next save
+//! writes `LCFEWS02`. A file that fails its checksum or a structural check
+//! is [`HeadError::Damaged`]; `serve` moves it aside and starts with an
+//! empty store ([`FewShotStore::load_or_quarantine`]).
 
 use std::collections::BTreeMap;
-use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use super::linear::HeadError;
 use super::search::{dot_wide as dot, normalize_in_place, unit_vector};
+use super::state_file;
 use super::{Head, LatentRef};
 
-const MAGIC: &[u8; 8] = b"LCFEWS01";
+const MAGIC: &[u8; 8] = b"LCFEWS02";
+/// The first format, without a checksum; still read.
+const MAGIC_V1: &[u8; 8] = b"LCFEWS01";
 /// Refuses absurd sizes from a damaged file before allocating.
 const MAX_DIM: usize = 1 << 16;
 /// Longest label, in bytes.
@@ -73,16 +82,25 @@ impl FewShotStore {
         })
     }
 
-    /// Loads a store file, checking that it holds `dim`-value latents.
+    /// Loads a store file, checking that it holds `dim`-value latents. A
+    /// file that fails its checksum or a structural check is
+    /// [`HeadError::Damaged`]; one of another kind or another model's
+    /// dimension is [`HeadError::Format`].
     pub fn load(path: impl AsRef<Path>, dim: usize) -> Result<Self, HeadError> {
         let path = path.as_ref();
         let bytes = std::fs::read(path).map_err(|source| HeadError::Io {
             path: path.to_path_buf(),
             source,
         })?;
-        let store = Self::parse(&bytes).map_err(|reason| HeadError::Format {
-            path: path.to_path_buf(),
-            reason,
+        let store = Self::from_file_bytes(&bytes).map_err(|e| match e {
+            Unreadable::Foreign(reason) => HeadError::Format {
+                path: path.to_path_buf(),
+                reason,
+            },
+            Unreadable::Damaged(reason) => HeadError::Damaged {
+                path: path.to_path_buf(),
+                reason,
+            },
         })?;
         if store.dim != dim {
             return Err(HeadError::Format {
@@ -109,22 +127,44 @@ impl FewShotStore {
         }
     }
 
+    /// As [`load_or_default`](Self::load_or_default), for the host's own
+    /// store (`serve`): a damaged file does not stop the host. It is renamed
+    /// aside to `<name>.damaged-<unix seconds>`, an ERROR says what was
+    /// wrong and where the file went, and the store starts empty. Returns
+    /// the store and, when one was moved, where the damaged file is now.
+    /// A store for another model (another dimension) is still an error:
+    /// it is not damaged, it is the wrong file.
+    pub fn load_or_quarantine(
+        path: impl AsRef<Path>,
+        dim: usize,
+    ) -> Result<(Self, Option<PathBuf>), HeadError> {
+        let path = path.as_ref();
+        match Self::load_or_default(path, dim) {
+            Err(HeadError::Damaged { reason, .. }) => {
+                let aside = state_file::quarantine(path).map_err(|source| HeadError::Io {
+                    path: path.to_path_buf(),
+                    source,
+                })?;
+                tracing::error!(
+                    "few-shot store {} is damaged ({reason}); moved it to {} and starting with \
+                     an empty store (enrol again, or inspect the moved file)",
+                    path.display(),
+                    aside.display()
+                );
+                Ok((Self::new(dim)?, Some(aside)))
+            }
+            other => other.map(|store| (store, None)),
+        }
+    }
+
     /// Writes the store (see the module documentation for the format),
-    /// replacing `path` only once the new file is complete.
+    /// replacing `path` only once the new file is complete and on disk.
     pub fn save(&self, path: impl AsRef<Path>) -> Result<(), HeadError> {
         let path = path.as_ref();
-        let mut temp_name = path.file_name().unwrap_or_default().to_os_string();
-        temp_name.push(".tmp");
-        let temp = path.with_file_name(temp_name);
-        let io_err = |path: &Path| {
-            let path = path.to_path_buf();
-            move |source| HeadError::Io { path, source }
-        };
-        let mut file = std::fs::File::create(&temp).map_err(io_err(&temp))?;
-        file.write_all(&self.to_bytes()).map_err(io_err(&temp))?;
-        file.sync_all().map_err(io_err(&temp))?;
-        drop(file);
-        std::fs::rename(&temp, path).map_err(io_err(path))
+        state_file::replace_durably(path, &self.to_bytes()).map_err(|source| HeadError::Io {
+            path: path.to_path_buf(),
+            source,
+        })
     }
 
     /// Adds one example under `label`, normalising it; returns how many
@@ -193,14 +233,58 @@ impl FewShotStore {
                 out.extend_from_slice(&v.to_le_bytes());
             }
         }
+        let crc = state_file::crc32c(&out);
+        out.extend_from_slice(&crc.to_le_bytes());
         out
     }
 
+    /// A store from a whole file's bytes, checking its checksum (v2).
+    fn from_file_bytes(bytes: &[u8]) -> Result<Self, Unreadable> {
+        let magic = bytes.get(..8).unwrap_or(bytes);
+        let body = if magic == MAGIC_V1 {
+            bytes
+        } else if magic == MAGIC {
+            if bytes.len() < 12 {
+                return Err(Unreadable::Damaged(format!(
+                    "{} bytes, shorter than a header and checksum",
+                    bytes.len()
+                )));
+            }
+            let (body, crc) = bytes.split_at(bytes.len() - 4);
+            let stored = u32::from_le_bytes(crc.try_into().expect("4 bytes"));
+            let computed = state_file::crc32c(body);
+            if stored != computed {
+                return Err(Unreadable::Damaged(format!(
+                    "checksum mismatch over its {} bytes (CRC-32C {computed:08x}, stored \
+                     {stored:08x}): the file was changed or damaged after it was saved",
+                    bytes.len()
+                )));
+            }
+            body
+        } else if let Some((family, kind)) = state_file::latentcam_kind(magic) {
+            return Err(Unreadable::Foreign(if family == "LCFEWS" {
+                format!(
+                    "format {} is newer than this build reads (LCFEWS01, LCFEWS02); use the \
+                     latentcam that wrote it",
+                    String::from_utf8_lossy(magic)
+                )
+            } else {
+                format!("this is {kind}, not a few-shot enrolment store")
+            }));
+        } else {
+            return Err(Unreadable::Damaged(format!(
+                "wrong magic {:?} (expected LCFEWS02)",
+                String::from_utf8_lossy(magic)
+            )));
+        };
+        Self::parse(body).map_err(Unreadable::Damaged)
+    }
+
+    /// Parses the store without its checksum (the magic is checked by the
+    /// caller).
     fn parse(bytes: &[u8]) -> Result<Self, String> {
         let mut cursor = Cursor { bytes, at: 0 };
-        if cursor.take(8, "magic")? != MAGIC {
-            return Err("wrong magic (expected LCFEWS01): not a few-shot enrolment file".into());
-        }
+        cursor.take(8, "magic")?;
         let dim = cursor.u32("dimension")? as usize;
         if dim == 0 || dim > MAX_DIM {
             return Err(format!("implausible dimension {dim}"));
@@ -244,6 +328,14 @@ impl FewShotStore {
         }
         Ok(Self { dim, labels })
     }
+}
+
+/// Why a file's bytes are not a store.
+enum Unreadable {
+    /// Another kind of latentcam file: the wrong path was given.
+    Foreign(String),
+    /// A store that failed a check.
+    Damaged(String),
 }
 
 fn check_label(label: &str) -> Result<(), HeadError> {
@@ -700,27 +792,93 @@ mod tests {
             err.contains("enrolled.lcfs") && err.contains("3-dimensional"),
             "{err}"
         );
-        let mut bytes = std::fs::read(&path).unwrap();
-        bytes.pop();
-        std::fs::write(&path, &bytes).unwrap();
+        let good = std::fs::read(&path).unwrap();
+        assert_eq!(&good[..8], b"LCFEWS02");
+        // One flipped bit anywhere, or a byte missing: the checksum fails.
+        for at in [9, 30, good.len() - 7, good.len() - 1] {
+            let mut bytes = good.clone();
+            bytes[at] ^= 0x10;
+            std::fs::write(&path, &bytes).unwrap();
+            let err = FewShotStore::load(&path, 3).unwrap_err();
+            assert!(matches!(err, HeadError::Damaged { .. }), "byte {at}: {err}");
+            assert!(err.to_string().contains("checksum"), "{err}");
+        }
+        std::fs::write(&path, &good[..good.len() - 1]).unwrap();
+        assert!(matches!(
+            FewShotStore::load(&path, 3),
+            Err(HeadError::Damaged { .. })
+        ));
+        // The first format (no checksum) is still read, and checked.
+        let mut v1 = good[..good.len() - 4].to_vec();
+        v1[..8].copy_from_slice(MAGIC_V1);
+        std::fs::write(&path, &v1).unwrap();
+        assert_eq!(FewShotStore::load(&path, 3).unwrap(), store);
+        v1.pop();
+        std::fs::write(&path, &v1).unwrap();
         let err = FewShotStore::load(&path, 3).unwrap_err().to_string();
         assert!(err.contains("truncated"), "{err}");
-        bytes[0] = b'X';
-        std::fs::write(&path, &bytes).unwrap();
-        let err = FewShotStore::load_or_default(&path, 3)
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("magic"), "{err}");
         std::fs::write(&path, b"LCFEWS01\x03\0\0\0\x01\0\0\0\xff\xff\xff\xff").unwrap();
         assert!(matches!(
             FewShotStore::load(&path, 3),
-            Err(HeadError::Format { .. })
+            Err(HeadError::Damaged { .. })
         ));
+        // Garbage is damage; another latentcam file or a newer format is the
+        // wrong file, not damage.
+        let mut bytes = good.clone();
+        bytes[0] = b'X';
+        std::fs::write(&path, &bytes).unwrap();
+        let err = FewShotStore::load_or_default(&path, 3).unwrap_err();
+        assert!(
+            matches!(err, HeadError::Damaged { .. }) && err.to_string().contains("magic"),
+            "{err}"
+        );
+        for (magic, says) in [(b"LCINDX02", "similarity index"), (b"LCFEWS07", "newer")] {
+            bytes[..8].copy_from_slice(magic);
+            std::fs::write(&path, &bytes).unwrap();
+            let err = FewShotStore::load(&path, 3).unwrap_err();
+            assert!(
+                matches!(err, HeadError::Format { .. }) && err.to_string().contains(says),
+                "{err}"
+            );
+        }
         // A directory where the file should be: an I/O error naming it.
         let err = FewShotStore::load_or_default(&dir, 3)
             .unwrap_err()
             .to_string();
         assert!(err.contains(&dir.display().to_string()), "{err}");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_damaged_store_is_moved_aside_and_the_host_starts_empty() {
+        let dir = temp_dir("quarantine");
+        let path = dir.join("enrolled.lcfs");
+        store().save(&path).unwrap();
+        let (loaded, moved) = FewShotStore::load_or_quarantine(&path, 3).unwrap();
+        assert_eq!((loaded, moved), (store(), None));
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[40] ^= 1;
+        std::fs::write(&path, &bytes).unwrap();
+        let (loaded, moved) = FewShotStore::load_or_quarantine(&path, 3).unwrap();
+        assert!(loaded.is_empty());
+        let moved = moved.expect("the damaged file was moved");
+        assert!(!path.exists());
+        assert_eq!(std::fs::read(&moved).unwrap(), bytes, "kept as it was");
+        assert!(
+            moved
+                .file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("enrolled.lcfs.damaged-"),
+            "{moved:?}"
+        );
+        // Another model's store is not damage: an error, and left in place.
+        FewShotStore::new(4).unwrap().save(&path).unwrap();
+        assert!(matches!(
+            FewShotStore::load_or_quarantine(&path, 3),
+            Err(HeadError::Format { .. })
+        ));
+        assert!(path.exists());
         std::fs::remove_dir_all(dir).unwrap();
     }
 }

@@ -8,6 +8,7 @@ use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
 const MAGIC: &[u8; 8] = b"LCHEAD01";
+const HEADER_LEN: usize = 16;
 /// Refuse absurd dimensions from a damaged or hostile file before allocating.
 const MAX_DIM: u32 = 1 << 16;
 
@@ -29,6 +30,19 @@ pub enum HeadError {
         /// The file.
         path: PathBuf,
         /// What is wrong.
+        reason: String,
+    },
+    /// One of the host's own state files (few-shot store, similarity
+    /// index) is damaged: a checksum or a structural check failed
+    /// somewhere other than a torn final write. The host moves such a file
+    /// aside and starts afresh (see [`super::state_file`]).
+    #[error(
+        "{path} is damaged: {reason}; move it aside to start afresh (`serve` does so by itself)"
+    )]
+    Damaged {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong, and at which byte.
         reason: String,
     },
     /// A latent of the wrong dimension.
@@ -84,9 +98,13 @@ impl LinearHead {
             reason,
         };
         let mut file = std::fs::File::open(path).map_err(io_err)?;
-        let mut header = [0u8; 16];
-        file.read_exact(&mut header)
-            .map_err(|_| format_err("shorter than its 16-byte header".into()))?;
+        let file_len = file.metadata().map_err(io_err)?.len();
+        let mut header = [0u8; HEADER_LEN];
+        file.read_exact(&mut header).map_err(|_| {
+            format_err(format!(
+                "shorter than its {HEADER_LEN}-byte header ({file_len} bytes)"
+            ))
+        })?;
         if &header[..8] != MAGIC {
             return Err(format_err("wrong magic (expected LCHEAD01)".into()));
         }
@@ -95,16 +113,21 @@ impl LinearHead {
         if in_dim == 0 || out_dim == 0 || in_dim > MAX_DIM || out_dim > MAX_DIM {
             return Err(format_err(format!("implausible shape {out_dim}x{in_dim}")));
         }
-        let (in_dim, out_dim) = (in_dim as usize, out_dim as usize);
-        let expected = 4 * (in_dim * out_dim + out_dim);
-        let mut body = Vec::with_capacity(expected);
-        file.read_to_end(&mut body).map_err(io_err)?;
-        if body.len() != expected {
+        // The header is checked against the file's length before anything
+        // is allocated: a damaged or hostile 16-byte file may claim a
+        // 65536x65536 head (16 GiB).
+        let expected = 4 * (u64::from(in_dim) * u64::from(out_dim) + u64::from(out_dim));
+        let body_len = file_len.saturating_sub(HEADER_LEN as u64);
+        if body_len != expected {
             return Err(format_err(format!(
-                "{out_dim}x{in_dim} head needs {expected} bytes after the header, file has {}",
-                body.len()
+                "its header says {out_dim}x{in_dim}, which needs {expected} bytes after the \
+                 header, but the file has {body_len}; the file is truncated or damaged, or \
+                 not a head"
             )));
         }
+        let (in_dim, out_dim) = (in_dim as usize, out_dim as usize);
+        let mut body = vec![0u8; expected as usize];
+        file.read_exact(&mut body).map_err(io_err)?;
         let values: Vec<f32> = body
             .chunks_exact(4)
             .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
@@ -424,6 +447,29 @@ mod tests {
                 .unwrap_err()
                 .to_string()
                 .contains("magic")
+        );
+        // A header claiming a 65536x65536 head (16 GiB) in a 16-byte file
+        // is refused from the file's length, before anything is allocated.
+        let mut huge = MAGIC.to_vec();
+        huge.extend_from_slice(&65536u32.to_le_bytes());
+        huge.extend_from_slice(&65536u32.to_le_bytes());
+        std::fs::write(&path, &huge).unwrap();
+        let err = LinearHead::load(&path).unwrap_err().to_string();
+        assert!(
+            err.contains("65536x65536") && err.contains("file has 0"),
+            "{err}"
+        );
+        // A body longer than the header says is refused too.
+        let mut long = std::fs::read(&path).unwrap();
+        long.truncate(8);
+        long.extend_from_slice(&3u32.to_le_bytes());
+        long.extend_from_slice(&2u32.to_le_bytes());
+        long.extend_from_slice(&[0u8; 4 * 8 + 4]);
+        std::fs::write(&path, &long).unwrap();
+        let err = LinearHead::load(&path).unwrap_err().to_string();
+        assert!(
+            err.contains("needs 32 bytes") && err.contains("has 36"),
+            "{err}"
         );
         std::fs::remove_dir_all(dir).unwrap();
     }

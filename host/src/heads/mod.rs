@@ -10,6 +10,7 @@ pub mod fewshot;
 pub mod imagenet;
 pub mod linear;
 pub mod search;
+pub mod state_file;
 pub mod trained;
 
 pub use linear::HeadError;

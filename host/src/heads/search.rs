@@ -31,32 +31,56 @@
 //! the host can restart without losing it. Little-endian:
 //!
 //! ```text
-//! header   b"LCINDX01"  dim: u32
+//! header   b"LCINDX02"  dim: u32  crc: u32 (CRC-32C of magic and dim)
 //! record*  device_len: u8 (1..=64)  device: UTF-8 bytes
 //!          seq: u64  capture_us: u64  latent: f32[dim] (L2-normalised)
+//!          crc: u32 (CRC-32C of the record's bytes before it)
 //! ```
 //!
-//! Every record is written with a single `write` call. A record cut short at
-//! the end of the file (power loss mid-write) is removed when the file is
-//! opened ([`LatentIndex::repaired_bytes`] tells how much); damage anywhere
-//! else is a [`HeadError::Format`] naming the file and byte offset. Loading a
-//! file with more records than `capacity` keeps the newest `capacity`; the
-//! file itself is never shortened. Only one process may have a file open at
-//! a time (records from two writers would interleave).
+//! Every record is written with a single `write` call. A crash while
+//! appending can leave only the *end* of the file bad, so at open:
+//!
+//! * a final record cut short, a final record that fails its checksum, or
+//!   a tail of zero bytes (blocks allocated but never written) is a torn
+//!   write: it is cut off with a WARN ([`LatentIndex::repaired_bytes`]
+//!   tells how much) and appending continues;
+//! * a record that fails its checksum or a structural check *with more
+//!   bytes after it*, or a bad header, is damage: [`HeadError::Damaged`]
+//!   naming the file and byte offset. `serve` then moves the file aside to
+//!   `<name>.damaged-<unix seconds>` and starts an empty index
+//!   ([`LatentIndex::open_or_quarantine`]).
+//!
+//! Damage confined to the last record cannot be told from a torn write, so
+//! it is cut like one. Files of the first format, `LCINDX01` (no
+//! checksums), are still read and appended to in that format; in them only
+//! structural damage (a bad id length, a non-UTF-8 id, a latent that is
+//! not finite) can be found. Records are not synced one by one: a power
+//! cut can lose the latest ones (the results file, not the index, is what
+//! acknowledgements wait for). Loading a file with more records than
+//! `capacity` keeps the newest `capacity`; the file itself is never
+//! shortened except for a torn tail. Only one process may have a file open
+//! at a time (records from two writers would interleave).
 
 use std::cmp::Ordering;
 use std::collections::{BinaryHeap, HashMap};
 use std::fs::{File, OpenOptions};
-use std::io::{BufReader, Read, Seek, SeekFrom, Write};
+use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use latentcam_wire::MAX_ID_LEN;
 
 use super::linear::HeadError;
+use super::state_file::{self, Crc32c, crc32c};
 use super::{Head, LatentRef};
 
-const MAGIC: &[u8; 8] = b"LCINDX01";
-const HEADER_LEN: u64 = 12;
+const MAGIC: &[u8; 8] = b"LCINDX02";
+/// Magic, dimension and the header's checksum.
+const HEADER_LEN: u64 = 16;
+/// The first format: no checksums.
+const MAGIC_V1: &[u8; 8] = b"LCINDX01";
+const HEADER_LEN_V1: u64 = 12;
+/// Bytes of a record's checksum (format 2).
+const CRC_LEN: u64 = 4;
 /// Same bound as the head files: refuses absurd dimensions before allocating.
 const MAX_DIM: usize = 1 << 16;
 
@@ -133,6 +157,52 @@ struct Entry {
     device: u32,
 }
 
+/// Which format an index file is in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Format {
+    /// `LCINDX01`: no checksums.
+    V1,
+    /// `LCINDX02`: a checksum on the header and on every record.
+    V2,
+}
+
+impl Format {
+    fn header_len(self) -> u64 {
+        match self {
+            Format::V1 => HEADER_LEN_V1,
+            Format::V2 => HEADER_LEN,
+        }
+    }
+
+    /// Bytes of a record with a `device_len`-byte id.
+    fn record_len(self, device_len: usize, dim: usize) -> u64 {
+        let crc = match self {
+            Format::V1 => 0,
+            Format::V2 => CRC_LEN,
+        };
+        (1 + device_len + 16 + 4 * dim) as u64 + crc
+    }
+}
+
+/// The header of a new (format 2) index file.
+fn header_v2(dim: usize) -> Vec<u8> {
+    let mut header = MAGIC.to_vec();
+    header.extend_from_slice(&(dim as u32).to_le_bytes());
+    let crc = crc32c(&header);
+    header.extend_from_slice(&crc.to_le_bytes());
+    header
+}
+
+/// How reading an index file's records ended.
+enum Scan {
+    /// Every byte up to here is whole records; anything after it is a
+    /// torn final write.
+    Torn(u64),
+    /// A bad record at `start` with more bytes after it: damage, unless
+    /// everything from `start` on is zero bytes (blocks never written).
+    Suspect { start: u64, reason: String },
+}
+
 /// The append-only file behind an index.
 #[derive(Debug)]
 struct Log {
@@ -140,6 +210,7 @@ struct Log {
     file: File,
     /// Bytes of complete records (and header): where the next record goes.
     len: u64,
+    format: Format,
 }
 
 /// An exact cosine top-k index over latents. See the [module
@@ -192,17 +263,15 @@ impl LatentIndex {
 
     /// Opens (or creates) the append-only index file at `path`, loads its
     /// newest `capacity` records, and appends every later [`add`](Self::add)
-    /// to it.
+    /// to it. A torn final write is cut off (with a WARN); damage is
+    /// [`HeadError::Damaged`], another kind of file or another dimension
+    /// [`HeadError::Format`] (see the [module documentation](self)).
     pub fn open(path: impl AsRef<Path>, dim: usize, capacity: usize) -> Result<Self, HeadError> {
         let path = path.as_ref();
         let mut index = Self::new(dim, capacity)?;
         let io_err = |source| HeadError::Io {
             path: path.to_path_buf(),
             source,
-        };
-        let format_err = |reason: String| HeadError::Format {
-            path: path.to_path_buf(),
-            reason: format!("{reason}; move the file aside to start a new index"),
         };
         let mut file = OpenOptions::new()
             .read(true)
@@ -212,83 +281,223 @@ impl LatentIndex {
             .open(path)
             .map_err(io_err)?;
         let file_len = file.metadata().map_err(io_err)?.len();
-        if file_len == 0 {
-            let mut header = MAGIC.to_vec();
-            header.extend_from_slice(&(dim as u32).to_le_bytes());
-            file.write_all(&header).map_err(io_err)?;
+        let fresh = header_v2(dim);
+        let (format, end) = if file_len < HEADER_LEN {
+            let mut start = vec![0u8; file_len as usize];
+            file.read_exact(&mut start).map_err(io_err)?;
+            if start != fresh[..start.len()] && !start.starts_with(MAGIC_V1) {
+                return Err(HeadError::Damaged {
+                    path: path.to_path_buf(),
+                    reason: format!(
+                        "{file_len} bytes, shorter than an index header, and not the start of one"
+                    ),
+                });
+            }
+            // New, or cut short while being created (a file holding a
+            // part of a header holds no records): (re)written whole.
+            file.set_len(0).map_err(io_err)?;
+            file.seek(SeekFrom::Start(0)).map_err(io_err)?;
+            file.write_all(&fresh).map_err(io_err)?;
+            file.sync_all().map_err(io_err)?;
+            state_file::sync_parent_dir(path).map_err(io_err)?;
+            if file_len > 0 {
+                tracing::warn!(
+                    "similarity index {}: a header cut short ({file_len} bytes) was written again",
+                    path.display()
+                );
+            }
+            (Format::V2, HEADER_LEN)
         } else {
-            let mut reader = BufReader::with_capacity(1 << 20, &mut file);
-            let mut header = [0u8; HEADER_LEN as usize];
-            reader
-                .read_exact(&mut header)
-                .map_err(|_| format_err(format!("shorter than its {HEADER_LEN}-byte header")))?;
-            if &header[..8] != MAGIC {
-                return Err(format_err(
-                    "wrong magic (expected LCINDX01): not a latent index".into(),
-                ));
-            }
-            let file_dim = u32::from_le_bytes(header[8..12].try_into().unwrap()) as usize;
-            if file_dim != dim {
-                return Err(format_err(format!(
-                    "holds {file_dim}-dimensional latents, this index is {dim}-dimensional"
-                )));
-            }
-            let mut offset = HEADER_LEN;
-            let mut latent_bytes = vec![0u8; 4 * dim];
-            let mut latent = vec![0f32; dim];
-            loop {
-                let record_start = offset;
-                let mut len = [0u8; 1];
-                match reader.read(&mut len).map_err(io_err)? {
-                    0 => break,
-                    _ => offset += 1,
-                }
-                let device_len = usize::from(len[0]);
-                let record_len = (1 + device_len + 16 + 4 * dim) as u64;
-                if record_start + record_len > file_len {
-                    // A record cut short by a crash while appending.
-                    index.repaired_bytes = file_len - record_start;
-                    offset = record_start;
-                    break;
-                }
-                if device_len == 0 || device_len > MAX_ID_LEN {
-                    return Err(format_err(format!(
-                        "record at byte {record_start}: device id length {device_len} is not in \
-                         1..={MAX_ID_LEN}"
-                    )));
-                }
-                let mut device = vec![0u8; device_len];
-                let mut numbers = [0u8; 16];
-                reader.read_exact(&mut device).map_err(io_err)?;
-                reader.read_exact(&mut numbers).map_err(io_err)?;
-                reader.read_exact(&mut latent_bytes).map_err(io_err)?;
-                offset += record_len - 1;
-                let device = String::from_utf8(device).map_err(|_| {
-                    format_err(format!(
-                        "record at byte {record_start}: device id is not UTF-8"
-                    ))
-                })?;
-                let seq = u64::from_le_bytes(numbers[..8].try_into().unwrap());
-                let capture_us = u64::from_le_bytes(numbers[8..].try_into().unwrap());
-                for (v, b) in latent.iter_mut().zip(latent_bytes.chunks_exact(4)) {
-                    *v = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
-                }
-                normalize_in_place(&mut latent)
-                    .map_err(|e| format_err(format!("record at byte {record_start}: {e}")))?;
-                index.insert(&device, seq, capture_us, &latent);
-            }
-            drop(reader);
-            if index.repaired_bytes > 0 {
-                file.set_len(offset).map_err(io_err)?;
-            }
+            index.load(&mut file, file_len, path)?
+        };
+        if end < file_len {
+            file.set_len(end).map_err(io_err)?;
+            file.sync_all().map_err(io_err)?;
+            index.repaired_bytes = file_len - end;
+            tracing::warn!(
+                "similarity index {}: cut {} bytes at byte {end}, a final record torn by a crash \
+                 while appending ({} records kept)",
+                path.display(),
+                index.repaired_bytes,
+                index.len()
+            );
         }
         let len = file.seek(SeekFrom::End(0)).map_err(io_err)?;
         index.log = Some(Log {
             path: path.to_path_buf(),
             file,
             len,
+            format,
         });
         Ok(index)
+    }
+
+    /// As [`open`](Self::open), for the host's own index (`serve`): a
+    /// damaged file does not stop the host. It is renamed aside to
+    /// `<name>.damaged-<unix seconds>`, an ERROR says what was wrong and
+    /// where the file went, and a new, empty index is started. Returns the
+    /// index and, when one was moved, where the damaged file is now.
+    pub fn open_or_quarantine(
+        path: impl AsRef<Path>,
+        dim: usize,
+        capacity: usize,
+    ) -> Result<(Self, Option<PathBuf>), HeadError> {
+        let path = path.as_ref();
+        match Self::open(path, dim, capacity) {
+            Err(HeadError::Damaged { reason, .. }) => {
+                let aside = state_file::quarantine(path).map_err(|source| HeadError::Io {
+                    path: path.to_path_buf(),
+                    source,
+                })?;
+                tracing::error!(
+                    "similarity index {} is damaged ({reason}); moved it to {} and starting an \
+                     empty index",
+                    path.display(),
+                    aside.display()
+                );
+                Ok((Self::open(path, dim, capacity)?, Some(aside)))
+            }
+            other => other.map(|index| (index, None)),
+        }
+    }
+
+    /// Reads the header and records of an existing file into the index;
+    /// returns its format and where its whole records end.
+    fn load(
+        &mut self,
+        file: &mut File,
+        file_len: u64,
+        path: &Path,
+    ) -> Result<(Format, u64), HeadError> {
+        let dim = self.dim;
+        let io_err = |source| HeadError::Io {
+            path: path.to_path_buf(),
+            source,
+        };
+        let damaged = |reason: String| HeadError::Damaged {
+            path: path.to_path_buf(),
+            reason,
+        };
+        let format_err = |reason: String| HeadError::Format {
+            path: path.to_path_buf(),
+            reason,
+        };
+        let mut header = [0u8; HEADER_LEN as usize];
+        file.read_exact(&mut header).map_err(io_err)?;
+        let format = if &header[..8] == MAGIC {
+            let stored = u32::from_le_bytes(header[12..16].try_into().unwrap());
+            if crc32c(&header[..12]) != stored {
+                return Err(damaged("header checksum mismatch".into()));
+            }
+            Format::V2
+        } else if &header[..8] == MAGIC_V1 {
+            Format::V1
+        } else if let Some((family, kind)) = state_file::latentcam_kind(&header[..8]) {
+            return Err(format_err(if family == "LCINDX" {
+                format!(
+                    "format {} is newer than this build reads (LCINDX01, LCINDX02)",
+                    String::from_utf8_lossy(&header[..8])
+                )
+            } else {
+                format!("this is {kind}, not a similarity index")
+            }));
+        } else {
+            return Err(damaged(format!(
+                "wrong magic {:?} (expected LCINDX02)",
+                String::from_utf8_lossy(&header[..8])
+            )));
+        };
+        let file_dim = u32::from_le_bytes(header[8..12].try_into().unwrap()) as usize;
+        if file_dim != dim {
+            return Err(format_err(format!(
+                "holds {file_dim}-dimensional latents, this index is {dim}-dimensional; give \
+                 another --index file for this model"
+            )));
+        }
+        file.seek(SeekFrom::Start(format.header_len()))
+            .map_err(io_err)?;
+        let scan = {
+            let mut reader = BufReader::with_capacity(1 << 20, &mut *file);
+            self.read_records(&mut reader, format, file_len)
+                .map_err(io_err)?
+        };
+        match scan {
+            Scan::Torn(end) => Ok((format, end)),
+            Scan::Suspect { start, reason } => {
+                if zeros_from(file, start).map_err(io_err)? {
+                    Ok((format, start))
+                } else {
+                    Err(damaged(format!("record at byte {start}: {reason}")))
+                }
+            }
+        }
+    }
+
+    /// Reads records from `reader` (positioned after the header) into the
+    /// index until the end of the file or a bad record.
+    fn read_records(
+        &mut self,
+        reader: &mut impl Read,
+        format: Format,
+        file_len: u64,
+    ) -> std::io::Result<Scan> {
+        let dim = self.dim;
+        let mut offset = format.header_len();
+        // The largest record an id-length byte can claim, allocated once.
+        let mut record = vec![0u8; format.record_len(255, dim) as usize];
+        let mut latent = vec![0f32; dim];
+        loop {
+            let start = offset;
+            if start == file_len {
+                return Ok(Scan::Torn(start));
+            }
+            reader.read_exact(&mut record[..1])?;
+            let device_len = usize::from(record[0]);
+            let record_len = format.record_len(device_len, dim);
+            if start + record_len > file_len {
+                // A record cut short by a crash while appending.
+                return Ok(Scan::Torn(start));
+            }
+            let record = &mut record[..record_len as usize];
+            reader.read_exact(&mut record[1..])?;
+            let last = start + record_len == file_len;
+            let bad = |reason: String| {
+                Ok(if last {
+                    Scan::Torn(start)
+                } else {
+                    Scan::Suspect { start, reason }
+                })
+            };
+            let body_len = (record_len - if format == Format::V2 { CRC_LEN } else { 0 }) as usize;
+            if format == Format::V2 {
+                let stored = u32::from_le_bytes(record[body_len..].try_into().unwrap());
+                let mut crc = Crc32c::default();
+                crc.update(&record[..body_len]);
+                if crc.value() != stored {
+                    return bad("checksum mismatch".into());
+                }
+            }
+            if device_len == 0 || device_len > MAX_ID_LEN {
+                return bad(format!(
+                    "device id length {device_len} is not in 1..={MAX_ID_LEN}"
+                ));
+            }
+            let Ok(device) = std::str::from_utf8(&record[1..1 + device_len]) else {
+                return bad("device id is not UTF-8".into());
+            };
+            let numbers = &record[1 + device_len..1 + device_len + 16];
+            let seq = u64::from_le_bytes(numbers[..8].try_into().unwrap());
+            let capture_us = u64::from_le_bytes(numbers[8..].try_into().unwrap());
+            let values = &record[1 + device_len + 16..body_len];
+            for (v, b) in latent.iter_mut().zip(values.chunks_exact(4)) {
+                *v = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+            }
+            if let Err(e) = normalize_in_place(&mut latent) {
+                return bad(e.to_string());
+            }
+            self.insert(device, seq, capture_us, &latent);
+            offset += record_len;
+        }
     }
 
     /// Latent dimension.
@@ -350,13 +559,18 @@ impl LatentIndex {
         }
         let unit = unit_vector(latent)?;
         if let Some(log) = &mut self.log {
-            let mut record = Vec::with_capacity(1 + device.len() + 16 + 4 * self.dim);
+            let mut record =
+                Vec::with_capacity(log.format.record_len(device.len(), self.dim) as usize);
             record.push(device.len() as u8);
             record.extend_from_slice(device.as_bytes());
             record.extend_from_slice(&seq.to_le_bytes());
             record.extend_from_slice(&capture_us.to_le_bytes());
             for v in &unit {
                 record.extend_from_slice(&v.to_le_bytes());
+            }
+            if log.format == Format::V2 {
+                let crc = crc32c(&record);
+                record.extend_from_slice(&crc.to_le_bytes());
             }
             if let Err(source) = log.file.write_all(&record) {
                 // Cut a partly written record off again, so later records
@@ -510,6 +724,23 @@ impl LatentIndex {
                 }
             })
             .collect()
+    }
+}
+
+/// Whether every byte of `file` from `start` to its end is zero.
+fn zeros_from(file: &mut File, start: u64) -> std::io::Result<bool> {
+    file.seek(SeekFrom::Start(start))?;
+    let mut reader = BufReader::with_capacity(1 << 16, file);
+    loop {
+        let chunk = reader.fill_buf()?;
+        if chunk.is_empty() {
+            return Ok(true);
+        }
+        if chunk.iter().any(|&b| b != 0) {
+            return Ok(false);
+        }
+        let n = chunk.len();
+        reader.consume(n);
     }
 }
 
@@ -724,7 +955,7 @@ mod tests {
             index.add("cam-1", 5, 500, &[3.0, 4.0, 0.0]).unwrap();
             index.add("cam-2", 6, 600, &[0.0, 0.0, 2.0]).unwrap();
         }
-        let record_len = 1 + 5 + 16 + 12;
+        let record_len = 1 + 5 + 16 + 12 + CRC_LEN;
         assert_eq!(
             std::fs::metadata(&path).unwrap().len(),
             HEADER_LEN + 2 * record_len
@@ -760,17 +991,125 @@ mod tests {
             err.contains("3-dimensional") && err.contains("index.bin"),
             "{err}"
         );
-        let mut bytes = std::fs::read(&path).unwrap();
-        bytes[HEADER_LEN as usize] = 0;
+        let good = std::fs::read(&path).unwrap();
+        // A flipped byte in the first record, with another after it: damage.
+        for at in [HEADER_LEN as usize, HEADER_LEN as usize + 20] {
+            let mut bytes = good.clone();
+            bytes[at] ^= 0x01;
+            std::fs::write(&path, &bytes).unwrap();
+            let err = LatentIndex::open(&path, 3, 10).unwrap_err();
+            assert!(matches!(err, HeadError::Damaged { .. }), "{err}");
+            assert!(err.to_string().contains("byte 16"), "{err}");
+        }
+        // In the header: damage too.
+        let mut bytes = good.clone();
+        bytes[9] ^= 0x01;
         std::fs::write(&path, &bytes).unwrap();
-        let err = LatentIndex::open(&path, 3, 10).unwrap_err().to_string();
-        assert!(err.contains("byte 12"), "{err}");
+        let err = LatentIndex::open(&path, 3, 10).unwrap_err();
+        assert!(err.to_string().contains("header checksum"), "{err}");
         bytes[0] = b'X';
         std::fs::write(&path, &bytes).unwrap();
         assert!(matches!(
             LatentIndex::open(&path, 3, 10),
-            Err(HeadError::Format { .. })
+            Err(HeadError::Damaged { .. })
         ));
+        // Another kind of latentcam file is the wrong file, not damage.
+        bytes[..8].copy_from_slice(b"LCFEWS02");
+        std::fs::write(&path, &bytes).unwrap();
+        let err = LatentIndex::open(&path, 3, 10).unwrap_err();
+        assert!(
+            matches!(err, HeadError::Format { .. }) && err.to_string().contains("few-shot"),
+            "{err}"
+        );
+        std::fs::remove_dir_all(path.parent().unwrap()).unwrap();
+    }
+
+    #[test]
+    fn torn_tails_are_cut_whatever_the_crash_left() {
+        let path = temp_path("torn");
+        let _ = std::fs::remove_file(&path);
+        {
+            let mut index = LatentIndex::open(&path, 3, 10).unwrap();
+            for seq in 0..3 {
+                index.add("cam", seq, seq, &[1.0, seq as f32, 0.0]).unwrap();
+            }
+        }
+        let good = std::fs::read(&path).unwrap();
+        let record_len = (1 + 3 + 16 + 12 + CRC_LEN) as usize;
+        let last = good.len() - record_len;
+        let mut cases: Vec<(&str, Vec<u8>, usize)> = Vec::new();
+        // The last record's data never reached the disk, its size did.
+        let mut zeroed = good.clone();
+        zeroed[last + 10..].fill(0);
+        cases.push(("last record partly zero", zeroed, 2));
+        // Whole blocks of zeros after the records (several records lost).
+        let mut zeros = good.clone();
+        zeros.extend(std::iter::repeat_n(0u8, 3 * record_len + 5));
+        cases.push(("zero blocks after the records", zeros, 3));
+        // A header cut short at creation.
+        cases.push(("a part of a header", header_v2(3)[..7].to_vec(), 0));
+        for (what, bytes, kept) in cases {
+            std::fs::write(&path, &bytes).unwrap();
+            let mut index = LatentIndex::open(&path, 3, 10).unwrap();
+            assert_eq!(index.len(), kept, "{what}");
+            assert!(index.repaired_bytes() > 0 || kept == 0, "{what}");
+            index.add("cam", 9, 9, &[0.0, 1.0, 1.0]).unwrap();
+            drop(index);
+            let index = LatentIndex::open(&path, 3, 10).unwrap();
+            assert_eq!(
+                (index.len(), index.repaired_bytes()),
+                (kept + 1, 0),
+                "{what}"
+            );
+        }
+        std::fs::remove_dir_all(path.parent().unwrap()).unwrap();
+    }
+
+    #[test]
+    fn first_format_files_are_read_and_appended_to() {
+        let path = temp_path("v1");
+        let mut bytes = MAGIC_V1.to_vec();
+        bytes.extend_from_slice(&3u32.to_le_bytes());
+        bytes.push(3);
+        bytes.extend_from_slice(b"cam");
+        bytes.extend_from_slice(&4u64.to_le_bytes());
+        bytes.extend_from_slice(&40u64.to_le_bytes());
+        for v in [0.6f32, 0.8, 0.0] {
+            bytes.extend_from_slice(&v.to_le_bytes());
+        }
+        std::fs::write(&path, &bytes).unwrap();
+        let mut index = LatentIndex::open(&path, 3, 10).unwrap();
+        assert_eq!(index.get("cam", 4).unwrap(), &[0.6, 0.8, 0.0]);
+        index.add("cam", 5, 50, &[0.0, 1.0, 0.0]).unwrap();
+        drop(index);
+        let after = std::fs::read(&path).unwrap();
+        assert_eq!(
+            after.len(),
+            2 * bytes.len() - 12,
+            "a record without checksum"
+        );
+        let index = LatentIndex::open(&path, 3, 10).unwrap();
+        assert_eq!(index.len(), 2);
+        std::fs::remove_dir_all(path.parent().unwrap()).unwrap();
+    }
+
+    #[test]
+    fn a_damaged_index_is_moved_aside_and_a_new_one_started() {
+        let path = temp_path("quarantine");
+        let _ = std::fs::remove_file(&path);
+        {
+            let mut index = LatentIndex::open(&path, 3, 10).unwrap();
+            index.add("cam", 1, 1, &[1.0, 0.0, 0.0]).unwrap();
+            index.add("cam", 2, 2, &[0.0, 1.0, 0.0]).unwrap();
+        }
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[HEADER_LEN as usize + 30] ^= 0x40;
+        std::fs::write(&path, &bytes).unwrap();
+        let (index, moved) = LatentIndex::open_or_quarantine(&path, 3, 10).unwrap();
+        assert!(index.is_empty());
+        let moved = moved.expect("moved aside");
+        assert_eq!(std::fs::read(&moved).unwrap(), bytes);
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), HEADER_LEN);
         std::fs::remove_dir_all(path.parent().unwrap()).unwrap();
     }
 
