@@ -16,7 +16,8 @@ use latentcam_host::heads::fewshot::{FewShotHead, FewShotOptions, FewShotStore, 
 use latentcam_host::heads::imagenet::{ImagenetHead, TopK};
 use latentcam_host::heads::search::{DEFAULT_CAPACITY, LatentIndex, SharedIndex};
 use latentcam_host::heads::trained;
-use latentcam_host::ingest::{self, Limits, Registry, ServeOptions};
+use latentcam_host::ingest::registry::RegistryLimits;
+use latentcam_host::ingest::{self, Limits, Registry, ServeOptions, http};
 use latentcam_host::recorder::{Recorder, RecorderConfig};
 
 #[derive(Parser)]
@@ -154,9 +155,37 @@ struct ServeArgs {
     /// Address to listen on for devices.
     #[arg(long, default_value = "0.0.0.0:7878")]
     tcp: String,
-    /// Address for the HTTP API, metrics and live page (off if absent).
+    /// Address for the HTTP API, metrics and live page (off if absent);
+    /// needs `--http-token-file` or `--http-allow-anonymous`.
     #[arg(long)]
     http: Option<String>,
+    /// File holding the HTTP API's token (created with a random token,
+    /// mode 0600, if missing). Clients send `Authorization: Bearer
+    /// <token>`; browsers log in with it at /login.
+    #[arg(long, requires = "http", conflicts_with = "http_allow_anonymous")]
+    http_token_file: Option<PathBuf>,
+    /// Serve the HTTP API without authentication: anyone who reaches the
+    /// address can read every device and enrol photos.
+    #[arg(long, requires = "http")]
+    http_allow_anonymous: bool,
+    /// Most HTTP connections at once; more are closed at accept.
+    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..))]
+    http_max_connections: u64,
+    /// Seconds an HTTP connection gets to send a complete request head,
+    /// from opening or from its previous response (the keep-alive idle
+    /// timeout too).
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    http_header_timeout: u64,
+    /// Seconds an HTTP request gets to send its body (photo uploads).
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
+    http_body_timeout: u64,
+    /// Serve the HTTP API over TLS with this certificate chain (PEM; the
+    /// server's certificate first).
+    #[arg(long, requires_all = ["http", "http_tls_key"])]
+    http_tls_cert: Option<PathBuf>,
+    /// The private key of `--http-tls-cert` (PEM).
+    #[arg(long, requires_all = ["http", "http_tls_cert"])]
+    http_tls_key: Option<PathBuf>,
     /// Address to receive UDP devices on (off if absent).
     #[arg(long)]
     udp: Option<String>,
@@ -192,7 +221,9 @@ struct ServeArgs {
     #[arg(long)]
     follow: bool,
     /// Append result lines here instead of stdout; a restarted host
-    /// resumes from this file (what each device already delivered).
+    /// resumes from this file (what each device already delivered). Each
+    /// batch of lines is synced (fdatasync) before its latents are
+    /// acknowledged; on stdout an Ack only means the line was written.
     #[arg(long)]
     jsonl: Option<PathBuf>,
     /// Sustained latents/s accepted per connection.
@@ -201,6 +232,18 @@ struct ServeArgs {
     /// Most device connections at once.
     #[arg(long, default_value_t = 1024)]
     max_connections: usize,
+    /// Most device connections (or UDP senders) from one IP address at
+    /// once; more are answered Busy.
+    #[arg(long, default_value_t = 64)]
+    max_connections_per_ip: usize,
+    /// Seconds a device connection may stay silent after its Hello (an
+    /// edge sends a heartbeat every 5 s by default).
+    #[arg(long, default_value_t = 120.0)]
+    idle_timeout: f64,
+    /// Most devices the host keeps state for; a new id beyond it replaces
+    /// one silent for 10 minutes, or is answered Busy.
+    #[arg(long, default_value_t = 10_000)]
+    max_devices: usize,
     /// Host id sent to devices.
     #[arg(long, default_value = "latentcam-host")]
     host_id: String,
@@ -273,8 +316,10 @@ impl HeadArgs {
         }
         let fewshot = match &self.fewshot {
             Some(path) => {
+                // Serving, the store is the host's own state: a damaged one
+                // is moved aside (with an ERROR) rather than fatal.
                 let store = if live {
-                    FewShotStore::load_or_default(path, dim)?
+                    FewShotStore::load_or_quarantine(path, dim)?.0
                 } else {
                     FewShotStore::load(path, dim)?
                 };
@@ -293,7 +338,12 @@ impl HeadArgs {
         }
         let index = match &self.index {
             Some(path) => {
-                let shared = SharedIndex::new(LatentIndex::open(path, dim, DEFAULT_CAPACITY)?);
+                let index = if live {
+                    LatentIndex::open_or_quarantine(path, dim, DEFAULT_CAPACITY)?.0
+                } else {
+                    LatentIndex::open(path, dim, DEFAULT_CAPACITY)?
+                };
+                let shared = SharedIndex::new(index);
                 heads.push(Box::new(shared.clone()));
                 Some(shared)
             }
@@ -512,6 +562,13 @@ fn main() -> anyhow::Result<()> {
             let ServeArgs {
                 tcp,
                 http,
+                http_token_file,
+                http_allow_anonymous,
+                http_max_connections,
+                http_header_timeout,
+                http_body_timeout,
+                http_tls_cert,
+                http_tls_key,
                 udp,
                 mqtt,
                 group,
@@ -525,6 +582,9 @@ fn main() -> anyhow::Result<()> {
                 jsonl,
                 max_fps,
                 max_connections,
+                max_connections_per_ip,
+                idle_timeout,
+                max_devices,
                 host_id,
                 heads,
                 record,
@@ -539,31 +599,79 @@ fn main() -> anyhow::Result<()> {
                 .with_writer(std::io::stderr)
                 .with_target(false)
                 .init();
+            let http = match http {
+                None => None,
+                Some(address) => {
+                    let access = match (http_token_file, http_allow_anonymous) {
+                        (Some(path), _) => http::Access::Token(
+                            http::Token::from_file(&path)
+                                .context("setting up the HTTP API's token")?,
+                        ),
+                        (None, true) => http::Access::Anonymous,
+                        (None, false) => anyhow::bail!(
+                            "--http needs --http-token-file PATH (created with a random token if missing; clients send `Authorization: Bearer <token>`, browsers log in at /login), or --http-allow-anonymous to serve the API to anyone who can reach {address}"
+                        ),
+                    };
+                    let tls = match (&http_tls_cert, &http_tls_key) {
+                        (Some(cert), Some(key)) => Some(
+                            http::Tls::load(cert, key)
+                                .context("setting up TLS for the HTTP API")?,
+                        ),
+                        _ => None,
+                    };
+                    Some(http::HttpOptions {
+                        address,
+                        access,
+                        tls,
+                        limits: http::HttpLimits {
+                            max_connections: usize::try_from(http_max_connections)
+                                .unwrap_or(usize::MAX),
+                            header_timeout: std::time::Duration::from_secs(http_header_timeout),
+                            body_timeout: std::time::Duration::from_secs(http_body_timeout),
+                        },
+                    })
+                }
+            };
             let LoadedHeads {
                 manifest,
                 heads,
                 fewshot: shared_fewshot,
                 index: shared_index,
             } = heads.load(true)?;
-            let out: Box<dyn std::io::Write + Send> = match &jsonl {
-                Some(path) => Box::new(std::io::BufWriter::new(
-                    std::fs::OpenOptions::new()
-                        .create(true)
-                        .append(true)
-                        .open(path)
+            // A results file is synced before its latents are acknowledged;
+            // stdout cannot be, so there an Ack only means "written".
+            let out: Box<dyn ingest::ResultsOut + Send> = match &jsonl {
+                Some(path) => Box::new(
+                    ingest::SyncedFile::append(path)
                         .with_context(|| format!("cannot open {}", path.display()))?,
-                )),
-                None => Box::new(std::io::stdout()),
+                ),
+                None => {
+                    tracing::info!(
+                        "results go to stdout: an Ack means the result was written, not that it \
+                         is on disk; give --jsonl FILE for acknowledgements that survive a power cut"
+                    );
+                    Box::new(std::io::stdout())
+                }
             };
             // Results appended to a file are the durable record: a restarted
             // host resumes from them, so devices re-send only what it lacks.
             let registry = match &jsonl {
                 Some(path) => Registry::resume_from_results(path)?,
                 None => Registry::in_memory(),
-            };
+            }
+            .with_limits(RegistryLimits {
+                max_devices: max_devices.max(1),
+                ..RegistryLimits::default()
+            });
+            anyhow::ensure!(
+                idle_timeout > 0.0 && idle_timeout <= 31_536_000.0,
+                "--idle-timeout must be more than 0 and at most a year of seconds"
+            );
             let limits = Limits {
                 max_fps,
                 burst: max_fps * 2.0,
+                max_per_ip: max_connections_per_ip.max(1),
+                idle_timeout: std::time::Duration::from_secs_f64(idle_timeout),
                 ..Limits::default()
             };
             // Enrolment photos and search by image over HTTP need the encoder.

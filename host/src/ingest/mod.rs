@@ -9,9 +9,14 @@
 //! ```
 //!
 //! A latent is acknowledged only after its heads ran and its result line was
-//! written, so `Ack` means "done", and a device re-sends anything the host
-//! lost in a crash. A malformed or hostile stream closes only its own
-//! connection ([`conn::Limits`]).
+//! committed, so `Ack` means "done", and a device re-sends anything the host
+//! lost in a crash. With a results file ([`SyncedFile`], `serve --jsonl
+//! FILE`) a commit is an `fdatasync` of the file (and of the current
+//! recording, when the host records): an acknowledged result survives a
+//! power cut. Results written to stdout or a pipe cannot be synced: there
+//! an `Ack` means "written" (a host crash loses nothing, a power cut of the
+//! machine holding the output may) — see [`Durability`]. A malformed or
+//! hostile stream closes only its own connection ([`conn::Limits`]).
 
 pub mod conn;
 pub mod file;
@@ -23,7 +28,9 @@ pub mod serial;
 pub mod tcp;
 pub mod udp;
 
-use std::io::Write;
+use std::fs::{File, OpenOptions};
+use std::io::{self, BufWriter, Write};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -53,13 +60,108 @@ pub struct WorkerStats {
     pub batches: u64,
 }
 
+/// What an acknowledgement promises about a latent's result line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Durability {
+    /// Handed to the operating system (stdout, a pipe, an in-memory sink):
+    /// a crash of the host loses nothing, a power cut may.
+    Written,
+    /// On stable storage: `fdatasync` of the results file returned.
+    Synced,
+}
+
+/// Where the head worker writes result lines, and how it commits them
+/// before the latents are acknowledged. Every [`Write`] is an output whose
+/// commit only flushes ([`Durability::Written`]); [`SyncedFile`] is the one
+/// that syncs.
+pub trait ResultsOut {
+    /// Where the lines go.
+    fn writer(&mut self) -> &mut dyn Write;
+
+    /// Makes every line written so far as durable as this output can: a
+    /// flush, and for a file an `fdatasync`. Called once per batch (group
+    /// commit) before any latent of the batch is acknowledged.
+    fn commit(&mut self) -> io::Result<()>;
+
+    /// What a completed [`commit`](Self::commit) guarantees.
+    fn durability(&self) -> Durability;
+}
+
+impl<W: Write> ResultsOut for W {
+    fn writer(&mut self) -> &mut dyn Write {
+        self
+    }
+
+    fn commit(&mut self) -> io::Result<()> {
+        self.flush()
+    }
+
+    fn durability(&self) -> Durability {
+        Durability::Written
+    }
+}
+
+/// A results file opened for appending; every commit flushes it and waits
+/// for `fdatasync`, so an acknowledged latent's result survives a power
+/// cut. (It deliberately does not implement [`Write`], so it cannot be
+/// passed where a commit would only flush.)
+#[derive(Debug)]
+pub struct SyncedFile {
+    writer: BufWriter<File>,
+    path: PathBuf,
+}
+
+impl SyncedFile {
+    /// Opens `path` for appending, creating it if needed; a new file's
+    /// directory entry is synced at once.
+    pub fn append(path: impl AsRef<Path>) -> io::Result<Self> {
+        let path = path.as_ref();
+        let existed = path.exists();
+        let file = OpenOptions::new().create(true).append(true).open(path)?;
+        if !existed {
+            file.sync_all()?;
+            crate::heads::state_file::sync_parent_dir(path)?;
+        }
+        Ok(Self {
+            writer: BufWriter::new(file),
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// The file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl ResultsOut for SyncedFile {
+    fn writer(&mut self) -> &mut dyn Write {
+        &mut self.writer
+    }
+
+    fn commit(&mut self) -> io::Result<()> {
+        self.writer.flush()?;
+        self.writer.get_ref().sync_data()
+    }
+
+    fn durability(&self) -> Durability {
+        Durability::Synced
+    }
+}
+
 /// Runs every head on every job until the queue closes, writing one JSON
 /// line per latent to `out` and marking it processed in `registry`. Jobs
-/// waiting in the queue are taken together, up to [`MAX_BATCH`].
+/// waiting in the queue are taken together, up to [`MAX_BATCH`], and
+/// committed together: the recording (if any) and the result lines are
+/// made durable ([`ResultsOut::commit`], [`Recorder::sync`]) once per batch,
+/// before any latent of the batch is marked processed or reported done —
+/// so nothing is acknowledged that a power cut could take back (with
+/// [`SyncedFile`]; see [`Durability`]).
 pub fn run_heads(
     mut jobs: tokio::sync::mpsc::Receiver<Job>,
     mut heads: Vec<Box<dyn Head>>,
-    out: &mut dyn Write,
+    out: &mut dyn ResultsOut,
     registry: &Registry,
     live: &Live,
     mut recorder: Option<&mut Recorder>,
@@ -117,11 +219,23 @@ pub fn run_heads(
                 "heads_us": heads_us,
                 "heads": Value::Object(result),
             });
-            writeln!(out, "{line}")?;
+            writeln!(out.writer(), "{line}")?;
             lines.push(line);
         }
-        // Flush before acknowledging: an acked latent's result is written.
-        out.flush()?;
+        // Group commit before acknowledging: one sync of the recording and
+        // one of the results for the whole batch, side by side (the file
+        // system can serve both with one journal commit).
+        match recorder.as_deref_mut() {
+            Some(recorder) => std::thread::scope(|scope| {
+                let recording = scope.spawn(|| recorder.sync());
+                let results = out.commit();
+                let recording = recording.join().unwrap_or_else(|panic| {
+                    std::panic::resume_unwind(panic);
+                });
+                results.and(recording)
+            })?,
+            None => out.commit()?,
+        }
         let now = Instant::now();
         stats.processed += batch.len() as u64;
         for (job, line) in batch.drain(..).zip(lines) {
@@ -284,14 +398,16 @@ impl Listening {
 pub struct ServeOptions {
     /// Where devices' frames come from (at least one).
     pub ingests: Vec<Box<dyn Ingest>>,
-    /// `host:port` for the HTTP API and live page, if wanted.
-    pub http: Option<String>,
+    /// The HTTP API and live page, if wanted: address, access rule, limits.
+    pub http: Option<http::HttpOptions>,
     /// Shared state for connections.
     pub context: Context,
     /// Heads run on every latent.
     pub heads: Vec<Box<dyn Head>>,
-    /// Where result lines go.
-    pub out: Box<dyn Write + Send>,
+    /// Where result lines go: a [`SyncedFile`] for acknowledgements that
+    /// survive a power cut, or any `Write` (stdout) for ones that mean
+    /// "written" ([`Durability`]).
+    pub out: Box<dyn ResultsOut + Send>,
     /// Latents waiting for the heads before connections are slowed down.
     pub queue: usize,
     /// Keeps every accepted latent in rotating recordings, if given.
@@ -350,7 +466,16 @@ pub fn serve_until(
         let live = Arc::clone(&context.live);
         std::thread::Builder::new()
             .name("heads".into())
-            .spawn(move || run_heads(job_rx, heads, &mut out, &registry, &live, recorder.as_mut()))
+            .spawn(move || {
+                run_heads(
+                    job_rx,
+                    heads,
+                    &mut *out,
+                    &registry,
+                    &live,
+                    recorder.as_mut(),
+                )
+            })
             .map_err(io("starting the head worker"))?
     };
     let context = Arc::new(context);
@@ -359,26 +484,28 @@ pub fn serve_until(
         let mut listening = Listening::default();
         let mut tasks = Vec::new();
         let api = match &http {
-            Some(address) => {
-                let http_listener =
-                    tokio::net::TcpListener::bind(address)
-                        .await
-                        .map_err(|source| ServeError::Bind {
-                            address: address.clone(),
-                            source,
-                        })?;
+            Some(options) => {
+                let http_listener = tokio::net::TcpListener::bind(&options.address)
+                    .await
+                    .map_err(|source| ServeError::Bind {
+                        address: options.address.clone(),
+                        source,
+                    })?;
                 let local = http_listener
                     .local_addr()
                     .map_err(io("reading the address"))?;
-                tracing::info!("HTTP API on http://{local}/");
-                listening.http = Some(local);
-                let state = http::ApiState {
-                    context: Arc::clone(&context),
-                    jobs: job_tx.downgrade(),
+                let scheme = if options.tls.is_some() {
+                    "https"
+                } else {
+                    "http"
                 };
+                tracing::info!("HTTP API on {scheme}://{local}/");
+                listening.http = Some(local);
+                let state = http::ApiState::new(Arc::clone(&context), job_tx.downgrade(), options);
                 Some(tokio::spawn(http::serve(
                     http_listener,
                     state,
+                    options.tls.clone(),
                     stop_rx.clone(),
                 )))
             }

@@ -144,23 +144,17 @@ impl Drop for Host {
     }
 }
 
-/// A minimal HTTP GET (the API is plain HTTP/1.1); the body as JSON.
-fn get_json(base: &str, path: &str) -> Value {
-    let authority = base.trim_start_matches("http://").trim_end_matches('/');
-    let mut stream = TcpStream::connect(authority).unwrap();
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    assert!(
-        response.starts_with("HTTP/1.1 200"),
-        "GET {path}: {response}"
+/// An authenticated GET of the API; the body as JSON.
+fn get_json(base: &str, token: &str, path: &str) -> Value {
+    let answer = common::http::send(
+        base,
+        "GET",
+        path,
+        &[("Authorization", &format!("Bearer {token}"))],
+        b"",
     );
-    let (_, body) = response.split_once("\r\n\r\n").unwrap();
-    serde_json::from_str(body).unwrap()
+    assert_eq!(answer.status, 200, "GET {path}: {answer:?}");
+    answer.json()
 }
 
 fn enroll(store: &Path, label: &str, photo: &Path) {
@@ -506,7 +500,10 @@ fn fifty_devices_for_fifteen_seconds_lose_nothing_and_match_a_replay() {
     let jsonl = dir.join("results.jsonl");
     let records = dir.join("records");
     let live_index = dir.join("live.idx");
+    let token_file = dir.join("http.token");
     let host = Host::start(&[
+        "--http-token-file".as_ref(),
+        token_file.as_os_str(),
         "--jsonl".as_ref(),
         jsonl.as_os_str(),
         "--record".as_ref(),
@@ -543,7 +540,8 @@ fn fifty_devices_for_fifteen_seconds_lose_nothing_and_match_a_replay() {
     let reports: Vec<DeviceReport> = reports.into_iter().map(Result::unwrap).collect();
 
     // What the host counted per device: nothing dropped, skipped or repeated.
-    let api = get_json(&host.http, "/api/devices");
+    let token = std::fs::read_to_string(&token_file).unwrap();
+    let api = get_json(&host.http, token.trim(), "/api/devices");
     let devices = api["devices"].as_array().unwrap();
     assert_eq!(devices.len(), DEVICES, "devices the host knows");
     for device in devices {

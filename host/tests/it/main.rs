@@ -7,9 +7,12 @@ mod common;
 #[path = "../../../firmware/tests/it/common/mod.rs"]
 mod firmware_common;
 
+mod durability;
 mod fewshot_accuracy;
 mod fleet;
 mod heads;
+mod hostile;
+mod http_security;
 mod load;
 mod model_accuracy;
 mod serve;

@@ -23,30 +23,31 @@ use latentcam_firmware::config::EdgeConfig;
 use latentcam_firmware::pipeline::{self, Report};
 use latentcam_wire::frame::{self, MAX_FRAME_LEN};
 use latentcam_wire::{
-    AuthOffer, AuthScheme, ByeReason, Codec, FrameDecoder, Hello, Latent, Message, ModelIdentity,
-    PROTOCOL_VERSION, WelcomeStatus,
+    ByeReason, Codec, FrameDecoder, Latent, Message, PROTOCOL_VERSION, WelcomeStatus,
 };
 use serde_json::{Value, json};
 
-const VTEST: &str = "/usr/share/doc/opencv-doc/examples/data/vtest.avi";
+pub(crate) const VTEST: &str = "/usr/share/doc/opencv-doc/examples/data/vtest.avi";
 
-fn scratch(name: &str) -> PathBuf {
+pub(crate) fn scratch(name: &str) -> PathBuf {
     common::scratch("serve", name)
 }
 
 /// A `latentcam-host serve` process on an ephemeral loopback port.
-struct Host {
+pub(crate) struct Host {
     child: Child,
-    address: String,
+    pub(crate) address: String,
     /// Base URL of the HTTP API, when started with `--http`.
     http: Option<String>,
+    /// The HTTP API's token, when started with `--http`.
+    token: Option<String>,
     /// UDP address, when started with `--udp`.
     udp: Option<String>,
 }
 
 impl Host {
     /// A host on an ephemeral port.
-    fn start(jsonl: &Path) -> Self {
+    pub(crate) fn start(jsonl: &Path) -> Self {
         Self::start_at(jsonl, "127.0.0.1:0")
     }
 
@@ -56,15 +57,48 @@ impl Host {
 
     /// A host on `address`, retrying while a crashed predecessor's port is
     /// still being released.
-    fn start_with(jsonl: &Path, address: &str, extra: &[&str]) -> Self {
+    pub(crate) fn start_with(jsonl: &Path, address: &str, extra: &[&str]) -> Self {
+        Self::launch(jsonl, address, extra, None)
+    }
+
+    /// A host on an ephemeral port whose process may have at most `files`
+    /// descriptors open (through util-linux's `prlimit`).
+    pub(crate) fn start_limited(jsonl: &Path, files: u32, extra: &[&str]) -> Self {
+        Self::launch(jsonl, "127.0.0.1:0", extra, Some(files))
+    }
+
+    fn launch(jsonl: &Path, address: &str, extra: &[&str], files: Option<u32>) -> Self {
         let deadline = Instant::now() + Duration::from_secs(10);
+        // With `--http` and no access flag of the test's own, the API
+        // gets a token file beside the results (created by the host).
+        let token_file = jsonl.with_file_name("http.token");
+        let access: Vec<&std::ffi::OsStr> = if extra.contains(&"--http")
+            && !extra
+                .iter()
+                .any(|a| a.starts_with("--http-token-file") || *a == "--http-allow-anonymous")
+        {
+            vec!["--http-token-file".as_ref(), token_file.as_os_str()]
+        } else {
+            Vec::new()
+        };
         loop {
-            let mut child = Command::new(env!("CARGO_BIN_EXE_latentcam-host"))
+            let mut command = match files {
+                Some(n) => {
+                    let mut c = Command::new("prlimit");
+                    c.arg(format!("--nofile={n}:{n}"))
+                        .arg("--")
+                        .arg(env!("CARGO_BIN_EXE_latentcam-host"));
+                    c
+                }
+                None => Command::new(env!("CARGO_BIN_EXE_latentcam-host")),
+            };
+            let mut child = command
                 .args(["serve", "--tcp", address, "--models"])
                 .arg(repo().join("models"))
                 .arg("--jsonl")
                 .arg(jsonl)
                 .args(extra)
+                .args(&access)
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
                 .stderr(Stdio::piped())
@@ -89,10 +123,17 @@ impl Host {
                 let _ = tx.send(None);
             });
             if let Ok(Some((address, http, udp))) = rx.recv_timeout(Duration::from_secs(60)) {
+                let token = (!access.is_empty()).then(|| {
+                    std::fs::read_to_string(&token_file)
+                        .unwrap()
+                        .trim()
+                        .to_owned()
+                });
                 return Self {
                     child,
                     address,
                     http,
+                    token,
                     udp,
                 };
             }
@@ -111,8 +152,27 @@ impl Host {
         assert!(ok);
     }
 
+    /// The host's process id.
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Base URL of the HTTP API (started with `--http`).
+    pub(crate) fn http(&self) -> &str {
+        self.http.as_deref().expect("HTTP API address")
+    }
+
+    /// A client of the HTTP API with the host's token (started with
+    /// `--http` and no access flag of the test's own).
+    pub(crate) fn api(&self) -> common::http::Api {
+        common::http::Api {
+            base: self.http.clone().expect("HTTP API address"),
+            token: self.token.clone().expect("HTTP API token"),
+        }
+    }
+
     /// SIGTERM, then wait for a clean exit.
-    fn stop(mut self) {
+    pub(crate) fn stop(mut self) {
         self.signal("-TERM");
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
@@ -140,7 +200,7 @@ impl Drop for Host {
 }
 
 /// An edge configuration replaying `input` to `address` over TCP.
-fn edge_config(input: &Path, address: &str, spool: &Path, device: &str) -> EdgeConfig {
+pub(crate) fn edge_config(input: &Path, address: &str, spool: &Path, device: &str) -> EdgeConfig {
     let mut c = EdgeConfig::default();
     c.device.id = device.to_owned();
     c.model.dir = repo().join("models");
@@ -153,7 +213,7 @@ fn edge_config(input: &Path, address: &str, spool: &Path, device: &str) -> EdgeC
 }
 
 /// Runs the edge pipeline in a thread.
-fn run_edge(config: EdgeConfig, max_frames: u64) -> thread::JoinHandle<Report> {
+pub(crate) fn run_edge(config: EdgeConfig, max_frames: u64) -> thread::JoinHandle<Report> {
     thread::spawn(move || {
         let stop = Arc::new(AtomicBool::new(false));
         let (parts, mut settings) = assemble::open_all(&config, Arc::clone(&stop)).unwrap();
@@ -164,7 +224,7 @@ fn run_edge(config: EdgeConfig, max_frames: u64) -> thread::JoinHandle<Report> {
 }
 
 /// The result lines of a results file.
-fn results(jsonl: &Path) -> Vec<Value> {
+pub(crate) fn results(jsonl: &Path) -> Vec<Value> {
     std::fs::read_to_string(jsonl)
         .unwrap_or_default()
         .lines()
@@ -172,7 +232,7 @@ fn results(jsonl: &Path) -> Vec<Value> {
         .collect()
 }
 
-fn seqs_of(lines: &[Value], device: &str) -> Vec<u64> {
+pub(crate) fn seqs_of(lines: &[Value], device: &str) -> Vec<u64> {
     lines
         .iter()
         .filter(|l| l["device"] == device)
@@ -180,7 +240,7 @@ fn seqs_of(lines: &[Value], device: &str) -> Vec<u64> {
         .collect()
 }
 
-fn wait_for_lines(jsonl: &Path, n: usize) {
+pub(crate) fn wait_for_lines(jsonl: &Path, n: usize) {
     let deadline = Instant::now() + Duration::from_secs(60);
     while results(jsonl).len() < n {
         assert!(Instant::now() < deadline, "fewer than {n} results arrived");
@@ -319,25 +379,7 @@ fn a_host_crash_loses_and_repeats_nothing() {
 // ----------------------------------------------------------- hostile peers
 
 fn hello(model_id: &str, protocol: u16) -> Vec<u8> {
-    frame::encode_to_vec(&Message::Hello(Hello {
-        protocol,
-        device_id: "intruder",
-        firmware_version: "0",
-        model: ModelIdentity {
-            model_id,
-            encoder_sha256: [0; 32],
-            latent_dim: 1280,
-            preprocessing: "x",
-        },
-        backend: "tract",
-        codec: Codec::U8Affine,
-        auth: AuthOffer {
-            scheme: AuthScheme::None,
-            key_id: "",
-            device_nonce: [0; 16],
-        },
-    }))
-    .unwrap()
+    common::hello_frame("intruder", model_id, [0; 32], protocol)
 }
 
 /// What the host sends back before closing: (Welcome status, Bye reason).
@@ -446,41 +488,28 @@ fn hostile_peers_lose_only_their_own_connection() {
 
 // ------------------------------------------------------- HTTP and live page
 
-/// A minimal HTTP GET over a std socket (the API is plain HTTP/1.1).
-fn get(base: &str, path: &str) -> (u16, String) {
-    request(base, "GET", path, "")
+/// An authenticated GET: status and body.
+fn get(api: &common::http::Api, path: &str) -> (u16, String) {
+    let answer = api.get(path);
+    (answer.status, answer.text())
 }
 
-fn request(base: &str, method: &str, path: &str, body: &str) -> (u16, String) {
-    request_bytes(base, method, path, "application/json", body.as_bytes())
+/// An authenticated POST of JSON: status and body.
+fn request(api: &common::http::Api, method: &str, path: &str, body: &str) -> (u16, String) {
+    request_bytes(api, method, path, "application/json", body.as_bytes())
 }
 
+/// An authenticated POST: status and body.
 fn request_bytes(
-    base: &str,
+    api: &common::http::Api,
     method: &str,
     path: &str,
     content_type: &str,
     body: &[u8],
 ) -> (u16, String) {
-    let authority = base.trim_start_matches("http://").trim_end_matches('/');
-    let mut stream = TcpStream::connect(authority).unwrap();
-    write!(
-        stream,
-        "{method} {path} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\
-         Content-Type: {content_type}\r\nContent-Length: {}\r\n\r\n",
-        body.len()
-    )
-    .unwrap();
-    stream.write_all(body).unwrap();
-    let mut response = Vec::new();
-    stream.read_to_end(&mut response).unwrap();
-    let response = String::from_utf8_lossy(&response);
-    let status = response[9..12].parse().unwrap();
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    (status, body)
+    assert_eq!(method, "POST");
+    let answer = api.post(path, content_type, body);
+    (answer.status, answer.text())
 }
 
 #[test]
@@ -493,28 +522,28 @@ fn api_metrics_and_the_live_page_in_headless_chromium() {
         "127.0.0.1:0",
         &["--http", "127.0.0.1:0", "--index", &index, "--anomaly"],
     );
-    let base = host.http.clone().expect("HTTP API address");
+    let api = host.api();
     let originals = repo().join("models/efficientnet-lite0/fixtures/originals");
     let mut config = edge_config(&originals, &host.address, &dir.join("spool"), "porch");
     config.source.unpaced = true;
     let report = run_edge(config, 100).join().unwrap();
     assert_eq!(report.encoded, 3);
 
-    let (status, body) = get(&base, "/api/devices");
+    let (status, body) = get(&api, "/api/devices");
     assert_eq!(status, 200);
     let devices: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(devices["devices"][0]["id"], "porch");
     assert_eq!(devices["devices"][0]["record"]["latents"], 3);
-    let (status, body) = get(&base, "/api/devices/porch/latest");
+    let (status, body) = get(&api, "/api/devices/porch/latest");
     assert_eq!(status, 200);
     let latest: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(latest["seq"], 2);
     assert_eq!(latest["heads"]["search"]["indexed"], 3);
-    let (status, _) = get(&base, "/api/devices/nobody/latest");
+    let (status, _) = get(&api, "/api/devices/nobody/latest");
     assert_eq!(status, 404);
 
     // Frames like a stored one: itself first.
-    let (status, body) = get(&base, "/api/search?device=porch&seq=1&k=2");
+    let (status, body) = get(&api, "/api/search?device=porch&seq=1&k=2");
     assert_eq!(status, 200, "{body}");
     let hits: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(hits["hits"][0]["seq"], 1);
@@ -522,7 +551,7 @@ fn api_metrics_and_the_live_page_in_headless_chromium() {
     assert_eq!(hits["hits"].as_array().unwrap().len(), 2);
     // By a latent; a wrong dimension is a clear 400.
     let query = serde_json::to_string(&json!({"latent": vec![0.5f32; 1280], "k": 3})).unwrap();
-    let (status, body) = request(&base, "POST", "/api/search", &query);
+    let (status, body) = request(&api, "POST", "/api/search", &query);
     assert_eq!(status, 200, "{body}");
     assert_eq!(
         serde_json::from_str::<Value>(&body).unwrap()["hits"]
@@ -531,9 +560,9 @@ fn api_metrics_and_the_live_page_in_headless_chromium() {
             .len(),
         3
     );
-    let (status, body) = request(&base, "POST", "/api/search", r#"{"latent": [1, 2, 3]}"#);
+    let (status, body) = request(&api, "POST", "/api/search", r#"{"latent": [1, 2, 3]}"#);
     assert_eq!(status, 400, "{body}");
-    let (status, metrics) = get(&base, "/metrics");
+    let (status, metrics) = get(&api, "/metrics");
     assert_eq!(status, 200);
     assert!(
         metrics.contains("latentcam_latents_total{device=\"porch\"} 3"),
@@ -542,7 +571,9 @@ fn api_metrics_and_the_live_page_in_headless_chromium() {
     assert!(metrics.contains("latentcam_head_runs_total{head=\"imagenet\"} 3"));
 
     // The live page renders the device and its latest top label in a real
-    // browser (Debian's chromium, headless; scripts/setup.sh installs it).
+    // browser (Debian's chromium, headless; scripts/setup.sh installs it),
+    // which logs in through the form first: the login page submits a token
+    // given after `#` in its address.
     let top_label = latest["heads"]["imagenet"][0]["label"]
         .as_str()
         .unwrap()
@@ -556,7 +587,7 @@ fn api_metrics_and_the_live_page_in_headless_chromium() {
             "--virtual-time-budget=5000",
             "--dump-dom",
         ])
-        .arg(&base)
+        .arg(format!("{}login#token={}", api.base, api.token))
         .stderr(Stdio::null())
         .output()
         .expect("chromium is needed for the live-page test: apt-get install chromium");
@@ -695,14 +726,14 @@ fn photos_enrolled_and_searched_over_http() {
             index.to_str().unwrap(),
         ],
     );
-    let base = host.http.clone().expect("HTTP API address");
+    let api = host.api();
     let fixtures = repo().join("models/efficientnet-lite0/fixtures");
     // Enrol 224×224 crops (PNG) while the host runs; the devices will send
     // the full photos (JPEG) they were cut from.
     for (label, crop) in [("fish", "HappyFish.png"), ("squirrel", "squirrel_cls.png")] {
         let photo = std::fs::read(fixtures.join("crops").join(crop)).unwrap();
         let (status, body) = request_bytes(
-            &base,
+            &api,
             "POST",
             &format!("/api/enroll?label={label}"),
             "image/png",
@@ -714,7 +745,7 @@ fn photos_enrolled_and_searched_over_http() {
     }
     // Bad uploads get a clear refusal and change nothing.
     let (status, body) = request_bytes(
-        &base,
+        &api,
         "POST",
         "/api/enroll?label=noise",
         "image/jpeg",
@@ -723,7 +754,7 @@ fn photos_enrolled_and_searched_over_http() {
     assert_eq!(status, 400, "{body}");
     assert!(body.contains("JPEG or PNG"), "{body}");
     let crop = std::fs::read(fixtures.join("crops/butterfly.png")).unwrap();
-    let (status, _) = request_bytes(&base, "POST", "/api/enroll", "image/png", &crop);
+    let (status, _) = request_bytes(&api, "POST", "/api/enroll", "image/png", &crop);
     assert_eq!(status, 400, "a label is required");
 
     let originals = fixtures.join("originals");
@@ -743,8 +774,7 @@ fn photos_enrolled_and_searched_over_http() {
 
     // Search by photo: the butterfly's own frame comes first.
     let photo = std::fs::read(originals.join("butterfly.jpg")).unwrap();
-    let (status, body) =
-        request_bytes(&base, "POST", "/api/search/image?k=3", "image/jpeg", &photo);
+    let (status, body) = request_bytes(&api, "POST", "/api/search/image?k=3", "image/jpeg", &photo);
     assert_eq!(status, 200, "{body}");
     let hits: Value = serde_json::from_str(&body).unwrap();
     eprintln!("search by image: {hits}");
@@ -754,7 +784,7 @@ fn photos_enrolled_and_searched_over_http() {
     let best = hits["hits"][0]["similarity"].as_f64().unwrap();
     let next = hits["hits"][1]["similarity"].as_f64().unwrap();
     assert!(best > 0.95 && next < 0.6, "{hits}");
-    let (status, _) = request_bytes(&base, "POST", "/api/search/image", "image/jpeg", b"");
+    let (status, _) = request_bytes(&api, "POST", "/api/search/image", "image/jpeg", b"");
     assert_eq!(status, 400);
     host.stop();
 

@@ -2,6 +2,7 @@
 
 pub mod edge;
 pub mod fashion;
+pub mod http;
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -56,4 +57,38 @@ pub fn idx(name: &str) -> (Vec<usize>, Vec<u8>) {
     let data = bytes[4 + 4 * dims..].to_vec();
     assert_eq!(data.len(), shape.iter().product::<usize>());
     (shape, data)
+}
+
+/// A `Hello` frame of a device `device_id` running `model_id` (an encoder
+/// file with SHA-256 `sha`, 1280 dimensions, U8Affine) in `protocol`.
+#[allow(dead_code)]
+pub fn hello_frame(device_id: &str, model_id: &str, sha: [u8; 32], protocol: u16) -> Vec<u8> {
+    use latentcam_wire::{AuthOffer, AuthScheme, Codec, Hello, Message, ModelIdentity, frame};
+    frame::encode_to_vec(&Message::Hello(Hello {
+        protocol,
+        device_id,
+        firmware_version: "0",
+        model: ModelIdentity {
+            model_id,
+            encoder_sha256: sha,
+            latent_dim: 1280,
+            preprocessing: "x",
+        },
+        backend: "tract",
+        codec: Codec::U8Affine,
+        auth: AuthOffer {
+            scheme: AuthScheme::None,
+            key_id: "",
+            device_nonce: [0; 16],
+        },
+    }))
+    .unwrap()
+}
+
+/// The encoder SHA-256 a real device of the shipped model announces.
+#[allow(dead_code)]
+pub fn encoder_sha() -> [u8; 32] {
+    let manifest = latentcam_firmware::manifest::Manifest::load(repo().join("models")).unwrap();
+    let file = manifest.files.iter().find(|f| f.role == "encoder").unwrap();
+    hex::decode(&file.sha256).unwrap().try_into().unwrap()
 }
