@@ -136,7 +136,12 @@ fn forged_sequence_numbers_change_nothing_for_the_real_camera() {
             "seq {forged}"
         );
         assert!(
-            !answer.iter().any(|m| matches!(m, Seen::Ack(_))),
+            // (Acks of the real camera's progress may reach the forger's
+            // connection under its id: without authentication the host
+            // cannot tell the two apart.)
+            !answer
+                .iter()
+                .any(|m| matches!(m, Seen::Ack(up_to) if *up_to >= forged)),
             "a refused latent is never acknowledged (seq {forged})"
         );
     }
@@ -298,17 +303,22 @@ fn floods_of_idle_connections_and_new_ids_leave_the_camera_served() {
     config.device.heartbeat_seconds = 0.5;
     let edge = run_edge(config, 40);
 
-    let mut busy = 0;
-    let mut timed_out = 0;
+    // Refusals are written a bounded number at a time; a connection
+    // arriving while that many are in flight (a loaded machine) is closed
+    // unanswered rather than costing the host more.
+    let (mut busy, mut unanswered, mut timed_out) = (0, 0, 0);
     for s in idle.iter_mut() {
         let answer = read_all(s, Duration::from_secs(20));
         match (welcome_status(&answer), bye_reason(&answer)) {
             (Some(WelcomeStatus::Busy), _) => busy += 1,
+            (None, None) => unanswered += 1,
             (Some(WelcomeStatus::Accepted), Some(ByeReason::Timeout)) => timed_out += 1,
             other => panic!("unexpected answer to an idle socket: {other:?}"),
         }
     }
-    assert_eq!((busy, timed_out), (200 - 64, 64));
+    assert_eq!(timed_out, 64, "the per-address limit held exactly");
+    assert_eq!(busy + unanswered, 200 - 64);
+    assert!(busy >= 64, "refused connections are told Busy ({busy})");
 
     // 5 000 made-up ids (a few connections from the flood address, each
     // saying Hello until the host answers Busy): the registry stops at
