@@ -528,13 +528,24 @@ pub fn serve_until(
         // Only the ingests hold the queue now: when they end, the worker
         // drains it and ends.
         drop(job_tx);
+        // Poll `stop` once first: the signal handlers it installs must be in
+        // place before a supervisor hears that the host listens, or a
+        // SIGTERM sent right then kills the host instead of stopping it.
+        let mut stop = std::pin::pin!(stop);
+        let stopped = tokio::select! {
+            biased;
+            () = &mut stop => true,
+            () = std::future::ready(()) => false,
+        };
         // Logged last: everything is bound when a supervisor sees this.
         match listening.address(IngestKind::Tcp) {
             Some(local) => tracing::info!("listening on {local}"),
             None => tracing::info!("listening"),
         }
         ready(&listening);
-        stop.await;
+        if !stopped {
+            stop.await;
+        }
         tracing::info!("shutting down");
         let _ = stop_tx.send(true);
         for task in tasks {
