@@ -11,7 +11,7 @@ cd "$(dirname "$0")/../wire/fuzz"
 source ../../scripts/steps.sh
 seconds="${1:-60}"
 if [ "$seconds" = 0 ]; then echo "fuzz: skipped"; exit 0; fi
-targets=(stream_decoder codecs)
+targets=(stream_decoder codecs handshake)
 
 step "fuzz: build ${targets[*]} (nightly, cargo-fuzz, address sanitizer)"
 cargo +nightly fuzz build

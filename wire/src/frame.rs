@@ -138,6 +138,36 @@ pub fn encode_to_vec(message: &Message<'_>) -> Result<alloc::vec::Vec<u8>, Frame
     Ok(buf)
 }
 
+/// Writes `kind ‖ body` of `message` (no version, CRC or COBS) into `out`
+/// and returns its length: the plaintext of a [`crate::Sealed`] message.
+pub fn encode_inner(message: &Message<'_>, out: &mut [u8]) -> Result<usize, FrameError> {
+    message.validate()?;
+    let (kind, body) = out.split_first_mut().ok_or(FrameError::BufferTooSmall)?;
+    *kind = message.kind() as u8;
+    Ok(1 + message.serialize_body(body)?.len())
+}
+
+/// `kind ‖ body` of `message` in a new vector (see [`encode_inner`]).
+#[cfg(feature = "alloc")]
+pub fn encode_inner_to_vec(message: &Message<'_>) -> Result<alloc::vec::Vec<u8>, FrameError> {
+    let mut buf = alloc::vec![0u8; MAX_FRAME_LEN];
+    let len = encode_inner(message, &mut buf)?;
+    buf.truncate(len);
+    Ok(buf)
+}
+
+/// Decodes `kind ‖ body` (the plaintext of a [`crate::Sealed`] message). A
+/// sealed message never holds another `Sealed` or a `Handshake`
+/// ([`FrameError::Undecodable`]).
+pub fn decode_inner(inner: &[u8]) -> Result<Message<'_>, FrameError> {
+    let (&kind, body) = inner.split_first().ok_or(FrameError::TooShort)?;
+    let message = Message::deserialize_body(kind, body)?;
+    match message {
+        Message::Sealed(_) | Message::Handshake(_) => Err(FrameError::Undecodable),
+        m => Ok(m),
+    }
+}
+
 /// Checks CRC and version of a raw (unstuffed) frame and decodes its message.
 fn parse_raw(raw: &[u8]) -> Result<Message<'_>, FrameError> {
     if raw.len() < RAW_OVERHEAD {

@@ -27,6 +27,12 @@ pub const MAX_TEXT_LEN: usize = 128;
 pub const MAX_PAYLOAD_LEN: usize = 16 * 1024;
 /// Maximum length in bytes of a MAC or an authentication proof.
 pub const MAX_MAC_LEN: usize = 32;
+/// Maximum length in bytes of a Noise handshake message ([`Handshake`]).
+pub const MAX_HANDSHAKE_LEN: usize = 256;
+/// Maximum length in bytes of a [`Sealed`] ciphertext: the largest message
+/// (a [`Latent`] with a full payload) with its kind byte and the 16-byte
+/// AEAD tag, so every message can travel sealed.
+pub const MAX_SEALED_LEN: usize = MAX_PAYLOAD_LEN + 100;
 /// Length in bytes of the nonces of the challenge/response handshake.
 pub const NONCE_LEN: usize = 16;
 /// Largest sequence number a device may use (2^53 − 1). Receivers refuse a
@@ -97,6 +103,11 @@ pub enum MessageKind {
     Ack = 6,
     /// [`Bye`], either way, orderly end of a session.
     Bye = 7,
+    /// [`Handshake`], either way, one Noise handshake message.
+    Handshake = 8,
+    /// [`Sealed`], either way, one message encrypted and authenticated with
+    /// the session's keys.
+    Sealed = 9,
 }
 
 impl MessageKind {
@@ -110,6 +121,8 @@ impl MessageKind {
             5 => Self::Heartbeat,
             6 => Self::Ack,
             7 => Self::Bye,
+            8 => Self::Handshake,
+            9 => Self::Sealed,
             _ => return None,
         })
     }
@@ -172,8 +185,12 @@ byte_enum! {
         /// No authentication.
         None = 0,
         /// Pre-shared-key challenge/response with HMAC-SHA-256 and per-frame
-        /// MACs (see SPEC.md, "Authentication").
+        /// MACs. Reserved and never implemented: superseded by `NoiseIk`
+        /// (see SPEC.md, "Authentication and encryption").
         PskHmacSha256 = 1,
+        /// `Noise_IK_25519_ChaChaPoly_BLAKE2s`: mutual authentication with
+        /// per-device static keys, then every message [`Sealed`].
+        NoiseIk = 2,
     }
 }
 
@@ -317,6 +334,25 @@ pub struct Latent<'a> {
     pub mac: &'a [u8],
 }
 
+/// One Noise handshake message, either way (SPEC.md, section 7).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Handshake<'a> {
+    /// The handshake message; at most [`MAX_HANDSHAKE_LEN`] bytes.
+    pub payload: &'a [u8],
+}
+
+/// One message encrypted and authenticated with the session's transport
+/// keys, either way (SPEC.md, section 7).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Sealed<'a> {
+    /// The AEAD nonce: counts the sender's sealed messages of this session
+    /// from 0; a receiver refuses a counter it has seen.
+    pub counter: u64,
+    /// `kind ‖ body` of the inner message, encrypted, with its 16-byte tag;
+    /// at most [`MAX_SEALED_LEN`] bytes.
+    pub ciphertext: &'a [u8],
+}
+
 /// Inference latency statistics over the last heartbeat interval.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct LatencyStats {
@@ -394,6 +430,10 @@ pub enum Message<'a> {
     Ack(Ack),
     /// See [`Bye`].
     Bye(Bye<'a>),
+    /// See [`Handshake`].
+    Handshake(Handshake<'a>),
+    /// See [`Sealed`].
+    Sealed(Sealed<'a>),
 }
 
 fn check(field: &'static str, len: usize, max: usize) -> Result<(), FrameError> {
@@ -415,6 +455,8 @@ impl<'a> Message<'a> {
             Message::Heartbeat(_) => MessageKind::Heartbeat,
             Message::Ack(_) => MessageKind::Ack,
             Message::Bye(_) => MessageKind::Bye,
+            Message::Handshake(_) => MessageKind::Handshake,
+            Message::Sealed(_) => MessageKind::Sealed,
         }
     }
 
@@ -441,6 +483,8 @@ impl<'a> Message<'a> {
             }
             Message::Heartbeat(_) | Message::Ack(_) => Ok(()),
             Message::Bye(b) => check("detail", b.detail.len(), MAX_TEXT_LEN),
+            Message::Handshake(h) => check("handshake", h.payload.len(), MAX_HANDSHAKE_LEN),
+            Message::Sealed(s) => check("ciphertext", s.ciphertext.len(), MAX_SEALED_LEN),
         }
     }
 
@@ -454,6 +498,8 @@ impl<'a> Message<'a> {
             Message::Heartbeat(m) => postcard::to_slice(m, out),
             Message::Ack(m) => postcard::to_slice(m, out),
             Message::Bye(m) => postcard::to_slice(m, out),
+            Message::Handshake(m) => postcard::to_slice(m, out),
+            Message::Sealed(m) => postcard::to_slice(m, out),
         };
         result.map_err(|_| FrameError::BufferTooSmall)
     }
@@ -476,6 +522,8 @@ impl<'a> Message<'a> {
             MessageKind::Heartbeat => Message::Heartbeat(take(body)?),
             MessageKind::Ack => Message::Ack(take(body)?),
             MessageKind::Bye => Message::Bye(take(body)?),
+            MessageKind::Handshake => Message::Handshake(take(body)?),
+            MessageKind::Sealed => Message::Sealed(take(body)?),
         };
         message.validate()?;
         Ok(message)

@@ -64,6 +64,54 @@ fn golden_bye() {
     check(bye(), "000301070d075349475445524db730a02000");
 }
 
+#[test]
+fn golden_handshake() {
+    check(
+        handshake(),
+        "00380108305e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5efff9bcb500",
+    );
+}
+
+#[test]
+fn golden_sealed() {
+    check(sealed(), "00070109ac0207c1037a1101039b6d03fdf900");
+}
+
+/// A sealed latent with the largest payload still fits a frame.
+#[test]
+fn largest_latent_fits_sealed() {
+    let payload = vec![0x55; MAX_PAYLOAD_LEN];
+    let mac = [0x77; MAX_MAC_LEN];
+    let latent = Message::Latent(Latent {
+        seq: MAX_SEQ,
+        capture_us: u64::MAX,
+        frame_width: u32::MAX,
+        frame_height: u32::MAX,
+        codec: Codec::F32,
+        payload: &payload,
+        mac: &mac,
+    });
+    let inner = frame::encode_inner_to_vec(&latent).unwrap();
+    let ciphertext = vec![0xEE; inner.len() + 16];
+    assert!(ciphertext.len() <= MAX_SEALED_LEN, "{}", ciphertext.len());
+    let sealed = Message::Sealed(Sealed {
+        counter: u64::MAX,
+        ciphertext: &ciphertext,
+    });
+    let mut datagram = encode(&sealed);
+    assert_eq!(frame::decode_datagram(&mut datagram).unwrap(), sealed);
+    assert_eq!(frame::decode_inner(&inner).unwrap(), latent);
+}
+
+#[test]
+fn inner_messages_never_nest() {
+    for message in [handshake(), sealed()] {
+        let inner = frame::encode_inner_to_vec(&message).unwrap();
+        assert_eq!(frame::decode_inner(&inner), Err(FrameError::Undecodable));
+    }
+    assert_eq!(frame::decode_inner(&[]), Err(FrameError::TooShort));
+}
+
 /// The framed sizes quoted in SPEC.md and the README for a 1280-dim latent.
 #[test]
 fn latent_1280_framed_sizes() {

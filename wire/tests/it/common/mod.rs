@@ -100,6 +100,19 @@ pub fn bye() -> Message<'static> {
     })
 }
 
+pub fn handshake() -> Message<'static> {
+    Message::Handshake(Handshake {
+        payload: &[0x5E; 48],
+    })
+}
+
+pub fn sealed() -> Message<'static> {
+    Message::Sealed(Sealed {
+        counter: 300,
+        ciphertext: &[0xC1, 0x00, 0x7A, 0x11, 0x00, 0x00, 0x9B],
+    })
+}
+
 pub fn all() -> Vec<Message<'static>> {
     vec![
         hello(),
@@ -109,6 +122,8 @@ pub fn all() -> Vec<Message<'static>> {
         heartbeat(),
         ack(),
         bye(),
+        handshake(),
+        sealed(),
     ]
 }
 
