@@ -3,7 +3,8 @@
 #
 #   sudo ./install.sh
 #
-# Then edit /etc/latentcam/edge.toml (host address, camera, device id),
+# Then edit /etc/latentcam/edge.toml (host address, camera, device id, and
+# the device key for an authenticated link: its [link] section says how),
 # check it as the service user, and start the service:
 #
 #   sudo -u latentcam latentcam-edge doctor --config /etc/latentcam/edge.toml

@@ -7,14 +7,15 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
-use latentcam_wire::Codec;
+use latentcam_secure::{KeyError, StaticKey};
+use latentcam_wire::{AuthScheme, Codec};
 
 use crate::backoff::Backoff;
 use crate::config::EdgeConfig;
 use crate::encoder::{self, Backend, Encoder, EncoderError, EncoderOptions, Precision};
 use crate::link::{
-    FileLink, FsyncPolicy, Link, LinkError, MqttConfig, MqttLink, SerialConfig, SerialLink,
-    TcpConfig, TcpLink, UdpLink,
+    FileLink, FsyncPolicy, Link, LinkError, MqttConfig, MqttLink, SecureLink, SerialConfig,
+    SerialLink, TcpConfig, TcpLink, UdpLink,
 };
 use crate::manifest::{Manifest, ManifestError, default_models_dir};
 use crate::pipeline::{Parts, Settings};
@@ -55,6 +56,28 @@ pub enum AssembleError {
     /// A configuration value the schema accepts but this build cannot use.
     #[error("{0}")]
     Config(String),
+    /// The device's private key (`[link] key_file`) could not be used.
+    #[error("[link] key_file: {problem}{}", key_fix(problem))]
+    DeviceKey {
+        /// Why, naming the file (part of the message, so not a `source`).
+        problem: KeyError,
+    },
+}
+
+/// What to do about a key file that cannot be used (a readable key's error
+/// already says `chmod 600`).
+fn key_fix(error: &KeyError) -> &'static str {
+    match error {
+        KeyError::Permissions { .. } => "",
+        KeyError::Io { source, .. } if source.kind() == std::io::ErrorKind::PermissionDenied => {
+            " (the key must belong to the user the edge runs as: \
+             `chown latentcam: FILE`, mode 0600)"
+        }
+        _ => {
+            " (create the device key with `latentcam-edge keygen --out FILE`, then register \
+             the public key it prints on the host: `latentcam-host keys add DEVICE-ID PUBLIC-KEY`)"
+        }
+    }
 }
 
 /// The models directory the configuration names, or the default lookup.
@@ -188,8 +211,33 @@ pub fn open_source(
     Ok(source)
 }
 
-/// Opens the configured link.
+/// Opens the configured link; with `[link] host_key` and `key_file` set,
+/// wrapped in a [`SecureLink`] holding the device's key.
 pub fn open_link(config: &EdgeConfig) -> Result<Box<dyn Link + Send>, AssembleError> {
+    let Some(auth) = config
+        .link
+        .auth()
+        .map_err(|e| AssembleError::Config(e.to_string()))?
+    else {
+        return open_plain_link(config);
+    };
+    // The key first: a missing key should not cost a serial port's open.
+    let device =
+        StaticKey::load(&auth.key_file).map_err(|problem| AssembleError::DeviceKey { problem })?;
+    let link = open_plain_link(config)?;
+    Ok(Box::new(SecureLink::new(link, device, auth.host_key)?))
+}
+
+/// The authentication the `Hello` offers for this configuration.
+pub fn auth_scheme(config: &EdgeConfig) -> AuthScheme {
+    if config.link.auth().ok().flatten().is_some() {
+        AuthScheme::NoiseIk
+    } else {
+        AuthScheme::None
+    }
+}
+
+fn open_plain_link(config: &EdgeConfig) -> Result<Box<dyn Link + Send>, AssembleError> {
     let l = &config.link;
     Ok(match l.kind.as_str() {
         "tcp" => Box::new(TcpLink::new(TcpConfig::new(&l.address))?),
@@ -248,6 +296,7 @@ pub fn open_all(
     settings.queue = config.source.queue;
     settings.lossless = config.source.unpaced && config.source.kind == "replay";
     settings.heartbeat = Duration::from_secs_f64(config.device.heartbeat_seconds);
+    settings.auth = auth_scheme(config);
     Ok((
         Parts {
             source,

@@ -168,6 +168,67 @@ pub struct LinkConfig {
     pub path: PathBuf,
     /// Serial baud rate.
     pub baud: u32,
+    /// The host's static public key (64 hexadecimal digits). With
+    /// `key_file`, every session is authenticated both ways and encrypted
+    /// (Noise IK; tcp and serial links only); empty: no authentication.
+    pub host_key: String,
+    /// This device's private key file, written by `latentcam-edge keygen
+    /// --out FILE` (mode 0600); set together with `host_key`.
+    pub key_file: PathBuf,
+}
+
+/// The keys of an authenticated link (`[link] host_key` and `key_file`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LinkAuth {
+    /// The host's static public key.
+    pub host_key: latentcam_secure::PublicKey,
+    /// This device's private key file.
+    pub key_file: PathBuf,
+}
+
+impl LinkConfig {
+    /// The authentication keys, `None` when neither is set. Both or neither
+    /// must be set, on a tcp or serial link, and `host_key` must be a
+    /// public key; the error names the key and the fix.
+    pub fn auth(&self) -> Result<Option<LinkAuth>, ConfigError> {
+        let host_key = self.host_key.trim();
+        let key_file = &self.key_file;
+        match (host_key.is_empty(), key_file.as_os_str().is_empty()) {
+            (true, true) => return Ok(None),
+            (false, true) => {
+                return Err(invalid(
+                    "link.key_file",
+                    "\"\"",
+                    "[link] host_key is set, so key_file must name this device's private key \
+                     (create it with `latentcam-edge keygen --out /etc/latentcam/device.key`)",
+                ));
+            }
+            (true, false) => {
+                return Err(invalid(
+                    "link.host_key",
+                    "\"\"",
+                    "[link] key_file is set, so host_key must be the host's public key \
+                     (64 hexadecimal digits, from the host's administrator)",
+                ));
+            }
+            (false, false) => {}
+        }
+        if !matches!(self.kind.as_str(), "tcp" | "serial") {
+            return Err(invalid(
+                "link.host_key",
+                format!("(set, with link.kind = {:?})", self.kind),
+                "authentication is implemented for tcp and serial links; see the README \
+                 security section",
+            ));
+        }
+        let host_key = host_key
+            .parse()
+            .map_err(|e| invalid("link.host_key", format!("{host_key:?}"), format!("{e}")))?;
+        Ok(Some(LinkAuth {
+            host_key,
+            key_file: key_file.clone(),
+        }))
+    }
 }
 
 impl Default for LinkConfig {
@@ -177,6 +238,8 @@ impl Default for LinkConfig {
             address: "127.0.0.1:7878".into(),
             path: PathBuf::new(),
             baud: 921_600,
+            host_key: String::new(),
+            key_file: PathBuf::new(),
         }
     }
 }
@@ -362,6 +425,7 @@ impl EdgeConfig {
         if self.link.kind == "mqtt" {
             self.validate_mqtt()?;
         }
+        self.link.auth()?;
         if self.spool.max_megabytes == 0 {
             return Err(invalid("spool.max_megabytes", 0, "at least 1"));
         }
@@ -527,5 +591,73 @@ mod tests {
         // The password never shows in the rendered configuration.
         let config = mqtt("[mqtt]\nusername = \"cam\"\npassword = \"s3cret\"\n").unwrap();
         assert!(!config.to_toml().contains("s3cret"));
+    }
+
+    #[test]
+    fn secure_link_keys_come_in_pairs_on_tcp_and_serial_only() {
+        let key = latentcam_secure::StaticKey::from_private([7; 32])
+            .public()
+            .to_string();
+        let link = |body: &str| parse(&format!("[link]\n{body}"));
+        assert_eq!(link("").unwrap().link.auth().unwrap(), None);
+        let config = link(&format!(
+            "host_key = \"{key}\"\nkey_file = \"/etc/latentcam/device.key\"\n"
+        ))
+        .unwrap();
+        let auth = config.link.auth().unwrap().unwrap();
+        assert_eq!(auth.host_key.to_string(), key);
+        assert_eq!(auth.key_file, Path::new("/etc/latentcam/device.key"));
+        // Rendered and parsed again, the keys stay.
+        assert_eq!(parse(&config.to_toml()).unwrap(), config);
+        let serial = format!(
+            "kind = \"serial\"\npath = \"/dev/ttyAMA0\"\nhost_key = \"{key}\"\nkey_file = \"k\"\n"
+        );
+        assert!(link(&serial).unwrap().link.auth().unwrap().is_some());
+
+        for (body, key_named, hint) in [
+            (
+                format!("host_key = \"{key}\"\n"),
+                "link.key_file",
+                "latentcam-edge keygen --out",
+            ),
+            (
+                "key_file = \"k\"\n".to_owned(),
+                "link.host_key",
+                "public key",
+            ),
+            (
+                "host_key = \"abc\"\nkey_file = \"k\"\n".to_owned(),
+                "link.host_key",
+                "64 hexadecimal digits",
+            ),
+            (
+                format!("host_key = \"zz{}\"\nkey_file = \"k\"\n", &key[2..]),
+                "link.host_key",
+                "64 hexadecimal digits",
+            ),
+        ] {
+            let err = link(&body).unwrap_err().to_string();
+            assert!(
+                err.contains(key_named) && err.contains(hint),
+                "{body}: {err}"
+            );
+        }
+        for kind in [
+            "kind = \"udp\"\n",
+            "kind = \"file\"\npath = \"rec.bin\"\n",
+            "kind = \"mqtt\"\naddress = \"broker\"\n",
+        ] {
+            let err = parse(&format!(
+                "[device]\nid = \"cam\"\n[link]\n{kind}host_key = \"{key}\"\nkey_file = \"k\"\n"
+            ))
+            .unwrap_err()
+            .to_string();
+            assert!(
+                err.contains("link.host_key")
+                    && err.contains("implemented for tcp and serial links")
+                    && err.contains("README security section"),
+                "{kind}: {err}"
+            );
+        }
     }
 }

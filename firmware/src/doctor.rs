@@ -4,9 +4,11 @@
 //! Checks follow the configuration (the same file and flags as a run): the
 //! model file and its SHA-256, the inference backend, the frame source
 //! (camera device and formats, or the replay input), the serial port's
-//! permissions, the host's reachability and its answer to a real `Hello`,
-//! the clock, free disk for the spool, CPU temperature and (on a Raspberry
-//! Pi) under-voltage and throttling, and the status LED's GPIO chip.
+//! permissions, the device key (`[link] key_file`), the host's reachability
+//! and its answer to a real `Hello` (through the Noise handshake when
+//! `[link] host_key` is set), the clock, free disk for the spool, CPU
+//! temperature and (on a Raspberry Pi) under-voltage and throttling, and the
+//! status LED's GPIO chip.
 
 use std::fmt;
 use std::io::{ErrorKind, Read, Write};
@@ -14,12 +16,14 @@ use std::net::{TcpStream, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use latentcam_secure::{KeyError, PublicKey, StaticKey};
 use latentcam_wire::frame::{self, MAX_FRAME_LEN};
-use latentcam_wire::{Bye, ByeReason, FrameDecoder, Message, WelcomeStatus};
+use latentcam_wire::{AuthScheme, Bye, ByeReason, FrameDecoder, Message, WelcomeStatus};
 
 use crate::assemble;
-use crate::config::EdgeConfig;
+use crate::config::{EdgeConfig, LinkAuth};
 use crate::encoder::{Encoder, EncoderInfo};
+use crate::link::{Incoming, Link, SecureLink, TcpConfig, TcpLink};
 
 /// How a check came out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -107,7 +111,15 @@ pub fn run(config: &EdgeConfig) -> Vec<Check> {
             "check [link] path (ls /dev/ttyUSB* /dev/ttyACM* /dev/ttyAMA*)",
         ));
     }
-    checks.push(check_link(config, encoder.as_ref().map(|e| e.info())));
+    let key = match config.link.auth() {
+        Ok(Some(auth)) => {
+            let (check, key) = check_device_key(&auth);
+            checks.push(check);
+            key.map(|device| (device, auth.host_key))
+        }
+        _ => None,
+    };
+    checks.push(check_link(config, encoder.as_ref().map(|e| e.info()), key));
     checks.push(check_clock());
     checks.push(check_spool_disk(config));
     checks.push(check_temperature(Path::new("/sys/class/thermal")));
@@ -314,12 +326,64 @@ fn check_device_file(name: &'static str, path: &Path, group: &str, fix_missing: 
     }
 }
 
-fn check_link(config: &EdgeConfig, info: Option<&EncoderInfo>) -> Check {
+/// Loads the device key named by `[link] key_file`.
+fn check_device_key(auth: &LinkAuth) -> (Check, Option<StaticKey>) {
+    match StaticKey::load(&auth.key_file) {
+        Ok(key) => (
+            Check::ok(
+                "keys",
+                format!(
+                    "device key {} (public {}); the host must hold {}",
+                    auth.key_file.display(),
+                    key.public(),
+                    auth.host_key
+                ),
+            ),
+            Some(key),
+        ),
+        Err(e) => {
+            let fix = match &e {
+                KeyError::Permissions { path, .. } => format!(
+                    "chmod 600 {0}; chown it to the service user (chown latentcam: {0})",
+                    path.display()
+                ),
+                KeyError::Io { source, .. } if source.kind() == ErrorKind::PermissionDenied => {
+                    format!(
+                        "chown the key to the service user: chown latentcam: {}",
+                        auth.key_file.display()
+                    )
+                }
+                _ => format!(
+                    "latentcam-edge keygen --out {} prints the public key to register on the \
+                     host (latentcam-host keys add DEVICE-ID PUBLIC-KEY)",
+                    auth.key_file.display()
+                ),
+            };
+            (Check::fail("keys", e.to_string(), fix), None)
+        }
+    }
+}
+
+fn check_link(
+    config: &EdgeConfig,
+    info: Option<&EncoderInfo>,
+    key: Option<(StaticKey, PublicKey)>,
+) -> Check {
     let address = &config.link.address;
+    let keyed = !config.link.host_key.trim().is_empty();
     match config.link.kind.as_str() {
-        "tcp" => match info {
-            Some(info) => check_host(config, info),
-            None => match connect(address) {
+        "tcp" => match (info, key) {
+            (Some(info), Some((device, host))) => check_host_secure(config, info, device, host),
+            (Some(_), None) if keyed => match connect(address) {
+                Ok(_) => Check::warn(
+                    "host",
+                    format!("{address} accepts connections; no handshake without the device key"),
+                    "fix the device key first (see keys above), then run doctor again",
+                ),
+                Err(check) => check,
+            },
+            (Some(info), None) => check_host(config, info),
+            (None, _) => match connect(address) {
                 Ok(_) => Check::warn(
                     "host",
                     format!("{address} accepts connections; no handshake without a model"),
@@ -360,6 +424,11 @@ fn check_link(config: &EdgeConfig, info: Option<&EncoderInfo>) -> Check {
                 )
             }
         }
+        "serial" if keyed => Check::ok(
+            "host",
+            "serial link: the host answers once the device streams (see the serial line \
+             above); its Noise handshake is not checked here",
+        ),
         "serial" => Check::ok(
             "host",
             "serial link: the host answers once the device streams (see the serial line above)",
@@ -424,18 +493,10 @@ fn check_host(config: &EdgeConfig, info: &EncoderInfo) -> Check {
         Ok(s) => s,
         Err(check) => return check,
     };
-    let codec = match assemble::codec(config) {
-        Ok(c) => c,
-        Err(e) => return Check::fail("host", e.to_string(), "fix [model] codec"),
+    let hello = match hello_for(config, info, AuthScheme::None) {
+        Ok(h) => h,
+        Err(check) => return check,
     };
-    let preprocessing_id = crate::manifest::Manifest::load(assemble::models_dir(config))
-        .map(|m| m.preprocessing.id)
-        .unwrap_or_default();
-    let hello =
-        match crate::pipeline::hello_frame(info, &config.device.id, &preprocessing_id, codec) {
-            Ok(h) => h,
-            Err(e) => return Check::fail("host", e.to_string(), "fix [device] id"),
-        };
     let _ = stream.set_read_timeout(Some(Duration::from_millis(200)));
     if let Err(e) = stream.write_all(&hello) {
         return Check::fail(
@@ -494,6 +555,119 @@ fn check_host(config: &EdgeConfig, info: &EncoderInfo) -> Check {
             "is a latentcam host listening there (and not another service)?",
         )
     })
+}
+
+/// The handshake a run makes on an authenticated link: `Hello` and the
+/// Noise IK handshake through [`SecureLink`], the host's sealed `Welcome`,
+/// then a sealed `Bye`.
+fn check_host_secure(
+    config: &EdgeConfig,
+    info: &EncoderInfo,
+    device: StaticKey,
+    host: PublicKey,
+) -> Check {
+    let address = &config.link.address;
+    let device_public = *device.public();
+    let hello = match hello_for(config, info, AuthScheme::NoiseIk) {
+        Ok(h) => h,
+        Err(check) => return check,
+    };
+    let mut tcp = TcpConfig::new(address);
+    tcp.connect_timeout = Duration::from_secs(3);
+    let mut link = match TcpLink::new(tcp).and_then(|tcp| SecureLink::new(tcp, device, host)) {
+        Ok(link) => link,
+        Err(e) => return Check::fail("host", e.to_string(), "check [link] address (host:port)"),
+    };
+    if let Err(e) = link.reconnect().and_then(|()| link.send(&hello)) {
+        return Check::fail(
+            "host",
+            e.to_string(),
+            "start `latentcam-host serve` there, check [link] address and any firewall between",
+        );
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut welcome = None;
+    let mut lost = None;
+    while welcome.is_none() && lost.is_none() && Instant::now() < deadline {
+        match link.poll_incoming(Duration::from_millis(200)) {
+            Ok(messages) => {
+                welcome = messages
+                    .into_iter()
+                    .find(|m| matches!(m, Incoming::Welcome { .. }));
+            }
+            Err(e) => lost = Some(e),
+        }
+    }
+    let check = match welcome {
+        Some(Incoming::Welcome {
+            status: WelcomeStatus::Accepted,
+            host_id,
+            acked,
+            ..
+        }) => {
+            let acked = acked.map_or("nothing yet".to_owned(), |a| format!("up to seq {a}"));
+            Check::ok(
+                "host",
+                format!(
+                    "{address}: host {host_id:?} proved its key (Noise IK) and accepted device \
+                     {:?} (holds {acked})",
+                    config.device.id
+                ),
+            )
+        }
+        Some(Incoming::Welcome { status, reason, .. }) => {
+            let fix = if matches!(
+                status,
+                WelcomeStatus::AuthFailed | WelcomeStatus::AuthRequired
+            ) {
+                format!(
+                    "register this device on the host (latentcam-host keys add {} {device_public}) \
+                     and check that [link] host_key is that host's public key",
+                    config.device.id
+                )
+            } else {
+                "the host and device must share the model (same manifest and encoder file) \
+                 and protocol version"
+                    .to_owned()
+            };
+            Check::fail(
+                "host",
+                format!(
+                    "{address}: refused ({status:?}): {}",
+                    latentcam_wire::printable(&reason)
+                ),
+                fix,
+            )
+        }
+        _ => Check::fail(
+            "host",
+            match lost {
+                Some(e) => format!("{address}: connection lost during the handshake: {e}"),
+                None => format!("{address}: connected, but no Welcome within 5 s of the handshake"),
+            },
+            "is a latentcam host with authentication listening there (and not another service)? \
+             Its log says why it dropped this device",
+        ),
+    };
+    if let Ok(bye) = frame::encode_to_vec(&Message::Bye(Bye {
+        reason: ByeReason::Shutdown,
+        detail: "doctor check done",
+    })) {
+        // Sealed, and only sent if the session was established.
+        let _ = link.send(&bye);
+    }
+    check
+}
+
+/// The `Hello` a run would send, or the check that says why there is none.
+fn hello_for(config: &EdgeConfig, info: &EncoderInfo, auth: AuthScheme) -> Result<Vec<u8>, Check> {
+    let codec = assemble::codec(config)
+        .map_err(|e| Check::fail("host", e.to_string(), "fix [model] codec"))?;
+    let preprocessing_id = crate::manifest::Manifest::load(assemble::models_dir(config))
+        .map(|m| m.preprocessing.id)
+        .unwrap_or_default();
+    crate::pipeline::hello_frame_offering(info, &config.device.id, &preprocessing_id, codec, auth)
+        .map_err(|e| Check::fail("host", e.to_string(), "fix [device] id"))
 }
 
 /// 2025-01-01: a clock before this was never set.

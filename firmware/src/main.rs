@@ -92,6 +92,13 @@ struct RunArgs {
     /// Config `[link]` baud (serial).
     #[arg(long)]
     baud: Option<u32>,
+    /// Config `[link]` host_key: the host's public key (64 hex digits);
+    /// with --key-file, sessions are authenticated and encrypted.
+    #[arg(long)]
+    host_key: Option<String>,
+    /// Config `[link]` key_file: this device's private key (see `keygen`).
+    #[arg(long)]
+    key_file: Option<PathBuf>,
     /// Config `[mqtt]` site: the site level of the device's MQTT topics.
     #[arg(long)]
     mqtt_site: Option<String>,
@@ -164,6 +171,8 @@ impl RunArgs {
         set(&mut c.link.address, &self.address);
         set(&mut c.link.path, &self.link_path);
         set(&mut c.link.baud, &self.baud);
+        set(&mut c.link.host_key, &self.host_key);
+        set(&mut c.link.key_file, &self.key_file);
         set(&mut c.mqtt.site, &self.mqtt_site);
         set(&mut c.mqtt.username, &self.mqtt_username);
         set(&mut c.mqtt.ack_timeout_seconds, &self.mqtt_ack_timeout);
@@ -220,6 +229,15 @@ enum Command {
         /// The configuration file.
         #[arg(long, short)]
         config: PathBuf,
+    },
+    /// Create this device's key pair: the private key goes to a new file
+    /// (mode 0600, never overwritten), the public key is printed on stdout
+    /// for registering on the host (`latentcam-host keys add DEVICE-ID
+    /// PUBLIC-KEY`). Point `[link] key_file` at the file.
+    Keygen {
+        /// The private key file to create, e.g. /etc/latentcam/device.key.
+        #[arg(long, short)]
+        out: PathBuf,
     },
     /// Encode image files (JPEG/PNG, or directories of them) into a recording
     /// the host can read: a Hello, then one latent per image.
@@ -283,6 +301,18 @@ fn main() -> anyhow::Result<()> {
             }
         }
         Command::Run(args) => return run(args.as_ref()),
+        Command::Keygen { out } => {
+            let public = latentcam_firmware::link::secure::keygen(&out)
+                .context("creating this device's key (latentcam-edge keygen)")?;
+            println!("{public}");
+            eprintln!(
+                "wrote this device's private key to {} (mode 0600; it never leaves the device)\n\
+                 next: on the host, `latentcam-host keys add <DEVICE-ID> {public}`;\n\
+                 here, [link] key_file = \"{}\" and host_key = \"<the host's public key>\"",
+                out.display(),
+                out.display()
+            );
+        }
         Command::CheckConfig { config } => {
             let config = EdgeConfig::load(&config)?;
             let models = if config.model.dir.as_os_str().is_empty() {

@@ -12,12 +12,16 @@
 //! | serial line (`linux-embedded-hal`) | [`serial`] | both | reopens the device |
 //! | recording file | [`file`](mod@file) | device → file | reopens the file |
 //!
+//! [`SecureLink`] ([`secure`]) wraps a TCP or serial link and authenticates
+//! and encrypts its sessions (Noise IK, `[link] host_key` and `key_file`).
+//!
 //! A link never blocks the pipeline for long: sends carry write timeouts and a
 //! link that is down answers [`LinkError::Down`] at once, so the caller keeps
 //! the frame in its spool and tries again later ([`LinkError::is_transient`]).
 
 pub mod file;
 pub mod mqtt;
+pub mod secure;
 pub mod serial;
 pub mod tcp;
 pub mod udp;
@@ -33,6 +37,7 @@ use latentcam_wire::{
 pub use crate::backoff::Backoff;
 pub use file::{FileLink, FsyncPolicy};
 pub use mqtt::{MqttConfig, MqttLink};
+pub use secure::SecureLink;
 pub use serial::{DEFAULT_BAUD, SerialConfig, SerialLink};
 pub use tcp::{TcpConfig, TcpLink};
 pub use udp::UdpLink;
@@ -54,6 +59,13 @@ pub trait Link {
     /// ignoring any backoff schedule.
     fn reconnect(&mut self) -> Result<(), LinkError>;
 
+    /// Closes the current connection, if any, without opening a new one
+    /// ([`SecureLink`] ends a connection whose peer failed authentication
+    /// this way); [`Link::reconnect`] opens the next. The default does
+    /// nothing: UDP, file and MQTT links hold no connection to a host that
+    /// could be closed here.
+    fn disconnect(&mut self) {}
+
     /// True while the link holds an open connection, socket, port or file.
     fn is_connected(&self) -> bool;
 
@@ -72,6 +84,45 @@ pub trait Link {
 
     /// A one-line description for logs, e.g. `tcp://10.0.0.2:7878 (connected)`.
     fn describe(&self) -> String;
+}
+
+/// A boxed link is a link, so wrappers such as [`SecureLink`] take either.
+impl<L: Link + ?Sized> Link for Box<L> {
+    fn send(&mut self, frame: &[u8]) -> Result<(), LinkError> {
+        (**self).send(frame)
+    }
+
+    fn poll_incoming(&mut self, timeout: Duration) -> Result<Vec<Incoming>, LinkError> {
+        (**self).poll_incoming(timeout)
+    }
+
+    fn reconnect(&mut self) -> Result<(), LinkError> {
+        (**self).reconnect()
+    }
+
+    fn disconnect(&mut self) {
+        (**self).disconnect()
+    }
+
+    fn is_connected(&self) -> bool {
+        (**self).is_connected()
+    }
+
+    fn is_bidirectional(&self) -> bool {
+        (**self).is_bidirectional()
+    }
+
+    fn set_hello(&mut self, frame: Vec<u8>) {
+        (**self).set_hello(frame)
+    }
+
+    fn stats(&self) -> LinkStats {
+        (**self).stats()
+    }
+
+    fn describe(&self) -> String {
+        (**self).describe()
+    }
 }
 
 /// Counters kept by every link.
@@ -122,6 +173,18 @@ pub enum Incoming {
         /// Human-readable detail.
         detail: String,
     },
+    /// One Noise handshake message (plain), read by [`SecureLink`].
+    Handshake {
+        /// The handshake message.
+        payload: Vec<u8>,
+    },
+    /// A sealed message, opened by [`SecureLink`].
+    Sealed {
+        /// Its counter (the AEAD nonce).
+        counter: u64,
+        /// The encrypted inner message with its tag.
+        ciphertext: Vec<u8>,
+    },
     /// A well-formed message that a host should not send to a device
     /// (e.g. a `Latent`); the caller may log it.
     Unexpected {
@@ -147,6 +210,13 @@ impl Incoming {
             Message::Bye(b) => Incoming::Bye {
                 reason: b.reason,
                 detail: b.detail.to_owned(),
+            },
+            Message::Handshake(h) => Incoming::Handshake {
+                payload: h.payload.to_vec(),
+            },
+            Message::Sealed(s) => Incoming::Sealed {
+                counter: s.counter,
+                ciphertext: s.ciphertext.to_vec(),
             },
             other => Incoming::Unexpected { kind: other.kind() },
         }
@@ -251,7 +321,7 @@ pub(crate) fn is_disconnect(kind: io::ErrorKind) -> bool {
 }
 
 /// Largest host → device frame a link accepts; `Welcome`, the largest, is
-/// well under 512 bytes.
+/// well under 512 bytes, sealed or not.
 const INCOMING_FRAME_LIMIT: usize = 1024;
 
 /// Decodes the host → device byte stream of a bidirectional link.

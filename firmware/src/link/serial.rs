@@ -266,6 +266,10 @@ impl Link for SerialLink {
         Ok(())
     }
 
+    fn disconnect(&mut self) {
+        self.port = None;
+    }
+
     fn is_connected(&self) -> bool {
         self.port.is_some()
     }

@@ -278,6 +278,15 @@ impl Link for TcpLink {
         self.connect_now()
     }
 
+    /// Closes the connection; a later `send` connects again only after the
+    /// backoff (as after a failure), `reconnect` at once.
+    fn disconnect(&mut self) {
+        if let Some(stream) = self.stream.take() {
+            let _ = stream.shutdown(Shutdown::Both);
+            self.next_attempt = Some(Instant::now() + self.config.backoff.next_delay());
+        }
+    }
+
     fn is_connected(&self) -> bool {
         self.stream.is_some()
     }

@@ -115,6 +115,10 @@ pub struct Settings {
     pub lossless: bool,
     /// Delays between connection attempts.
     pub reconnect: Backoff,
+    /// Authentication offered in `Hello`: [`AuthScheme::NoiseIk`] when the
+    /// link is a [`crate::link::SecureLink`] (`[link] host_key` set),
+    /// otherwise [`AuthScheme::None`].
+    pub auth: AuthScheme,
 }
 
 impl Settings {
@@ -133,6 +137,7 @@ impl Settings {
             max_frames: None,
             lossless: false,
             reconnect: Backoff::default(),
+            auth: AuthScheme::None,
         }
     }
 }
@@ -278,12 +283,27 @@ struct Captured {
     at: Instant,
 }
 
-/// The `Hello` a device sends for an encoder, codec and id.
+/// The `Hello` a device sends for an encoder, codec and id, offering no
+/// authentication (see [`hello_frame_offering`]).
 pub fn hello_frame(
     info: &EncoderInfo,
     device_id: &str,
     preprocessing_id: &str,
     codec: Codec,
+) -> Result<Vec<u8>, PipelineError> {
+    hello_frame_offering(info, device_id, preprocessing_id, codec, AuthScheme::None)
+}
+
+/// The `Hello` a device sends, offering authentication `auth`
+/// ([`AuthScheme::NoiseIk`] on a [`crate::link::SecureLink`]). The offer
+/// carries no key id and a zero nonce: with Noise IK the handshake that
+/// follows identifies the device and brings its own fresh keys.
+pub fn hello_frame_offering(
+    info: &EncoderInfo,
+    device_id: &str,
+    preprocessing_id: &str,
+    codec: Codec,
+    auth: AuthScheme,
 ) -> Result<Vec<u8>, PipelineError> {
     let hello = Message::Hello(Hello {
         protocol: latentcam_wire::PROTOCOL_VERSION.into(),
@@ -298,7 +318,7 @@ pub fn hello_frame(
         backend: info.backend.name(),
         codec,
         auth: AuthOffer {
-            scheme: AuthScheme::None,
+            scheme: auth,
             key_id: "",
             device_nonce: [0; NONCE_LEN],
         },
@@ -343,11 +363,12 @@ pub fn run(
         link,
         spool,
     } = parts;
-    let hello = hello_frame(
+    let hello = hello_frame_offering(
         encoder.info(),
         &settings.device_id,
         &settings.preprocessing_id,
         settings.codec,
+        settings.auth,
     )?;
     // Fail before starting threads if the codec cannot carry this latent.
     settings
@@ -466,10 +487,11 @@ pub fn run(
 /// Runs only the link side of the pipeline — `Hello`/`Welcome`, spool,
 /// `Ack`s, re-sends, heartbeats: the same session [`run`] uses — over
 /// latents produced elsewhere. `hello` is the `Hello` frame to send (see
-/// [`hello_frame`]). Returns when `latents` disconnects or `stop` becomes
-/// true, after draining like [`run`] (up to [`Settings::drain_timeout`]
-/// for acknowledgements, then `Bye` and a spool sync). Latents still queued
-/// in `latents` when `stop` is seen are not taken.
+/// [`hello_frame_offering`]). Returns when `latents` disconnects or `stop`
+/// becomes true, after draining like [`run`] (up to
+/// [`Settings::drain_timeout`] for acknowledgements, then `Bye` and a spool
+/// sync). Latents still queued in `latents` when `stop` is seen are not
+/// taken.
 pub fn run_link(
     link: Box<dyn Link + Send>,
     spool: Option<Spool>,

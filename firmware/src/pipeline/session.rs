@@ -438,9 +438,16 @@ impl<'a> Session<'a> {
             }
             Incoming::Welcome { status, reason, .. } => {
                 self.report.refusals += 1;
+                let fix = match status {
+                    WelcomeStatus::AuthFailed | WelcomeStatus::AuthRequired => {
+                        "check [link] host_key and key_file, and that the host lists this \
+                         device's public key"
+                    }
+                    _ => "fix the model or configuration on one side",
+                };
                 tracing::error!(
-                    "host refused this device ({status:?}): {} — fix the model or \
-                     configuration on one side; retrying every {REFUSED_RETRY:?}",
+                    "host refused this device ({status:?}): {} — {fix}; retrying every \
+                     {REFUSED_RETRY:?}",
                     latentcam_wire::printable(&reason)
                 );
                 self.report.last_refusal = Some(reason);

@@ -12,5 +12,6 @@ mod links;
 mod mqtt;
 mod picture;
 mod pipeline;
+mod secure;
 mod sources;
 mod spool;
