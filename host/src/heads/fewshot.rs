@@ -60,6 +60,11 @@ pub const UNKNOWN: &str = "unknown";
 /// documentation for how it was chosen).
 pub const DEFAULT_THRESHOLD: f32 = 0.5;
 
+/// Most examples a store holds, all labels together (51 MB of latents at
+/// 1280 dimensions, and a classification scans them all). Enrolment beyond
+/// it is refused with a message saying so; the file cannot grow further.
+pub const MAX_EXAMPLES: usize = 10_000;
+
 /// Enrolled examples: label → L2-normalised latents.
 #[derive(Debug, Clone, PartialEq)]
 pub struct FewShotStore {
@@ -139,22 +144,13 @@ impl FewShotStore {
         dim: usize,
     ) -> Result<(Self, Option<PathBuf>), HeadError> {
         let path = path.as_ref();
-        match Self::load_or_default(path, dim) {
-            Err(HeadError::Damaged { reason, .. }) => {
-                let aside = state_file::quarantine(path).map_err(|source| HeadError::Io {
-                    path: path.to_path_buf(),
-                    source,
-                })?;
-                tracing::error!(
-                    "few-shot store {} is damaged ({reason}); moved it to {} and starting with \
-                     an empty store (enrol again, or inspect the moved file)",
-                    path.display(),
-                    aside.display()
-                );
-                Ok((Self::new(dim)?, Some(aside)))
-            }
-            other => other.map(|store| (store, None)),
-        }
+        state_file::open_or_quarantine(
+            path,
+            "few-shot store",
+            "starting with an empty store (enrol again, or inspect the moved file)",
+            || Self::load_or_default(path, dim),
+            || Self::new(dim),
+        )
     }
 
     /// Writes the store (see the module documentation for the format),
@@ -176,6 +172,13 @@ impl FewShotStore {
                 expected: self.dim,
                 got: latent.len(),
             });
+        }
+        let held: usize = self.labels.values().map(|v| v.len() / self.dim).sum();
+        if held >= MAX_EXAMPLES {
+            return Err(HeadError::Invalid(format!(
+                "the few-shot store holds {held} examples, its limit ({MAX_EXAMPLES}); enrol \
+                 into a new store file, or fewer examples per label"
+            )));
         }
         let unit = unit_vector(latent)?;
         let examples = self.labels.entry(label.to_owned()).or_default();
@@ -671,6 +674,18 @@ mod tests {
         store.add("x", &[1.0, -0.1, 0.0]).unwrap();
         store.add("y", &[0.0, 2.0, 0.0]).unwrap();
         store
+    }
+
+    #[test]
+    fn enrolment_stops_at_the_store_limit() {
+        let mut store = FewShotStore::new(2).unwrap();
+        for i in 0..MAX_EXAMPLES {
+            let label = if i % 2 == 0 { "a" } else { "b" };
+            store.add(label, &[1.0, i as f32]).unwrap();
+        }
+        let err = store.add("c", &[1.0, 0.5]).unwrap_err().to_string();
+        assert!(err.contains("limit"), "{err}");
+        assert_eq!(store.len(), 2, "the refused label was not created");
     }
 
     #[test]

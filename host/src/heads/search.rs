@@ -57,9 +57,12 @@
 //! not finite) can be found. Records are not synced one by one: a power
 //! cut can lose the latest ones (the results file, not the index, is what
 //! acknowledgements wait for). Loading a file with more records than
-//! `capacity` keeps the newest `capacity`; the file itself is never
-//! shortened except for a torn tail. Only one process may have a file open
-//! at a time (records from two writers would interleave).
+//! `capacity` keeps the newest `capacity`. Once the file holds `2 ×
+//! capacity` records it is rewritten with the `capacity` vectors the index
+//! holds (a new file synced and renamed over the old one, in format 2), so
+//! its size stays bounded and the rewriting costs one record written per
+//! record added, amortised. Only one process may have a file open at a
+//! time (records from two writers would interleave).
 
 use std::cmp::Ordering;
 use std::collections::{BinaryHeap, HashMap};
@@ -211,6 +214,8 @@ struct Log {
     /// Bytes of complete records (and header): where the next record goes.
     len: u64,
     format: Format,
+    /// Records in the file (the index holds the newest `capacity` of them).
+    records: u64,
 }
 
 /// An exact cosine top-k index over latents. See the [module
@@ -229,6 +234,8 @@ pub struct LatentIndex {
     by_id: HashMap<(u32, u64), usize>,
     log: Option<Log>,
     repaired_bytes: u64,
+    /// Records read from the file at open.
+    loaded_records: u64,
 }
 
 impl LatentIndex {
@@ -258,6 +265,7 @@ impl LatentIndex {
             by_id: HashMap::new(),
             log: None,
             repaired_bytes: 0,
+            loaded_records: 0,
         })
     }
 
@@ -328,7 +336,11 @@ impl LatentIndex {
             file,
             len,
             format,
+            records: index.loaded_records,
         });
+        if index.loaded_records >= index.compact_at() {
+            index.compact()?;
+        }
         Ok(index)
     }
 
@@ -343,22 +355,13 @@ impl LatentIndex {
         capacity: usize,
     ) -> Result<(Self, Option<PathBuf>), HeadError> {
         let path = path.as_ref();
-        match Self::open(path, dim, capacity) {
-            Err(HeadError::Damaged { reason, .. }) => {
-                let aside = state_file::quarantine(path).map_err(|source| HeadError::Io {
-                    path: path.to_path_buf(),
-                    source,
-                })?;
-                tracing::error!(
-                    "similarity index {} is damaged ({reason}); moved it to {} and starting an \
-                     empty index",
-                    path.display(),
-                    aside.display()
-                );
-                Ok((Self::open(path, dim, capacity)?, Some(aside)))
-            }
-            other => other.map(|index| (index, None)),
-        }
+        state_file::open_or_quarantine(
+            path,
+            "similarity index",
+            "starting an empty index",
+            || Self::open(path, dim, capacity),
+            || Self::open(path, dim, capacity),
+        )
     }
 
     /// Reads the header and records of an existing file into the index;
@@ -496,6 +499,7 @@ impl LatentIndex {
                 return bad(e.to_string());
             }
             self.insert(device, seq, capture_us, &latent);
+            self.loaded_records += 1;
             offset += record_len;
         }
     }
@@ -583,9 +587,98 @@ impl LatentIndex {
                 });
             }
             log.len += record.len() as u64;
+            log.records += 1;
         }
         self.insert(device, seq, capture_us, &unit);
+        if self
+            .log
+            .as_ref()
+            .is_some_and(|log| log.records >= self.compact_at())
+        {
+            self.compact()?;
+        }
         Ok(true)
+    }
+
+    /// Records in the file at which it is rewritten with only what the
+    /// index holds: twice the capacity, so the file stays below
+    /// `2 × capacity` records and rewriting costs one record per record
+    /// added, amortised.
+    fn compact_at(&self) -> u64 {
+        (self.capacity as u64).saturating_mul(2)
+    }
+
+    /// Rewrites the file with the vectors the index holds, oldest first, in
+    /// the current format: a new file beside it, synced, renamed over it and
+    /// the directory synced, so a crash leaves either the old file or the
+    /// new one. Appending continues on the new file.
+    fn compact(&mut self) -> Result<(), HeadError> {
+        let Some(log) = &self.log else {
+            return Ok(());
+        };
+        let path = log.path.clone();
+        let tmp = path.with_extension("compacting");
+        let io_err = |p: &Path| {
+            let p = p.to_path_buf();
+            move |source| HeadError::Io { path: p, source }
+        };
+        let order: Vec<usize> = if self.entries.len() < self.capacity {
+            (0..self.entries.len()).collect()
+        } else {
+            (self.oldest..self.capacity).chain(0..self.oldest).collect()
+        };
+        let mut out = std::io::BufWriter::with_capacity(
+            1 << 20,
+            OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .open(&tmp)
+                .map_err(io_err(&tmp))?,
+        );
+        let header = header_v2(self.dim);
+        out.write_all(&header).map_err(io_err(&tmp))?;
+        let mut len = header.len() as u64;
+        let mut record = Vec::with_capacity(Format::V2.record_len(MAX_ID_LEN, self.dim) as usize);
+        for &slot in &order {
+            let entry = self.entries[slot];
+            let device = &self.devices[entry.device as usize];
+            record.clear();
+            record.push(device.len() as u8);
+            record.extend_from_slice(device.as_bytes());
+            record.extend_from_slice(&entry.seq.to_le_bytes());
+            record.extend_from_slice(&entry.capture_us.to_le_bytes());
+            for v in self.vector(slot) {
+                record.extend_from_slice(&v.to_le_bytes());
+            }
+            let crc = crc32c(&record);
+            record.extend_from_slice(&crc.to_le_bytes());
+            out.write_all(&record).map_err(io_err(&tmp))?;
+            len += record.len() as u64;
+        }
+        let file = out.into_inner().map_err(|e| io_err(&tmp)(e.into_error()))?;
+        file.sync_all().map_err(io_err(&tmp))?;
+        std::fs::rename(&tmp, &path).map_err(io_err(&path))?;
+        state_file::sync_parent_dir(&path).map_err(io_err(&path))?;
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .map_err(io_err(&path))?;
+        file.seek(SeekFrom::End(0)).map_err(io_err(&path))?;
+        tracing::info!(
+            "similarity index {}: rewrote the file with the {} vectors it holds",
+            path.display(),
+            order.len()
+        );
+        self.log = Some(Log {
+            path,
+            file,
+            len,
+            format: Format::V2,
+            records: order.len() as u64,
+        });
+        Ok(())
     }
 
     /// Asks the operating system to put the file on disk (`fsync`). Records
@@ -880,6 +973,53 @@ mod tests {
     }
 
     #[test]
+    fn the_file_is_rewritten_before_it_holds_twice_the_capacity() {
+        let path = temp_path("compact");
+        let _ = std::fs::remove_file(&path);
+        let dim = 4;
+        let record = Format::V2.record_len("cam".len(), dim);
+        let mut index = LatentIndex::open(&path, dim, 5).unwrap();
+        for seq in 0..23u64 {
+            let v = axis(dim, seq as usize % dim, seq as f32 / 10.0);
+            assert!(index.add("cam", seq, seq * 10, &v).unwrap());
+            let size = std::fs::metadata(&path).unwrap().len();
+            assert!(size < HEADER_LEN + 10 * record, "seq {seq}: {size} bytes");
+            assert_eq!(size, index.log.as_ref().unwrap().len);
+        }
+        // 23 added: rewritten at 10 and 15 and 20 records, 8 now.
+        assert_eq!(index.log.as_ref().unwrap().records, 8);
+        let newest: Vec<u64> = (18..23).collect();
+        let held = |index: &LatentIndex| {
+            let mut seqs: Vec<u64> = index.entries.iter().map(|e| e.seq).collect();
+            seqs.sort_unstable();
+            seqs
+        };
+        assert_eq!(held(&index), newest);
+        drop(index);
+        let reopened = LatentIndex::open(&path, dim, 5).unwrap();
+        assert_eq!(
+            held(&reopened),
+            newest,
+            "the rewritten file holds the newest"
+        );
+        assert_eq!(reopened.repaired_bytes(), 0);
+        for seq in 18..23u64 {
+            let v = axis(dim, seq as usize % dim, seq as f32 / 10.0);
+            let stored = reopened.get("cam", seq).unwrap();
+            let unit = unit_vector(&v).unwrap();
+            assert_eq!(stored, &unit[..]);
+        }
+        // A file that already holds more is rewritten at open.
+        drop(reopened);
+        let small = LatentIndex::open(&path, dim, 2).unwrap();
+        assert_eq!(small.log.as_ref().unwrap().records, 2);
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().len(),
+            HEADER_LEN + 2 * record
+        );
+    }
+
+    #[test]
     fn finds_nearest_and_orders_by_similarity() {
         let mut index = LatentIndex::new(4, 10).unwrap();
         index.add("a", 0, 0, &axis(4, 0, 0.0)).unwrap();
@@ -966,11 +1106,18 @@ mod tests {
         assert_eq!(index.repaired_bytes(), 0);
         drop(index);
 
-        // Capacity 1 keeps the newest record only.
-        let small = LatentIndex::open(&path, 3, 1).unwrap();
+        // Capacity 1 keeps the newest record only (and, holding twice its
+        // capacity, the file is rewritten with it: on a copy here).
+        let copy = path.with_extension("copy");
+        std::fs::copy(&path, &copy).unwrap();
+        let small = LatentIndex::open(&copy, 3, 1).unwrap();
         assert!(small.get("cam-1", 5).is_none());
         assert!(small.get("cam-2", 6).is_some());
         drop(small);
+        assert_eq!(
+            std::fs::metadata(&copy).unwrap().len(),
+            HEADER_LEN + record_len
+        );
 
         // A torn final record is cut off and appending continues.
         let mut bytes = std::fs::read(&path).unwrap();

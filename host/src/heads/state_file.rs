@@ -13,6 +13,8 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use super::linear::HeadError;
+
 /// CRC-32C (Castagnoli), the checksum the wire format uses too, as a table
 /// built at compile time (the host crate does not pull in a CRC crate for
 /// two file formats).
@@ -131,6 +133,35 @@ pub fn quarantine(path: &Path) -> io::Result<PathBuf> {
     std::fs::rename(path, &aside)?;
     sync_parent_dir(path)?;
     Ok(aside)
+}
+
+/// Opens one of the host's own state files with `open`; if it is
+/// [`HeadError::Damaged`], moves it aside ([`quarantine`]), says so at
+/// ERROR (`what` names the file's role, `instead` what the host does now)
+/// and returns `fresh()` with where the damaged file went. Any other error
+/// (another model's file, an I/O failure) is returned as is.
+pub(crate) fn open_or_quarantine<T>(
+    path: &Path,
+    what: &str,
+    instead: &str,
+    open: impl FnOnce() -> Result<T, HeadError>,
+    fresh: impl FnOnce() -> Result<T, HeadError>,
+) -> Result<(T, Option<PathBuf>), HeadError> {
+    match open() {
+        Err(HeadError::Damaged { reason, .. }) => {
+            let aside = quarantine(path).map_err(|source| HeadError::Io {
+                path: path.to_path_buf(),
+                source,
+            })?;
+            tracing::error!(
+                "{what} {} is damaged ({reason}); moved it to {} and {instead}",
+                path.display(),
+                aside.display()
+            );
+            Ok((fresh()?, Some(aside)))
+        }
+        other => other.map(|value| (value, None)),
+    }
 }
 
 #[cfg(test)]
