@@ -198,6 +198,8 @@ pub fn run(
             index: None,
             fewshot: None,
             encoder: None,
+            // Host and edge on loopback in one process.
+            auth: Arc::new(crate::auth::HostAuth::none()),
         };
         let options = ServeOptions {
             ingests: vec![Box::new(ingest::tcp::TcpIngest {

@@ -3,6 +3,7 @@
 //! tests and benchmarks can use its parts.
 #![deny(missing_docs)]
 
+pub mod auth;
 pub mod classify;
 pub mod compare;
 pub mod demo;

@@ -8,7 +8,6 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use latentcam_firmware::manifest::{Manifest, default_models_dir};
-use latentcam_host::demo;
 use latentcam_host::encode::HostEncoder;
 use latentcam_host::heads::Head;
 use latentcam_host::heads::anomaly::{AnomalyHead, AnomalyOptions};
@@ -19,6 +18,7 @@ use latentcam_host::heads::trained;
 use latentcam_host::ingest::registry::RegistryLimits;
 use latentcam_host::ingest::{self, Limits, Registry, ServeOptions, http};
 use latentcam_host::recorder::{Recorder, RecorderConfig};
+use latentcam_host::{auth, demo};
 
 #[derive(Parser)]
 #[command(
@@ -129,6 +129,12 @@ enum Command {
         #[arg(long, default_value_os_t = default_models_dir())]
         models: PathBuf,
     },
+    /// Manage the keys of authenticated devices: the host's own key and
+    /// the devices allowed to connect (`serve --keys DIR`).
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
     /// Decode a recording (a latentcam frame stream on disk) and summarise it:
     /// messages by kind, devices, sequence gaps, frame errors.
     Inspect {
@@ -149,12 +155,71 @@ enum Command {
     },
 }
 
+/// The `keys` subcommands.
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Create the host's key (DIR/host.key, mode 0600) and print its public
+    /// half: every edge's `[link] host_key`. Never overwrites a key.
+    Init {
+        #[command(flatten)]
+        dir: KeyDir,
+    },
+    /// Print the host's public key.
+    Show {
+        #[command(flatten)]
+        dir: KeyDir,
+    },
+    /// Allow a device: register its public key (what `latentcam-edge
+    /// keygen` printed) under its device id, replacing any key it had.
+    Add {
+        /// The device id (the edge's `[device] id`).
+        device: String,
+        /// The device's public key, 64 hexadecimal digits.
+        public_key: latentcam_secure::PublicKey,
+        #[command(flatten)]
+        dir: KeyDir,
+    },
+    /// List the registered devices and their keys.
+    List {
+        #[command(flatten)]
+        dir: KeyDir,
+    },
+    /// Remove a device: its next connection is refused (a running host
+    /// reads the list at every handshake).
+    Revoke {
+        /// The device id.
+        device: String,
+        #[command(flatten)]
+        dir: KeyDir,
+    },
+}
+
+/// Where the host's keys live.
+#[derive(Debug, clap::Args)]
+struct KeyDir {
+    /// The key directory (holding host.key and devices).
+    #[arg(long, default_value = auth::DEFAULT_KEY_DIR)]
+    dir: PathBuf,
+}
+
 /// Options of `latentcam-host serve`.
 #[derive(Debug, clap::Args)]
 struct ServeArgs {
-    /// Address to listen on for devices.
+    /// Address to listen on for devices. Beyond loopback it needs `--keys`
+    /// (or `--allow-unauthenticated`).
     #[arg(long, default_value = "0.0.0.0:7878")]
     tcp: String,
+    /// Authenticate devices (TCP and serial) with the keys in this
+    /// directory (`keys init`, `keys add`); devices that do not
+    /// authenticate are refused.
+    #[arg(long)]
+    keys: Option<PathBuf>,
+    /// Admit devices that do not authenticate: with `--keys`, alongside
+    /// the ones that do; without it, on addresses beyond loopback. For a
+    /// trusted lab network only: anyone who reaches the host can send
+    /// latents as any device.
+    #[arg(long)]
+    allow_unauthenticated: bool,
     /// Address for the HTTP API, metrics and live page (off if absent);
     /// needs `--http-token-file` or `--http-allow-anonymous`.
     #[arg(long)]
@@ -366,6 +431,57 @@ fn load_manifest(models: &std::path::Path) -> anyhow::Result<Manifest> {
         .with_context(|| format!("loading the model manifest from {}", models.display()))
 }
 
+/// `latentcam-host keys …`.
+fn keys(command: KeysCommand) -> anyhow::Result<()> {
+    match command {
+        KeysCommand::Init {
+            dir: KeyDir { dir },
+        } => {
+            let public = auth::init(&dir)?;
+            eprintln!(
+                "wrote {}; give every edge this public key as [link] host_key:",
+                dir.join(auth::HOST_KEY_FILE).display()
+            );
+            println!("{public}");
+        }
+        KeysCommand::Show {
+            dir: KeyDir { dir },
+        } => println!("{}", auth::show(&dir)?),
+        KeysCommand::Add {
+            device,
+            public_key,
+            dir: KeyDir { dir },
+        } => match auth::add(&dir, &device, public_key)? {
+            Some(old) if old == public_key => {
+                println!("{device}: already registered with this key")
+            }
+            Some(old) => println!("{device}: replaced key {old} with {public_key}"),
+            None => println!("{device}: registered"),
+        },
+        KeysCommand::List {
+            dir: KeyDir { dir },
+        } => {
+            for (device, key) in auth::list(&dir)?.iter() {
+                println!("{key} {device}");
+            }
+        }
+        KeysCommand::Revoke {
+            device,
+            dir: KeyDir { dir },
+        } => {
+            if !auth::revoke(&dir, &device)? {
+                anyhow::bail!(
+                    "{device:?} is not registered in {} (see `latentcam-host keys list --dir {}`)",
+                    dir.join(auth::DEVICES_FILE).display(),
+                    dir.display()
+                );
+            }
+            println!("{device}: revoked; its next connection is refused");
+        }
+    }
+    Ok(())
+}
+
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Replay {
@@ -558,9 +674,12 @@ fn main() -> anyhow::Result<()> {
                 summary.jpeg_bytes / summary.latent_bytes.max(1.0)
             );
         }
+        Command::Keys { command } => keys(command)?,
         Command::Serve(args) => {
             let ServeArgs {
                 tcp,
+                keys,
+                allow_unauthenticated,
                 http,
                 http_token_file,
                 http_allow_anonymous,
@@ -599,6 +718,35 @@ fn main() -> anyhow::Result<()> {
                 .with_writer(std::io::stderr)
                 .with_target(false)
                 .init();
+            let mqtt_host = match &mqtt {
+                Some(url) => Some(
+                    ingest::mqtt::parse_url(url)
+                        .map_err(anyhow::Error::msg)
+                        .context("--mqtt")?
+                        .0,
+                ),
+                None => None,
+            };
+            let (auth, warnings) = auth::HostAuth::for_serve(
+                keys.as_deref(),
+                allow_unauthenticated,
+                &auth::Exposure {
+                    tcp: &tcp,
+                    udp: udp.as_deref(),
+                    mqtt: mqtt_host.as_deref(),
+                },
+            )?;
+            for warning in &warnings {
+                tracing::warn!("{warning}");
+            }
+            if let (Some(key), Some(dir)) = (auth.key(), &keys) {
+                let devices = auth::list(dir)?.len();
+                tracing::info!(
+                    "devices authenticate: host key {} ({devices} devices registered in {})",
+                    key.public(),
+                    dir.display()
+                );
+            }
             let http = match http {
                 None => None,
                 Some(address) => {
@@ -721,6 +869,7 @@ fn main() -> anyhow::Result<()> {
                     index: shared_index,
                     fewshot: shared_fewshot,
                     encoder,
+                    auth: std::sync::Arc::new(auth),
                 },
                 heads,
                 out,

@@ -60,6 +60,7 @@ pub fn replay<R: Read>(
         index: None,
         fewshot: None,
         encoder: None,
+        auth: Arc::new(crate::auth::HostAuth::none()),
     };
     let (tx, rx) = tokio::sync::mpsc::channel::<Job>(256);
     let worker = {

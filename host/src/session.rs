@@ -3,6 +3,8 @@
 use latentcam_firmware::manifest::Manifest;
 use latentcam_wire::{AuthScheme, Codec, Hello, PROTOCOL_VERSION, WelcomeStatus};
 
+use crate::auth::HostAuth;
+
 /// Why a `Hello` is refused: the status sent back in `Welcome` and a reason
 /// the device logs.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -14,8 +16,26 @@ pub struct Refusal {
     pub reason: String,
 }
 
-fn refuse(status: WelcomeStatus, reason: String) -> Result<(), Refusal> {
+fn refuse<T>(status: WelcomeStatus, reason: String) -> Result<T, Refusal> {
     Err(Refusal { status, reason })
+}
+
+/// What an acceptable `Hello` still needs before the device is admitted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Admit {
+    /// Nothing: the device is admitted now (no authentication).
+    Now,
+    /// The Noise handshake (wire/SPEC.md §7): the device's `Handshake`
+    /// must follow, and the key it proves must be the one registered for
+    /// its id.
+    AfterHandshake,
+}
+
+/// [`check_hello_for`] on a host that authenticates nobody
+/// ([`HostAuth::none`]): a device offering authentication is refused.
+pub fn check_hello(manifest: &Manifest, hello: &Hello<'_>) -> Result<(), Refusal> {
+    check_hello_for(manifest, hello, &HostAuth::none()).map(|_| ())
 }
 
 /// Accepts a `Hello` only if the device id is usable
@@ -23,8 +43,15 @@ fn refuse(status: WelcomeStatus, reason: String) -> Result<(), Refusal> {
 /// labels and file names) and the host can interpret the device's latents
 /// with this manifest's heads: same protocol, same model id, an encoder
 /// file the manifest lists (any precision or format of the model), the
-/// model's latent dimension and a codec this build decodes.
-pub fn check_hello(manifest: &Manifest, hello: &Hello<'_>) -> Result<(), Refusal> {
+/// model's latent dimension and a codec this build decodes — and if its
+/// authentication offer suits `auth`: scheme `None` is refused by a host
+/// that requires authentication, scheme `NoiseIk` by a host without a key,
+/// and any other scheme always (never implemented; no downgrade).
+pub fn check_hello_for(
+    manifest: &Manifest,
+    hello: &Hello<'_>,
+    auth: &HostAuth,
+) -> Result<Admit, Refusal> {
     if !latentcam_wire::valid_device_id(hello.device_id) {
         return refuse(
             WelcomeStatus::BadDeviceId,
@@ -46,16 +73,30 @@ pub fn check_hello(manifest: &Manifest, hello: &Hello<'_>) -> Result<(), Refusal
     }
     // No silent downgrade: a device that asks for authentication is told
     // this host cannot give it, rather than streaming unauthenticated.
-    if hello.auth.scheme != AuthScheme::None {
-        return refuse(
-            WelcomeStatus::AuthFailed,
-            format!(
-                "the device offers authentication scheme {:?}; this host implements none \
-                 (see the README's security section)",
-                hello.auth.scheme
-            ),
-        );
-    }
+    let admit = match hello.auth.scheme {
+        AuthScheme::None if auth.required() => {
+            return refuse(
+                WelcomeStatus::AuthRequired,
+                "this host requires authenticated devices: provision this one \
+                 (`latentcam-edge keygen`, then `latentcam-host keys add` on the host)"
+                    .into(),
+            );
+        }
+        AuthScheme::None => Admit::Now,
+        AuthScheme::NoiseIk if auth.key().is_none() => {
+            return refuse(
+                WelcomeStatus::AuthFailed,
+                "this host has no key (serve --keys DIR)".into(),
+            );
+        }
+        AuthScheme::NoiseIk => Admit::AfterHandshake,
+        other => {
+            return refuse(
+                WelcomeStatus::AuthFailed,
+                format!("authentication scheme {other:?} is not implemented; use NoiseIk"),
+            );
+        }
+    };
     if hello.model.model_id != manifest.model_id {
         return refuse(
             WelcomeStatus::UnknownModel,
@@ -94,5 +135,5 @@ pub fn check_hello(manifest: &Manifest, hello: &Hello<'_>) -> Result<(), Refusal
             format!("latent codec {id} is unknown to this host"),
         );
     }
-    Ok(())
+    Ok(admit)
 }

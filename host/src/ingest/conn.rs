@@ -1,19 +1,31 @@
 //! One device connection's half of the session, as a pure state machine:
 //! bytes in, replies / latents / a close decision out. The TCP and serial
 //! servers drive it; unit tests drive it with byte strings.
+//!
+//! With authentication (wire/SPEC.md §7) a device sends a plain `Hello`
+//! offering `NoiseIk`, then a plain `Handshake`; the host checks the static
+//! key the device proves against the one registered for the `Hello`'s
+//! device id ([`HostAuth`]), answers with its own `Handshake` and a sealed
+//! `Welcome`, and from then on every message either way is `Sealed`.
+//! Anything else — a plain message after the handshake, a sealed one that
+//! does not open (tampered, replayed, another session's) — ends the
+//! connection. The device is admitted to the registry only once it has
+//! authenticated.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use latentcam_firmware::manifest::Manifest;
+use latentcam_secure::Channel;
 use latentcam_wire::frame::MAX_FRAME_LEN;
 use latentcam_wire::{
-    AuthChallenge, AuthScheme, Bye, ByeReason, Codec, FrameDecoder, MAX_TEXT_LEN, Message,
-    PROTOCOL_VERSION, Welcome, WelcomeStatus, fit_text, frame,
+    AuthChallenge, AuthOffer, AuthScheme, Bye, ByeReason, Codec, FrameDecoder, Handshake, Hello,
+    MAX_TEXT_LEN, Message, NONCE_LEN, PROTOCOL_VERSION, Welcome, WelcomeStatus, fit_text, frame,
 };
 
 use super::registry::{Admission, Registry};
-use crate::session::check_hello;
+use crate::auth::HostAuth;
+use crate::session::{Admit, Refusal, check_hello_for};
 
 /// Limits that keep one peer from hurting the others.
 #[derive(Debug, Clone, Copy)]
@@ -75,7 +87,9 @@ pub struct Job {
     pub latent: Vec<f32>,
     /// The latent's frame, re-encoded (what a recording stores).
     pub frame: Vec<u8>,
-    /// The device's `Hello` frame, re-encoded (recordings repeat it).
+    /// The device's `Hello` frame, re-encoded with no authentication
+    /// offer (recordings repeat it, and replaying a recording must not
+    /// wait for a handshake).
     pub hello: Arc<[u8]>,
     /// Told when the latent's result line is written (the MQTT ingest
     /// acknowledges and publishes results from this; TCP polls the
@@ -116,8 +130,14 @@ struct Accepted {
 /// One connection's protocol state.
 pub struct Conn {
     peer: String,
+    auth: Arc<HostAuth>,
     decoder: Box<FrameDecoder<MAX_FRAME_LEN>>,
     device: Option<Accepted>,
+    /// A `Hello` offering `NoiseIk` (`kind ‖ body`), waiting for the
+    /// device's `Handshake`.
+    awaiting_handshake: Option<Vec<u8>>,
+    /// The session's keys once the handshake succeeded.
+    channel: Option<Channel>,
     opened: Instant,
     last_frame: Instant,
     errors_in_a_row: u32,
@@ -127,41 +147,94 @@ pub struct Conn {
     closed: bool,
 }
 
-fn bye(reason: ByeReason, detail: &str) -> Vec<u8> {
-    let detail = fit_text(detail, MAX_TEXT_LEN);
-    frame::encode_to_vec(&Message::Bye(Bye { reason, detail })).unwrap_or_default()
+impl std::fmt::Debug for Conn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Conn")
+            .field("peer", &self.peer)
+            .field("device", &self.device())
+            .field("authenticated", &self.is_authenticated())
+            .field("closed", &self.closed)
+            .finish_non_exhaustive()
+    }
 }
 
-/// A `Welcome` frame (no authentication); a reason longer than the wire
-/// allows is cut, never a reason to send nothing.
-pub(crate) fn welcome(
+/// A `Welcome` message; a reason longer than the wire allows is cut,
+/// never a reason to send nothing.
+fn welcome_message<'a>(
     status: WelcomeStatus,
-    reason: &str,
-    host_id: &str,
+    reason: &'a str,
+    host_id: &'a str,
     acked: Option<u64>,
-) -> Vec<u8> {
-    frame::encode_to_vec(&Message::Welcome(Welcome {
+    scheme: AuthScheme,
+) -> Message<'a> {
+    Message::Welcome(Welcome {
         protocol: PROTOCOL_VERSION.into(),
         status,
         reason: fit_text(reason, MAX_TEXT_LEN),
         host_id: fit_text(host_id, latentcam_wire::MAX_ID_LEN),
         acked,
         auth: AuthChallenge {
-            scheme: AuthScheme::None,
-            host_nonce: [0; latentcam_wire::NONCE_LEN],
+            scheme,
+            host_nonce: [0; NONCE_LEN],
             host_proof: &[],
         },
+    })
+}
+
+/// A plain `Welcome` frame (no authentication): refusals, and sessions
+/// without a handshake.
+pub(crate) fn welcome(
+    status: WelcomeStatus,
+    reason: &str,
+    host_id: &str,
+    acked: Option<u64>,
+) -> Vec<u8> {
+    frame::encode_to_vec(&welcome_message(
+        status,
+        reason,
+        host_id,
+        acked,
+        AuthScheme::None,
+    ))
+    .unwrap_or_default()
+}
+
+/// The `Hello` a recording keeps: the device's, without its authentication
+/// offer, so that reading the recording back admits it without a
+/// handshake (the recording is the operator's own file).
+fn recorded_hello(hello: &Hello<'_>) -> Vec<u8> {
+    frame::encode_to_vec(&Message::Hello(Hello {
+        auth: AuthOffer {
+            scheme: AuthScheme::None,
+            key_id: "",
+            device_nonce: [0; NONCE_LEN],
+        },
+        ..*hello
     }))
     .unwrap_or_default()
 }
 
+/// What the device is told when its key is not the one registered for its
+/// id: the same whether the id is unknown or holds another key, so a
+/// forger learns nothing about which ids exist.
+const NOT_REGISTERED: &str =
+    "this device's key is not registered for its id on this host (`latentcam-host keys add`)";
+
+/// What the device is told when the handshake itself fails.
+const HANDSHAKE_FAILED: &str =
+    "handshake failed: is [link] host_key this host's key (`latentcam-host keys show`)?";
+
 impl Conn {
-    /// A new connection from `peer` (for logs).
-    pub fn new(peer: impl Into<String>, limits: Limits, now: Instant) -> Self {
+    /// A new connection from `peer` (for logs), authenticated as `auth`
+    /// says.
+    pub fn new(peer: impl Into<String>, limits: Limits, auth: Arc<HostAuth>, now: Instant) -> Self {
         Self {
             peer: peer.into(),
+            auth,
             decoder: Box::default(),
             device: None,
+            awaiting_handshake: None,
+            channel: None,
             opened: now,
             last_frame: now,
             errors_in_a_row: 0,
@@ -187,6 +260,45 @@ impl Conn {
         self.closed
     }
 
+    /// True once the device authenticated: everything is sealed from then on.
+    pub fn is_authenticated(&self) -> bool {
+        self.channel.is_some()
+    }
+
+    /// The bytes that carry `message` to the device: sealed once the
+    /// channel is open, a plain frame otherwise. Every message the host
+    /// sends after `Hello` goes through here (`Ack`, `Bye`).
+    pub fn encode(&mut self, message: &Message<'_>) -> Vec<u8> {
+        match &mut self.channel {
+            Some(channel) => channel.seal(message).unwrap_or_else(|e| {
+                tracing::error!(peer = %self.peer, "cannot seal a message: {e}");
+                Vec::new()
+            }),
+            None => frame::encode_to_vec(message).unwrap_or_default(),
+        }
+    }
+
+    /// A `Welcome`, sealed once the channel is open.
+    fn welcome(
+        &mut self,
+        status: WelcomeStatus,
+        reason: &str,
+        host_id: &str,
+        acked: Option<u64>,
+    ) -> Vec<u8> {
+        let scheme = if self.channel.is_some() {
+            AuthScheme::NoiseIk
+        } else {
+            AuthScheme::None
+        };
+        self.encode(&welcome_message(status, reason, host_id, acked, scheme))
+    }
+
+    fn bye(&mut self, reason: ByeReason, detail: &str) -> Vec<u8> {
+        let detail = fit_text(detail, MAX_TEXT_LEN);
+        self.encode(&Message::Bye(Bye { reason, detail }))
+    }
+
     /// Checks time-based limits: the Hello deadline, then the idle timeout.
     pub fn tick(&mut self, now: Instant, out: &mut Vec<Step>) {
         if self.closed {
@@ -194,9 +306,14 @@ impl Conn {
         }
         if self.device.is_none() {
             if now.saturating_duration_since(self.opened) > self.limits.hello_timeout {
+                let what = if self.awaiting_handshake.is_some() {
+                    "Handshake"
+                } else {
+                    "Hello"
+                };
                 self.close(
                     ByeReason::Timeout,
-                    &format!("no Hello within {:?}", self.limits.hello_timeout),
+                    &format!("no {what} within {:?}", self.limits.hello_timeout),
                     out,
                 );
             }
@@ -214,7 +331,8 @@ impl Conn {
 
     fn close(&mut self, reason: ByeReason, detail: &str, out: &mut Vec<Step>) {
         if !self.closed {
-            out.push(Step::Reply(bye(reason, detail)));
+            let bytes = self.bye(reason, detail);
+            out.push(Step::Reply(bytes));
             out.push(Step::Close(format!("{}: {detail}", self.peer)));
             self.closed = true;
         }
@@ -271,54 +389,266 @@ impl Conn {
         host_id: &str,
         out: &mut Vec<Step>,
     ) {
-        match message {
-            Message::Hello(hello) => {
-                if let Err(refusal) = check_hello(manifest, hello) {
-                    out.push(Step::Reply(welcome(
-                        refusal.status,
-                        &refusal.reason,
-                        host_id,
-                        None,
-                    )));
-                    out.push(Step::Close(format!(
-                        "{}: refused device {:?}: {}",
-                        self.peer, hello.device_id, refusal.reason
-                    )));
-                    self.closed = true;
+        if let Some(channel) = &mut self.channel {
+            let Message::Sealed(sealed) = message else {
+                let detail = format!(
+                    "plain {:?} after the handshake (every message must be sealed)",
+                    message.kind()
+                );
+                self.close(ByeReason::ProtocolViolation, &detail, out);
+                return;
+            };
+            let plain = match channel.open(sealed) {
+                Ok(plain) => plain,
+                Err(e) => {
+                    self.close(ByeReason::ProtocolViolation, &e.to_string(), out);
                     return;
                 }
-                let device = hello.device_id.to_owned();
-                let acked = match registry.hello(&device, &self.peer, hello, now) {
-                    Ok(acked) => acked,
-                    Err(full) => {
-                        let reason = full.to_string();
-                        out.push(Step::Reply(welcome(
-                            WelcomeStatus::Busy,
-                            &reason,
-                            host_id,
-                            None,
-                        )));
-                        out.push(Step::Close(format!(
-                            "{}: refused device {device:?}: {reason}",
-                            self.peer
-                        )));
-                        self.closed = true;
-                        return;
-                    }
-                };
-                out.push(Step::Reply(welcome(
-                    WelcomeStatus::Accepted,
-                    "welcome",
-                    host_id,
-                    acked,
-                )));
-                self.device = Some(Accepted {
-                    device,
-                    codec: hello.codec,
-                    dim: hello.model.latent_dim as usize,
-                    hello: frame::encode_to_vec(message).unwrap_or_default().into(),
-                });
+            };
+            match frame::decode_inner(&plain) {
+                Ok(Message::Hello(_)) => {
+                    self.close(
+                        ByeReason::ProtocolViolation,
+                        "Hello inside a sealed message",
+                        out,
+                    );
+                }
+                Ok(inner) => self.on_session_message(&inner, now, registry, out),
+                Err(e) => {
+                    let detail = format!("sealed message holds no valid message: {e}");
+                    self.close(ByeReason::ProtocolViolation, &detail, out);
+                }
             }
+            return;
+        }
+        if let Some(hello) = self.awaiting_handshake.take() {
+            match message {
+                Message::Handshake(handshake) => {
+                    self.on_handshake(&hello, handshake.payload, now, registry, host_id, out);
+                }
+                other => {
+                    let detail = format!(
+                        "{:?} where the Handshake must follow the Hello",
+                        other.kind()
+                    );
+                    self.close(ByeReason::ProtocolViolation, &detail, out);
+                }
+            }
+            return;
+        }
+        match message {
+            Message::Hello(hello) => match check_hello_for(manifest, hello, &self.auth) {
+                Err(refusal) => self.refuse(hello.device_id, &refusal, None, host_id, out),
+                Ok(Admit::Now) => {
+                    self.admit(
+                        hello,
+                        recorded_hello(hello),
+                        None,
+                        now,
+                        registry,
+                        host_id,
+                        out,
+                    );
+                }
+                Ok(Admit::AfterHandshake) => {
+                    // Another Hello on an admitted plain session starts over.
+                    self.device = None;
+                    match frame::encode_inner_to_vec(message) {
+                        Ok(inner) => self.awaiting_handshake = Some(inner),
+                        Err(e) => {
+                            let detail = format!("Hello does not re-encode: {e}");
+                            self.close(ByeReason::ProtocolViolation, &detail, out);
+                        }
+                    }
+                }
+            },
+            other => self.on_session_message(other, now, registry, out),
+        }
+    }
+
+    /// Answers a refused `Hello` (or handshake) with a plain `Welcome` and
+    /// closes; authentication failures are counted and logged, with the
+    /// detail the device is not told (`detail`).
+    fn refuse(
+        &mut self,
+        device: &str,
+        refusal: &Refusal,
+        detail: Option<&str>,
+        host_id: &str,
+        out: &mut Vec<Step>,
+    ) {
+        if matches!(
+            refusal.status,
+            WelcomeStatus::AuthFailed | WelcomeStatus::AuthRequired
+        ) {
+            self.auth.count_failure();
+            tracing::warn!(
+                peer = %self.peer,
+                device = ?device,
+                "authentication failed: {}",
+                detail.unwrap_or(&refusal.reason)
+            );
+        }
+        out.push(Step::Reply(welcome(
+            refusal.status,
+            &refusal.reason,
+            host_id,
+            None,
+        )));
+        out.push(Step::Close(format!(
+            "{}: refused device {device:?}: {}",
+            self.peer,
+            detail.unwrap_or(&refusal.reason)
+        )));
+        self.closed = true;
+    }
+
+    /// The device's first handshake message for the `Hello` (`kind ‖
+    /// body`) it sent before: the key it proves must be the one registered
+    /// for its id, read from the device list now.
+    fn on_handshake(
+        &mut self,
+        hello: &[u8],
+        payload: &[u8],
+        now: Instant,
+        registry: &Registry,
+        host_id: &str,
+        out: &mut Vec<Step>,
+    ) {
+        let Ok(Message::Hello(hello)) = frame::decode_inner(hello) else {
+            self.close(
+                ByeReason::ProtocolViolation,
+                "the kept Hello does not decode",
+                out,
+            );
+            return;
+        };
+        let device = hello.device_id;
+        let failed = |reason: &str| Refusal {
+            status: WelcomeStatus::AuthFailed,
+            reason: reason.to_owned(),
+        };
+        let auth = Arc::clone(&self.auth);
+        let Some(host_key) = auth.key() else {
+            let refusal = failed("this host has no key (serve --keys DIR)");
+            self.refuse(device, &refusal, None, host_id, out);
+            return;
+        };
+        let pending = match latentcam_secure::respond(host_key, &hello, payload) {
+            Ok(pending) => pending,
+            Err(e) => {
+                let detail = format!("{e} (the device may have another host key)");
+                self.refuse(
+                    device,
+                    &failed(HANDSHAKE_FAILED),
+                    Some(&detail),
+                    host_id,
+                    out,
+                );
+                return;
+            }
+        };
+        let proven = *pending.device_key();
+        match auth.registered(device) {
+            Ok(Some(registered)) if registered == proven => {}
+            Ok(Some(registered)) => {
+                let detail = format!(
+                    "the device proves key {proven}, but {registered} is registered for its id"
+                );
+                self.refuse(device, &failed(NOT_REGISTERED), Some(&detail), host_id, out);
+                return;
+            }
+            Ok(None) => {
+                let detail = format!("no key is registered for this id (it proves {proven})");
+                self.refuse(device, &failed(NOT_REGISTERED), Some(&detail), host_id, out);
+                return;
+            }
+            Err(e) => {
+                tracing::error!("cannot read the device list: {e}");
+                let refusal = failed("the host cannot read its device list");
+                self.refuse(device, &refusal, Some(&e.to_string()), host_id, out);
+                return;
+            }
+        }
+        let (response, channel) = match pending.accept() {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                let detail = e.to_string();
+                self.refuse(
+                    device,
+                    &failed(HANDSHAKE_FAILED),
+                    Some(&detail),
+                    host_id,
+                    out,
+                );
+                return;
+            }
+        };
+        let handshake = frame::encode_to_vec(&Message::Handshake(Handshake { payload: &response }))
+            .unwrap_or_default();
+        self.channel = Some(channel);
+        tracing::debug!(peer = %self.peer, device = ?device, "device authenticated");
+        self.admit(
+            &hello,
+            recorded_hello(&hello),
+            Some(handshake),
+            now,
+            registry,
+            host_id,
+            out,
+        );
+    }
+
+    /// Admits a device that passed every check: registers it and welcomes
+    /// it (after the host's `Handshake`, if there was one, and then sealed).
+    #[allow(clippy::too_many_arguments)]
+    fn admit(
+        &mut self,
+        hello: &Hello<'_>,
+        recorded: Vec<u8>,
+        handshake: Option<Vec<u8>>,
+        now: Instant,
+        registry: &Registry,
+        host_id: &str,
+        out: &mut Vec<Step>,
+    ) {
+        if let Some(handshake) = handshake {
+            out.push(Step::Reply(handshake));
+        }
+        let device = hello.device_id.to_owned();
+        let acked = match registry.hello(&device, &self.peer, hello, now) {
+            Ok(acked) => acked,
+            Err(full) => {
+                let reason = full.to_string();
+                let bytes = self.welcome(WelcomeStatus::Busy, &reason, host_id, None);
+                out.push(Step::Reply(bytes));
+                out.push(Step::Close(format!(
+                    "{}: refused device {device:?}: {reason}",
+                    self.peer
+                )));
+                self.closed = true;
+                return;
+            }
+        };
+        let bytes = self.welcome(WelcomeStatus::Accepted, "welcome", host_id, acked);
+        out.push(Step::Reply(bytes));
+        self.device = Some(Accepted {
+            device,
+            codec: hello.codec,
+            dim: hello.model.latent_dim as usize,
+            hello: recorded.into(),
+        });
+    }
+
+    /// A message of an admitted session (plain, or opened from a `Sealed`).
+    fn on_session_message(
+        &mut self,
+        message: &Message<'_>,
+        now: Instant,
+        registry: &Registry,
+        out: &mut Vec<Step>,
+    ) {
+        match message {
             Message::Latent(latent) => {
                 let Some(accepted) = self.device.clone() else {
                     self.close(ByeReason::ProtocolViolation, "Latent before Hello", out);
@@ -409,5 +739,607 @@ impl Conn {
         } else {
             false
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use latentcam_secure::{DeviceKeys, Initiator, PublicKey, StaticKey};
+    use latentcam_wire::{Latent, Sealed};
+
+    use super::*;
+    use crate::ingest::registry::RegistryLimits;
+
+    fn manifest() -> Manifest {
+        Manifest::load(concat!(env!("CARGO_MANIFEST_DIR"), "/../models")).unwrap()
+    }
+
+    fn hello<'a>(manifest: &'a Manifest, id: &'a str, scheme: AuthScheme) -> Hello<'a> {
+        let encoder = manifest.files.iter().find(|f| f.role == "encoder").unwrap();
+        Hello {
+            protocol: PROTOCOL_VERSION.into(),
+            device_id: id,
+            firmware_version: "test",
+            model: latentcam_wire::ModelIdentity {
+                model_id: &manifest.model_id,
+                encoder_sha256: hex::decode(&encoder.sha256).unwrap().try_into().unwrap(),
+                latent_dim: manifest.latent_dim as u32,
+                preprocessing: &manifest.preprocessing.id,
+            },
+            backend: "tract",
+            codec: Codec::U8Affine,
+            auth: AuthOffer {
+                scheme,
+                key_id: "",
+                device_nonce: [0; NONCE_LEN],
+            },
+        }
+    }
+
+    fn latent(manifest: &Manifest, seq: u64) -> Vec<u8> {
+        let payload = Codec::U8Affine
+            .encode_to_vec(&vec![0.5f32; manifest.latent_dim])
+            .unwrap();
+        frame::encode_inner_to_vec(&Message::Latent(Latent {
+            seq,
+            capture_us: 7,
+            frame_width: 640,
+            frame_height: 480,
+            codec: Codec::U8Affine,
+            payload: &payload,
+            mac: &[],
+        }))
+        .unwrap()
+    }
+
+    /// A host's key directory in a fresh scratch directory.
+    struct Keys {
+        dir: PathBuf,
+        host: Arc<HostAuth>,
+        host_public: PublicKey,
+    }
+
+    impl Keys {
+        fn new(name: &str, require: bool) -> Self {
+            let dir =
+                std::env::temp_dir().join(format!("latentcam-conn-{}-{name}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(&dir).unwrap();
+            let key = StaticKey::generate();
+            let host_public = *key.public();
+            let host = Arc::new(HostAuth::new(key, dir.join("devices"), require));
+            Self {
+                dir,
+                host,
+                host_public,
+            }
+        }
+
+        fn register(&self, id: &str, key: &StaticKey) {
+            DeviceKeys::add(self.dir.join("devices"), id, *key.public()).unwrap();
+        }
+    }
+
+    impl Drop for Keys {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+
+    /// What the device read from the host.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    enum Got {
+        Welcome(WelcomeStatus, AuthScheme),
+        Handshake,
+        Bye(ByeReason),
+        Ack(u64),
+        Other,
+    }
+
+    /// One device connection to a [`Conn`], the device side played by the
+    /// secure crate's initiator.
+    struct Session<'m> {
+        manifest: &'m Manifest,
+        conn: Conn,
+        now: Instant,
+        initiator: Option<Initiator>,
+        channel: Option<Channel>,
+        /// Every message the host sent, and whether it came sealed.
+        got: Vec<(bool, Got)>,
+        jobs: Vec<Job>,
+        closed: bool,
+    }
+
+    impl<'m> Session<'m> {
+        fn new(manifest: &'m Manifest, auth: &Arc<HostAuth>) -> Self {
+            let now = Instant::now();
+            Self {
+                manifest,
+                conn: Conn::new("test", Limits::default(), Arc::clone(auth), now),
+                now,
+                initiator: None,
+                channel: None,
+                got: Vec::new(),
+                jobs: Vec::new(),
+                closed: false,
+            }
+        }
+
+        fn feed(&mut self, bytes: &[u8], registry: &Registry) {
+            let mut steps = Vec::new();
+            self.conn
+                .feed(bytes, self.now, self.manifest, registry, "host", &mut steps);
+            self.take(steps);
+        }
+
+        fn take(&mut self, steps: Vec<Step>) {
+            let mut replies = Vec::new();
+            for step in steps {
+                match step {
+                    Step::Reply(bytes) => replies.extend(bytes),
+                    Step::Job(job) => self.jobs.push(job),
+                    Step::Close(_) => self.closed = true,
+                }
+            }
+            let mut decoder: Box<FrameDecoder<MAX_FRAME_LEN>> = Box::default();
+            decoder.feed_all(&replies, |m| {
+                let (sealed, plain) = match m.expect("the host sends valid frames") {
+                    Message::Handshake(h) => {
+                        let initiator = self.initiator.take().expect("a handshake was started");
+                        self.channel = Some(initiator.finish(h.payload).unwrap());
+                        self.got.push((false, Got::Handshake));
+                        return;
+                    }
+                    Message::Sealed(s) => {
+                        let channel = self.channel.as_mut().expect("sealed after the handshake");
+                        (
+                            true,
+                            channel.open(&s).expect("the host's sealed messages open"),
+                        )
+                    }
+                    other => (false, frame::encode_inner_to_vec(&other).unwrap()),
+                };
+                let got = match frame::decode_inner(&plain).unwrap() {
+                    Message::Welcome(w) => Got::Welcome(w.status, w.auth.scheme),
+                    Message::Bye(b) => Got::Bye(b.reason),
+                    Message::Ack(a) => Got::Ack(a.up_to),
+                    _ => Got::Other,
+                };
+                self.got.push((sealed, got));
+            });
+        }
+
+        /// Sends a plain `Hello` offering `NoiseIk` and the first
+        /// handshake message, made with `device`'s key for `host`.
+        fn handshake(
+            &mut self,
+            id: &str,
+            device: &StaticKey,
+            host: &PublicKey,
+            registry: &Registry,
+        ) {
+            let hello = hello(self.manifest, id, AuthScheme::NoiseIk);
+            let (initiator, msg1) = Initiator::start(device, host, &hello).unwrap();
+            self.initiator = Some(initiator);
+            let mut bytes = frame::encode_to_vec(&Message::Hello(hello)).unwrap();
+            bytes.extend(
+                frame::encode_to_vec(&Message::Handshake(Handshake { payload: &msg1 })).unwrap(),
+            );
+            self.feed(&bytes, registry);
+        }
+
+        /// `kind ‖ body` sealed by the device, as a frame.
+        fn seal(&mut self, inner: &[u8]) -> Vec<u8> {
+            let message = frame::decode_inner(inner).unwrap();
+            self.channel.as_mut().unwrap().seal(&message).unwrap()
+        }
+
+        fn welcome(&self) -> Option<(bool, WelcomeStatus, AuthScheme)> {
+            self.got.iter().find_map(|(sealed, g)| match g {
+                Got::Welcome(status, scheme) => Some((*sealed, *status, *scheme)),
+                _ => None,
+            })
+        }
+
+        fn bye(&self) -> Option<(bool, ByeReason)> {
+            self.got.iter().find_map(|(sealed, g)| match g {
+                Got::Bye(reason) => Some((*sealed, *reason)),
+                _ => None,
+            })
+        }
+    }
+
+    #[test]
+    fn an_authenticated_device_streams_sealed_latents_and_gets_sealed_replies() {
+        let manifest = manifest();
+        let keys = Keys::new("accepted", true);
+        let device = StaticKey::generate();
+        keys.register("cam-1", &device);
+        let registry = Registry::in_memory();
+        let mut s = Session::new(&manifest, &keys.host);
+        s.handshake("cam-1", &device, &keys.host_public, &registry);
+        assert_eq!(
+            s.got[0],
+            (false, Got::Handshake),
+            "the host's handshake goes plain"
+        );
+        assert_eq!(
+            s.welcome(),
+            Some((true, WelcomeStatus::Accepted, AuthScheme::NoiseIk)),
+            "then a sealed Welcome"
+        );
+        assert!(s.conn.is_authenticated() && !s.closed);
+        assert_eq!(s.conn.device(), Some("cam-1"));
+        for seq in 0..3 {
+            let sealed = s.seal(&latent(&manifest, seq));
+            s.feed(&sealed, &registry);
+        }
+        assert_eq!(s.jobs.iter().map(|j| j.seq).collect::<Vec<_>>(), [0, 1, 2]);
+        // Recordings keep plain frames and a Hello that replays without a
+        // handshake.
+        let job = &s.jobs[0];
+        let mut decoder: Box<FrameDecoder<MAX_FRAME_LEN>> = Box::default();
+        let mut kinds = Vec::new();
+        decoder.feed_all(&[&job.hello[..], &job.frame[..]].concat(), |m| {
+            match m.unwrap() {
+                Message::Hello(h) => {
+                    kinds.push(format!("Hello {:?} {}", h.auth.scheme, h.device_id))
+                }
+                other => kinds.push(format!("{:?}", other.kind())),
+            }
+        });
+        assert_eq!(kinds, ["Hello None cam-1", "Latent"]);
+        // What the host sends from now on is sealed.
+        let ack = s
+            .conn
+            .encode(&Message::Ack(latentcam_wire::Ack { up_to: 2 }));
+        s.take(vec![Step::Reply(ack)]);
+        assert_eq!(s.got.last(), Some(&(true, Got::Ack(2))));
+        assert_eq!(keys.host.failures(), 0);
+        assert!(registry.knows("cam-1"));
+    }
+
+    fn assert_refused(s: &Session<'_>, status: WelcomeStatus, registry: &Registry, id: &str) {
+        assert_eq!(
+            s.welcome(),
+            Some((false, status, AuthScheme::None)),
+            "{:?}",
+            s.got
+        );
+        assert!(s.closed && s.conn.is_closed());
+        assert!(
+            !s.got.iter().any(|(_, g)| *g == Got::Handshake),
+            "no handshake answer"
+        );
+        assert!(!s.conn.is_authenticated());
+        assert!(!registry.knows(id), "the registry never heard of {id}");
+    }
+
+    #[test]
+    fn an_unregistered_key_is_refused() {
+        let manifest = manifest();
+        let keys = Keys::new("unregistered", true);
+        let registry = Registry::in_memory();
+        let mut s = Session::new(&manifest, &keys.host);
+        s.handshake(
+            "cam-1",
+            &StaticKey::generate(),
+            &keys.host_public,
+            &registry,
+        );
+        assert_refused(&s, WelcomeStatus::AuthFailed, &registry, "cam-1");
+        assert_eq!(keys.host.failures(), 1);
+    }
+
+    #[test]
+    fn a_key_registered_for_another_id_cannot_claim_this_one() {
+        let manifest = manifest();
+        let keys = Keys::new("forger", true);
+        let (real, forger) = (StaticKey::generate(), StaticKey::generate());
+        keys.register("cam-1", &real);
+        keys.register("cam-2", &forger);
+        let registry = Registry::in_memory();
+        let mut s = Session::new(&manifest, &keys.host);
+        s.handshake("cam-1", &forger, &keys.host_public, &registry);
+        assert_refused(&s, WelcomeStatus::AuthFailed, &registry, "cam-1");
+        // A latent sent anyway goes nowhere.
+        s.feed(
+            &frame::encode_to_vec(&frame::decode_inner(&latent(&manifest, 0)).unwrap()).unwrap(),
+            &registry,
+        );
+        assert!(s.jobs.is_empty());
+    }
+
+    #[test]
+    fn a_device_holding_another_host_key_fails_the_handshake() {
+        let manifest = manifest();
+        let keys = Keys::new("wrong-host", true);
+        let device = StaticKey::generate();
+        keys.register("cam-1", &device);
+        let registry = Registry::in_memory();
+        let mut s = Session::new(&manifest, &keys.host);
+        let elsewhere = *StaticKey::generate().public();
+        s.handshake("cam-1", &device, &elsewhere, &registry);
+        assert_refused(&s, WelcomeStatus::AuthFailed, &registry, "cam-1");
+    }
+
+    #[test]
+    fn a_plain_latent_after_the_handshake_closes_the_connection() {
+        let manifest = manifest();
+        let keys = Keys::new("plain-after", true);
+        let device = StaticKey::generate();
+        keys.register("cam-1", &device);
+        let registry = Registry::in_memory();
+        let mut s = Session::new(&manifest, &keys.host);
+        s.handshake("cam-1", &device, &keys.host_public, &registry);
+        let plain =
+            frame::encode_to_vec(&frame::decode_inner(&latent(&manifest, 0)).unwrap()).unwrap();
+        s.feed(&plain, &registry);
+        assert!(s.closed);
+        assert!(s.jobs.is_empty());
+        assert_eq!(
+            s.bye(),
+            Some((true, ByeReason::ProtocolViolation)),
+            "the Bye is sealed"
+        );
+    }
+
+    #[test]
+    fn a_replayed_sealed_latent_closes_the_connection_without_a_second_job() {
+        let manifest = manifest();
+        let keys = Keys::new("replay", true);
+        let device = StaticKey::generate();
+        keys.register("cam-1", &device);
+        let registry = Registry::in_memory();
+        let mut s = Session::new(&manifest, &keys.host);
+        s.handshake("cam-1", &device, &keys.host_public, &registry);
+        let sealed = s.seal(&latent(&manifest, 0));
+        s.feed(&sealed, &registry);
+        assert_eq!(s.jobs.len(), 1);
+        s.feed(&sealed, &registry);
+        assert_eq!(s.jobs.len(), 1, "no second job");
+        assert!(s.closed);
+        assert_eq!(s.bye(), Some((true, ByeReason::ProtocolViolation)));
+
+        // The same bytes on a new connection (another session's keys) do
+        // not even get past the handshake.
+        let mut replayed = Session::new(&manifest, &keys.host);
+        replayed.feed(&sealed, &registry);
+        assert!(replayed.closed && replayed.jobs.is_empty());
+    }
+
+    #[test]
+    fn tampered_sealed_messages_and_hellos_inside_them_are_violations() {
+        let manifest = manifest();
+        let keys = Keys::new("tamper", true);
+        let device = StaticKey::generate();
+        keys.register("cam-1", &device);
+        let registry = Registry::in_memory();
+
+        let mut s = Session::new(&manifest, &keys.host);
+        s.handshake("cam-1", &device, &keys.host_public, &registry);
+        let inner = latent(&manifest, 0);
+        let message = frame::decode_inner(&inner).unwrap();
+        let sealed_frame = s.channel.as_mut().unwrap().seal(&message).unwrap();
+        let mut decoder: Box<FrameDecoder<MAX_FRAME_LEN>> = Box::default();
+        let mut tampered = Vec::new();
+        decoder.feed_all(&sealed_frame, |m| {
+            let Ok(Message::Sealed(sealed)) = m else {
+                panic!()
+            };
+            let mut ciphertext = sealed.ciphertext.to_vec();
+            ciphertext[3] ^= 1;
+            tampered = frame::encode_to_vec(&Message::Sealed(Sealed {
+                counter: sealed.counter,
+                ciphertext: &ciphertext,
+            }))
+            .unwrap();
+        });
+        s.feed(&tampered, &registry);
+        assert!(s.closed && s.jobs.is_empty());
+
+        let mut s = Session::new(&manifest, &keys.host);
+        s.handshake("cam-1", &device, &keys.host_public, &registry);
+        let again = frame::encode_inner_to_vec(&Message::Hello(hello(
+            &manifest,
+            "cam-2",
+            AuthScheme::None,
+        )))
+        .unwrap();
+        let sealed = s.seal(&again);
+        s.feed(&sealed, &registry);
+        assert!(s.closed);
+        assert!(!registry.knows("cam-2"));
+    }
+
+    #[test]
+    fn a_revoked_device_is_refused_on_its_next_connection() {
+        let manifest = manifest();
+        let keys = Keys::new("revoke", true);
+        let device = StaticKey::generate();
+        keys.register("cam-1", &device);
+        let registry = Registry::in_memory();
+        let mut first = Session::new(&manifest, &keys.host);
+        first.handshake("cam-1", &device, &keys.host_public, &registry);
+        assert_eq!(first.welcome().map(|w| w.1), Some(WelcomeStatus::Accepted));
+        assert!(DeviceKeys::revoke(keys.dir.join("devices"), "cam-1").unwrap());
+        let mut second = Session::new(&manifest, &keys.host);
+        second.handshake("cam-1", &device, &keys.host_public, &registry);
+        assert_eq!(
+            second.welcome(),
+            Some((false, WelcomeStatus::AuthFailed, AuthScheme::None))
+        );
+        assert!(second.closed);
+    }
+
+    #[test]
+    fn a_host_that_requires_authentication_refuses_plain_devices() {
+        let manifest = manifest();
+        let keys = Keys::new("required", true);
+        let registry = Registry::in_memory();
+        let mut s = Session::new(&manifest, &keys.host);
+        s.feed(
+            &frame::encode_to_vec(&Message::Hello(hello(&manifest, "cam-1", AuthScheme::None)))
+                .unwrap(),
+            &registry,
+        );
+        assert_refused(&s, WelcomeStatus::AuthRequired, &registry, "cam-1");
+        assert_eq!(keys.host.failures(), 1);
+        // The reason tells the operator how to provision the device.
+        let mut steps = Vec::new();
+        let mut conn = Conn::new("test", Limits::default(), Arc::clone(&keys.host), s.now);
+        conn.feed(
+            &frame::encode_to_vec(&Message::Hello(hello(&manifest, "cam-1", AuthScheme::None)))
+                .unwrap(),
+            s.now,
+            &manifest,
+            &registry,
+            "host",
+            &mut steps,
+        );
+        let Some(Step::Reply(bytes)) = steps.first() else {
+            panic!("{steps:?}")
+        };
+        let mut reason = String::new();
+        Box::<FrameDecoder<MAX_FRAME_LEN>>::default().feed_all(bytes, |m| {
+            if let Ok(Message::Welcome(w)) = m {
+                reason = w.reason.to_owned();
+            }
+        });
+        assert!(reason.contains("latentcam-host keys add"), "{reason}");
+    }
+
+    #[test]
+    fn a_host_that_does_not_require_it_admits_both_kinds_of_device() {
+        let manifest = manifest();
+        let keys = Keys::new("optional", false);
+        let device = StaticKey::generate();
+        keys.register("cam-1", &device);
+        let registry = Registry::in_memory();
+        let mut plain = Session::new(&manifest, &keys.host);
+        plain.feed(
+            &frame::encode_to_vec(&Message::Hello(hello(&manifest, "cam-9", AuthScheme::None)))
+                .unwrap(),
+            &registry,
+        );
+        assert_eq!(
+            plain.welcome(),
+            Some((false, WelcomeStatus::Accepted, AuthScheme::None))
+        );
+        let latent_frame =
+            frame::encode_to_vec(&frame::decode_inner(&latent(&manifest, 4)).unwrap()).unwrap();
+        plain.feed(&latent_frame, &registry);
+        assert_eq!(plain.jobs.len(), 1);
+        let mut sealed = Session::new(&manifest, &keys.host);
+        sealed.handshake("cam-1", &device, &keys.host_public, &registry);
+        assert_eq!(
+            sealed.welcome(),
+            Some((true, WelcomeStatus::Accepted, AuthScheme::NoiseIk))
+        );
+        // Offering authentication is not optional once offered: a bad key
+        // is refused, never admitted unauthenticated.
+        let mut bad = Session::new(&manifest, &keys.host);
+        bad.handshake(
+            "cam-1",
+            &StaticKey::generate(),
+            &keys.host_public,
+            &registry,
+        );
+        assert_eq!(
+            bad.welcome(),
+            Some((false, WelcomeStatus::AuthFailed, AuthScheme::None))
+        );
+    }
+
+    #[test]
+    fn offers_this_host_cannot_honour_are_refused_not_downgraded() {
+        let manifest = manifest();
+        let registry = Registry::in_memory();
+        // No key: NoiseIk is refused.
+        let none = Arc::new(HostAuth::none());
+        let mut s = Session::new(&manifest, &none);
+        s.handshake(
+            "cam-1",
+            &StaticKey::generate(),
+            &StaticKey::generate().public().clone(),
+            &registry,
+        );
+        assert_refused(&s, WelcomeStatus::AuthFailed, &registry, "cam-1");
+        // The never-implemented scheme is refused even with a key.
+        let keys = Keys::new("psk", false);
+        let mut s = Session::new(&manifest, &keys.host);
+        s.feed(
+            &frame::encode_to_vec(&Message::Hello(hello(
+                &manifest,
+                "cam-1",
+                AuthScheme::PskHmacSha256,
+            )))
+            .unwrap(),
+            &registry,
+        );
+        assert_refused(&s, WelcomeStatus::AuthFailed, &registry, "cam-1");
+    }
+
+    #[test]
+    fn only_the_handshake_may_follow_an_authenticating_hello_and_in_time() {
+        let manifest = manifest();
+        let keys = Keys::new("order", true);
+        keys.register("cam-1", &StaticKey::generate());
+        let registry = Registry::in_memory();
+        let hello_frame = frame::encode_to_vec(&Message::Hello(hello(
+            &manifest,
+            "cam-1",
+            AuthScheme::NoiseIk,
+        )))
+        .unwrap();
+        let latent_frame =
+            frame::encode_to_vec(&frame::decode_inner(&latent(&manifest, 0)).unwrap()).unwrap();
+        let mut s = Session::new(&manifest, &keys.host);
+        s.feed(&[hello_frame.clone(), latent_frame].concat(), &registry);
+        assert!(s.closed && s.jobs.is_empty());
+        assert_eq!(s.bye(), Some((false, ByeReason::ProtocolViolation)));
+        assert!(!registry.knows("cam-1"));
+
+        let mut s = Session::new(&manifest, &keys.host);
+        s.feed(&hello_frame, &registry);
+        assert!(!s.closed, "waiting for the handshake");
+        let mut steps = Vec::new();
+        s.conn
+            .tick(s.now + Limits::default().hello_timeout / 2, &mut steps);
+        assert!(steps.is_empty());
+        s.conn
+            .tick(s.now + Limits::default().hello_timeout * 2, &mut steps);
+        s.take(steps);
+        assert_eq!(s.bye(), Some((false, ByeReason::Timeout)));
+    }
+
+    #[test]
+    fn a_full_registry_is_reported_sealed() {
+        let manifest = manifest();
+        let keys = Keys::new("busy", true);
+        let device = StaticKey::generate();
+        keys.register("cam-1", &device);
+        let registry = Registry::in_memory().with_limits(RegistryLimits {
+            max_devices: 1,
+            evict_after: std::time::Duration::from_secs(600),
+        });
+        let t0 = Instant::now();
+        registry
+            .hello(
+                "other",
+                "p",
+                &hello(&manifest, "other", AuthScheme::None),
+                t0,
+            )
+            .unwrap();
+        let mut s = Session::new(&manifest, &keys.host);
+        s.handshake("cam-1", &device, &keys.host_public, &registry);
+        assert_eq!(
+            s.welcome(),
+            Some((true, WelcomeStatus::Busy, AuthScheme::NoiseIk))
+        );
+        assert!(s.closed);
     }
 }

@@ -12,12 +12,14 @@
 use std::fs::File;
 use std::io::{self, Read};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use latentcam_wire::{Message, frame};
 use tokio::sync::{mpsc, watch};
 
 use super::{Conn, Context, Ingest, IngestKind, Job, Limits, Running, ServeError, Started, Step};
+use crate::auth::HostAuth;
 use crate::recording::for_each_frame;
 
 /// How often a followed file is checked for growth.
@@ -115,7 +117,11 @@ pub fn read<R: Read>(
         seq_window: false,
         ..ctx.limits
     };
-    let new_conn = || Conn::new(name.to_owned(), limits, Instant::now());
+    // A recording is the operator's own file, and its Hellos carry no
+    // authentication offer (the host records them without): nothing to
+    // authenticate, whatever the live ingests require.
+    let auth = Arc::new(HostAuth::none());
+    let new_conn = || Conn::new(name.to_owned(), limits, Arc::clone(&auth), Instant::now());
     let mut conn = new_conn();
     let mut stats = RecordingStats::default();
     let mut steps = Vec::new();

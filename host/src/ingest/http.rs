@@ -11,7 +11,7 @@
 //! | `POST /api/search` `{"latent": [...], "k": K}` (`application/json`) | frames like a given latent |
 //! | `POST /api/search/image?k=K` (body: `image/jpeg` or `image/png`) | frames like a photo (encoded here) |
 //! | `POST /api/enroll?label=L` (body: `image/jpeg` or `image/png`) | one more example for the few-shot head (needs `serve --fewshot`); saved, then used for the next latent |
-//! | `GET /metrics` | Prometheus text: frames in, gaps, duplicates, drops, per-head latency, queue depth, HTTP connections and refusals |
+//! | `GET /metrics` | Prometheus text: frames in, gaps, duplicates, drops, per-head latency, queue depth, device authentication failures, HTTP connections and refusals |
 //!
 //! Every route but `/healthz` and `/login` needs the API token, as
 //! `Authorization: Bearer <token>` or through a browser session; `POST`s
@@ -681,6 +681,11 @@ async fn metrics(State(state): State<ApiState>) -> Response {
         out,
         "# HELP latentcam_queue_depth Latents waiting for the heads.\n# TYPE latentcam_queue_depth gauge\nlatentcam_queue_depth {}",
         queue_depth(&state.jobs)
+    );
+    let _ = writeln!(
+        out,
+        "# HELP latentcam_auth_failures_total Device connections refused at authentication.\n# TYPE latentcam_auth_failures_total counter\nlatentcam_auth_failures_total {}",
+        state.context.auth.failures()
     );
     let http = &state.stats;
     let http_families: [(&str, &str, &str, &AtomicU64); 6] = [

@@ -278,6 +278,8 @@ pub struct Context {
     /// The encoder on the host, for enrolment photos and search by image
     /// over HTTP (loaded when the API runs).
     pub encoder: Option<Arc<std::sync::Mutex<crate::encode::HostEncoder>>>,
+    /// How devices authenticate (TCP and serial; recordings never do).
+    pub auth: Arc<crate::auth::HostAuth>,
 }
 
 /// Why the server could not run.
@@ -311,6 +313,16 @@ pub enum ServeError {
     Mqtt {
         /// What is wrong.
         message: String,
+    },
+    /// A transport that cannot authenticate devices, on a host that
+    /// requires authentication.
+    #[error(
+        "the {transport} ingest cannot authenticate devices yet, and this host requires \
+         authentication; serve those devices from a host that allows unauthenticated ones"
+    )]
+    Unauthenticated {
+        /// The transport.
+        transport: &'static str,
     },
     /// The recording could not be opened.
     #[error("cannot open recording {path}: {source}")]

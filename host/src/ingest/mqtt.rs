@@ -146,6 +146,9 @@ impl Ingest for MqttIngest {
     }
 
     fn start(self: Box<Self>, running: Running) -> Result<Started, ServeError> {
+        if running.context.auth.required() {
+            return Err(ServeError::Unauthenticated { transport: "MQTT" });
+        }
         let config = |message: String| ServeError::Mqtt { message };
         let (host, port) = parse_url(&self.url).map_err(config)?;
         for (what, level) in [("group", &self.group), ("worker", &self.worker)] {

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use latentcam_wire::{Ack, Message, frame};
+use latentcam_wire::{Ack, Message};
 use linux_embedded_hal::serialport;
 use tokio::sync::{mpsc, watch};
 
@@ -84,7 +84,8 @@ pub fn serve(
         idle_timeout: Duration::from_secs(365 * 24 * 3600),
         ..ctx.limits
     };
-    let mut conn = Conn::new(name.clone(), limits, Instant::now());
+    let new_conn = || Conn::new(name.clone(), limits, Arc::clone(&ctx.auth), Instant::now());
+    let mut conn = new_conn();
     let mut buf = vec![0u8; 4096];
     let mut steps = Vec::new();
     let mut acked: Option<u64> = None;
@@ -112,10 +113,9 @@ pub fn serve(
                 let held = ctx.registry.acked(device);
                 if held > acked
                     && let Some(up_to) = held
-                    && let Ok(bytes) = frame::encode_to_vec(&Message::Ack(Ack { up_to }))
                 {
                     acked = held;
-                    steps.push(Step::Reply(bytes));
+                    steps.push(Step::Reply(conn.encode(&Message::Ack(Ack { up_to }))));
                 }
             }
         }
@@ -139,7 +139,7 @@ pub fn serve(
             }
         }
         if fresh {
-            conn = Conn::new(name.clone(), limits, Instant::now());
+            conn = new_conn();
             acked = None;
         }
     }

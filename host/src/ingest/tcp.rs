@@ -12,7 +12,7 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use latentcam_wire::{Ack, Bye, ByeReason, Message, WelcomeStatus, frame};
+use latentcam_wire::{Ack, Bye, ByeReason, Message, WelcomeStatus};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
@@ -177,7 +177,12 @@ async fn connection(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let _ = stream.set_nodelay(true);
-    let mut conn = Conn::new(peer.clone(), ctx.limits, Instant::now());
+    let mut conn = Conn::new(
+        peer.clone(),
+        ctx.limits,
+        Arc::clone(&ctx.auth),
+        Instant::now(),
+    );
     let mut buf = vec![0u8; 16 * 1024];
     let mut steps = Vec::new();
     let mut acked: Option<u64> = None;
@@ -198,16 +203,13 @@ async fn connection(
                     let held = ctx.registry.acked(device);
                     if held > acked && let Some(up_to) = held {
                         acked = held;
-                        if let Ok(bytes) = frame::encode_to_vec(&Message::Ack(Ack { up_to })) {
-                            steps.push(Step::Reply(bytes));
-                        }
+                        steps.push(Step::Reply(conn.encode(&Message::Ack(Ack { up_to }))));
                     }
                 }
             }
             _ = shutdown.changed() => {
-                if let Ok(bytes) = frame::encode_to_vec(&Message::Bye(Bye { reason: ByeReason::Shutdown, detail: "host shutting down" })) {
-                    let _ = tokio::time::timeout(WRITE_TIMEOUT, stream.write_all(&bytes)).await;
-                }
+                let bytes = conn.encode(&Message::Bye(Bye { reason: ByeReason::Shutdown, detail: "host shutting down" }));
+                let _ = tokio::time::timeout(WRITE_TIMEOUT, stream.write_all(&bytes)).await;
                 break "host shutting down".to_owned();
             }
         }

@@ -36,6 +36,9 @@ impl Ingest for UdpIngest {
     }
 
     fn start(self: Box<Self>, running: Running) -> Result<Started, ServeError> {
+        if running.context.auth.required() {
+            return Err(ServeError::Unauthenticated { transport: "UDP" });
+        }
         let bind = |source| ServeError::Bind {
             address: self.address.clone(),
             source,
@@ -93,9 +96,13 @@ pub async fn serve(
         {
             continue;
         }
-        let (conn, seen) = peers
-            .entry(peer)
-            .or_insert_with(|| (Conn::new(format!("udp://{peer}"), ctx.limits, now), now));
+        let (conn, seen) = peers.entry(peer).or_insert_with(|| {
+            let auth = Arc::clone(&ctx.auth);
+            (
+                Conn::new(format!("udp://{peer}"), ctx.limits, auth, now),
+                now,
+            )
+        });
         *seen = now;
         conn.feed(
             &buf[..n],

@@ -7,6 +7,7 @@ mod common;
 #[path = "../../../firmware/tests/it/common/mod.rs"]
 mod firmware_common;
 
+mod auth;
 mod durability;
 mod fewshot_accuracy;
 mod fleet;
