@@ -440,15 +440,7 @@ impl Conn {
             Message::Hello(hello) => match check_hello_for(manifest, hello, &self.auth) {
                 Err(refusal) => self.refuse(hello.device_id, &refusal, None, host_id, out),
                 Ok(Admit::Now) => {
-                    self.admit(
-                        hello,
-                        recorded_hello(hello),
-                        None,
-                        now,
-                        registry,
-                        host_id,
-                        out,
-                    );
+                    self.admit(hello, None, now, registry, host_id, out);
                 }
                 Ok(Admit::AfterHandshake) => {
                     // Another Hello on an admitted plain session starts over.
@@ -588,24 +580,14 @@ impl Conn {
             .unwrap_or_default();
         self.channel = Some(channel);
         tracing::debug!(peer = %self.peer, device = ?device, "device authenticated");
-        self.admit(
-            &hello,
-            recorded_hello(&hello),
-            Some(handshake),
-            now,
-            registry,
-            host_id,
-            out,
-        );
+        self.admit(&hello, Some(handshake), now, registry, host_id, out);
     }
 
     /// Admits a device that passed every check: registers it and welcomes
     /// it (after the host's `Handshake`, if there was one, and then sealed).
-    #[allow(clippy::too_many_arguments)]
     fn admit(
         &mut self,
         hello: &Hello<'_>,
-        recorded: Vec<u8>,
         handshake: Option<Vec<u8>>,
         now: Instant,
         registry: &Registry,
@@ -636,7 +618,7 @@ impl Conn {
             device,
             codec: hello.codec,
             dim: hello.model.latent_dim as usize,
-            hello: recorded.into(),
+            hello: recorded_hello(hello).into(),
         });
     }
 
