@@ -291,6 +291,16 @@ struct ServeArgs {
     /// acknowledged; on stdout an Ack only means the line was written.
     #[arg(long)]
     jsonl: Option<PathBuf>,
+    /// Rotate the --jsonl file when it reaches this many MiB: it becomes
+    /// FILE.1 (FILE.1 becomes FILE.2, ...), and the new FILE starts with
+    /// one checkpoint line per device (`"checkpoint": true`) so a restart
+    /// resumes from it. 0: never rotate.
+    #[arg(long, default_value_t = 1024, requires = "jsonl")]
+    jsonl_max_mb: u64,
+    /// Rotated --jsonl files kept (FILE.1 ... FILE.N); older ones are
+    /// deleted.
+    #[arg(long, default_value_t = 4, requires = "jsonl")]
+    jsonl_keep: u32,
     /// Sustained latents/s accepted per connection.
     #[arg(long, default_value_t = 200.0)]
     max_fps: f64,
@@ -699,6 +709,8 @@ fn main() -> anyhow::Result<()> {
                 recording,
                 follow,
                 jsonl,
+                jsonl_max_mb,
+                jsonl_keep,
                 max_fps,
                 max_connections,
                 max_connections_per_ip,
@@ -789,10 +801,17 @@ fn main() -> anyhow::Result<()> {
             // A results file is synced before its latents are acknowledged;
             // stdout cannot be, so there an Ack only means "written".
             let out: Box<dyn ingest::ResultsOut + Send> = match &jsonl {
-                Some(path) => Box::new(
-                    ingest::SyncedFile::append(path)
-                        .with_context(|| format!("cannot open {}", path.display()))?,
-                ),
+                Some(path) => {
+                    let file = ingest::SyncedFile::append(path)
+                        .with_context(|| format!("cannot open {}", path.display()))?;
+                    Box::new(match jsonl_max_mb {
+                        0 => file,
+                        mb => file.rotating(ingest::Rotation {
+                            max_bytes: mb.saturating_mul(1 << 20),
+                            keep: jsonl_keep,
+                        }),
+                    })
+                }
                 None => {
                     tracing::info!(
                         "results go to stdout: an Ack means the result was written, not that it \

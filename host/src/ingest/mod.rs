@@ -86,6 +86,15 @@ pub trait ResultsOut {
 
     /// What a completed [`commit`](Self::commit) guarantees.
     fn durability(&self) -> Durability;
+
+    /// Called after each commit, once the batch's latents are marked
+    /// processed in `registry`: a rotating file ([`SyncedFile::rotating`])
+    /// starts a new file here when the current one is full. Others do
+    /// nothing.
+    fn after_commit(&mut self, registry: &Registry) -> io::Result<()> {
+        let _ = registry;
+        Ok(())
+    }
 }
 
 impl<W: Write> ResultsOut for W {
@@ -110,6 +119,38 @@ impl<W: Write> ResultsOut for W {
 pub struct SyncedFile {
     writer: BufWriter<File>,
     path: PathBuf,
+    rotation: Option<Rotation>,
+}
+
+/// When a results file is rotated, and how many old ones are kept.
+///
+/// When the file reaches `max_bytes`, it becomes `FILE.1` (`FILE.1`
+/// becomes `FILE.2`, and so on; the one beyond `keep` is deleted) and a new
+/// `FILE` starts with one checkpoint line per device,
+/// `{"device":…,"seq":…,"checkpoint":true}`, holding the highest sequence
+/// number processed — so a restarted host resumes from `FILE` alone, and a
+/// reader of results skips lines marked `checkpoint`. At every moment a
+/// complete `FILE` exists (the new one replaces it by an atomic rename), so
+/// a crash during rotation loses no progress.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rotation {
+    /// Size at which the file is rotated.
+    pub max_bytes: u64,
+    /// Old files kept (`FILE.1` … `FILE.keep`); 0 keeps none.
+    pub keep: u32,
+}
+
+fn numbered(path: &Path, n: u32) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(format!(".{n}"));
+    PathBuf::from(name)
+}
+
+fn remove_if_present(path: &Path) -> io::Result<()> {
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
 }
 
 impl SyncedFile {
@@ -126,12 +167,57 @@ impl SyncedFile {
         Ok(Self {
             writer: BufWriter::new(file),
             path: path.to_path_buf(),
+            rotation: None,
         })
+    }
+
+    /// The same file, rotated as `rotation` says.
+    pub fn rotating(mut self, rotation: Rotation) -> Self {
+        self.rotation = Some(rotation);
+        self
     }
 
     /// The file.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Rotates now (see [`Rotation`]); the caller has committed.
+    fn rotate(&mut self, keep: u32, registry: &Registry) -> io::Result<()> {
+        let path = self.path.clone();
+        let mut next = path.as_os_str().to_owned();
+        next.push(".rotating");
+        let next = PathBuf::from(next);
+        {
+            let mut file = BufWriter::new(File::create(&next)?);
+            for (device, seq) in registry.progress() {
+                let line = json!({"device": device, "seq": seq, "checkpoint": true});
+                writeln!(file, "{line}")?;
+            }
+            file.flush()?;
+            file.get_ref().sync_all()?;
+        }
+        if keep > 0 {
+            remove_if_present(&numbered(&path, keep))?;
+            for n in (1..keep).rev() {
+                match std::fs::rename(numbered(&path, n), numbered(&path, n + 1)) {
+                    Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+                    _ => {}
+                }
+            }
+            // A link, not a rename: `FILE` exists throughout.
+            std::fs::hard_link(&path, numbered(&path, 1))?;
+        }
+        std::fs::rename(&next, &path)?;
+        crate::heads::state_file::sync_parent_dir(&path)?;
+        let file = OpenOptions::new().append(true).open(&path)?;
+        self.writer = BufWriter::new(file);
+        tracing::info!(
+            "{}: rotated (kept {keep} older file{})",
+            path.display(),
+            if keep == 1 { "" } else { "s" }
+        );
+        Ok(())
     }
 }
 
@@ -147,6 +233,16 @@ impl ResultsOut for SyncedFile {
 
     fn durability(&self) -> Durability {
         Durability::Synced
+    }
+
+    fn after_commit(&mut self, registry: &Registry) -> io::Result<()> {
+        let Some(rotation) = self.rotation else {
+            return Ok(());
+        };
+        if self.writer.get_ref().metadata()?.len() < rotation.max_bytes {
+            return Ok(());
+        }
+        self.rotate(rotation.keep, registry)
     }
 }
 
@@ -250,6 +346,7 @@ pub fn run_heads(
             }
             live.result(&job.device, line, now);
         }
+        out.after_commit(registry)?;
         stats.batches += 1;
         live.batch_ran();
     }
@@ -582,4 +679,69 @@ pub fn serve_until(
         "stopped"
     );
     Ok(stats)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A results file rotated while a device streams: old files shift and
+    /// the oldest goes, every complete file is in place throughout, and a
+    /// registry resumed from the current file alone knows every device's
+    /// progress.
+    #[test]
+    fn a_rotated_results_file_carries_every_devices_progress() {
+        let dir = std::env::temp_dir().join(format!("latentcam-rotate-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("results.jsonl");
+        // An earlier run's results: "quiet" sends nothing more, so only
+        // the checkpoints carry it forward.
+        std::fs::write(
+            &path,
+            "{\"device\":\"quiet\",\"seq\":3}\n{\"device\":\"busy\",\"seq\":0}\n",
+        )
+        .unwrap();
+        let registry = Registry::resume_from_results(&path).unwrap();
+        let mut out = SyncedFile::append(&path).unwrap().rotating(Rotation {
+            max_bytes: 400,
+            keep: 2,
+        });
+        let mut rotations = 0;
+        for seq in 1..40u64 {
+            let device = "busy";
+            let line = json!({"device": device, "seq": seq, "heads": {"pad": "x".repeat(40)}});
+            writeln!(out.writer(), "{line}").unwrap();
+            out.commit().unwrap();
+            registry.processed(device, seq);
+            let before = std::fs::metadata(&path).unwrap().len();
+            out.after_commit(&registry).unwrap();
+            if std::fs::metadata(&path).unwrap().len() < before {
+                rotations += 1;
+            }
+        }
+        assert!(rotations >= 3, "{rotations} rotations");
+        assert!(numbered(&path, 1).exists() && numbered(&path, 2).exists());
+        assert!(!numbered(&path, 3).exists(), "only two old files kept");
+        assert!(std::fs::metadata(&path).unwrap().len() < 400 + 200);
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(
+            text.lines().next().unwrap().contains("\"checkpoint\":true"),
+            "{text}"
+        );
+        let resumed = Registry::resume_from_results(&path).unwrap();
+        assert_eq!(resumed.acked("busy"), Some(39));
+        assert_eq!(resumed.acked("quiet"), Some(3));
+        // Without rotation the file only grows.
+        let plain = dir.join("plain.jsonl");
+        let mut out = SyncedFile::append(&plain).unwrap();
+        for seq in 0..20u64 {
+            writeln!(out.writer(), "{}", json!({"device": "d", "seq": seq})).unwrap();
+            out.commit().unwrap();
+            out.after_commit(&registry).unwrap();
+        }
+        assert_eq!(std::fs::read_to_string(&plain).unwrap().lines().count(), 20);
+        assert!(!numbered(&plain, 1).exists());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

@@ -437,6 +437,16 @@ impl Registry {
     pub fn snapshot(&self) -> BTreeMap<String, DeviceRecord> {
         self.lock().clone()
     }
+
+    /// Every device whose latents were processed, with the highest
+    /// processed sequence number: what a rotated results file must carry
+    /// forward for [`resume_from_results`](Self::resume_from_results).
+    pub fn progress(&self) -> Vec<(String, u64)> {
+        self.lock()
+            .iter()
+            .filter_map(|(id, r)| r.highest_processed.map(|seq| (id.clone(), seq)))
+            .collect()
+    }
 }
 
 #[cfg(test)]

@@ -793,3 +793,72 @@ fn photos_enrolled_and_searched_over_http() {
     let labels: Vec<(&str, usize)> = saved.labels().collect();
     assert_eq!(labels, [("fish", 1), ("squirrel", 1)]);
 }
+
+/// The results file rotates at `--jsonl-max-mb`: the full file becomes
+/// `FILE.1`, the new one starts with every device's progress, and a
+/// restarted host resumes from it alone (no latent is lost or repeated).
+#[test]
+fn the_results_file_rotates_and_a_restart_resumes_from_its_checkpoints() {
+    let dir = scratch("rotate");
+    let jsonl = dir.join("results.jsonl");
+    let rotated = dir.join("results.jsonl.1");
+    // An earlier run's results: 1 MiB of lines of a device now quiet.
+    let mut earlier = String::new();
+    let mut attic = 0u64;
+    while earlier.len() < 1 << 20 {
+        earlier += &format!("{{\"device\":\"attic\",\"seq\":{attic},\"heads\":{{}}}}\n");
+        attic += 1;
+    }
+    std::fs::write(&jsonl, &earlier).unwrap();
+    let flags = [
+        "--jsonl-max-mb",
+        "1",
+        "--jsonl-keep",
+        "1",
+        "--no-imagenet",
+        "--anomaly",
+    ];
+    let spool = dir.join("spool");
+    let host = Host::start_with(&jsonl, "127.0.0.1:0", &flags);
+    let mut config = edge_config(Path::new(VTEST), &host.address, &spool, "gate");
+    config.source.unpaced = true;
+    let report = run_edge(config.clone(), 6).join().unwrap();
+    assert_eq!(report.session.spool_pending, 0, "{:?}", report.session);
+    host.stop();
+
+    let old = std::fs::read_to_string(&rotated).expect("the full file was rotated");
+    assert!(old.starts_with(&earlier));
+    let current = results(&jsonl);
+    let checkpoints: Vec<&Value> = current
+        .iter()
+        .take_while(|l| l["checkpoint"] == true)
+        .collect();
+    assert!(
+        checkpoints
+            .iter()
+            .any(|l| l["device"] == "attic" && l["seq"] == attic - 1),
+        "the quiet device's progress is carried: {checkpoints:?}"
+    );
+    assert!(
+        current[checkpoints.len()..]
+            .iter()
+            .all(|l| l.get("checkpoint").is_none())
+    );
+
+    // A restart resumes from the new file alone: the edge goes on from
+    // seq 6 and nothing is delivered twice.
+    let host = Host::start_with(&jsonl, "127.0.0.1:0", &flags);
+    config.link.address = host.address.clone();
+    let report = run_edge(config, 3).join().unwrap();
+    assert_eq!(report.session.spool_pending, 0, "{:?}", report.session);
+    host.stop();
+    let mut delivered: Vec<Value> = results(&rotated);
+    delivered.extend(results(&jsonl));
+    let gate: Vec<u64> = delivered
+        .iter()
+        .filter(|l| l["device"] == "gate" && l.get("checkpoint").is_none())
+        .map(|l| l["seq"].as_u64().unwrap())
+        .collect();
+    assert_eq!(gate, (0..9).collect::<Vec<_>>());
+    let _ = std::fs::remove_dir_all(&dir);
+}
