@@ -21,7 +21,8 @@ if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
 # MQTT 5 broker the fleet tests start on 127.0.0.1 with scripts/mosquitto.conf),
 # procps (pgrep: test.sh stops its background builds on failure), strace (the
 # host's durability test checks in a syscall trace that every Ack follows a
-# sync of its results).
+# sync of its results), openssl (test certificates for the HTTPS API and the
+# TLS broker).
 APT_PACKAGES=(
     socat
     ffmpeg
@@ -38,6 +39,7 @@ APT_PACKAGES=(
     mosquitto
     procps
     strace
+    openssl
 )
 
 if [ "$MODE" = "--demo" ]; then

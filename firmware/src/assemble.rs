@@ -225,15 +225,18 @@ pub fn open_link(config: &EdgeConfig) -> Result<Box<dyn Link + Send>, AssembleEr
     let device =
         StaticKey::load(&auth.key_file).map_err(|problem| AssembleError::DeviceKey { problem })?;
     let link = open_plain_link(config)?;
+    if config.link.kind == "udp" {
+        return Ok(Box::new(SecureLink::one_way(link, device, auth.host_key)?));
+    }
     Ok(Box::new(SecureLink::new(link, device, auth.host_key)?))
 }
 
 /// The authentication the `Hello` offers for this configuration.
 pub fn auth_scheme(config: &EdgeConfig) -> AuthScheme {
-    if config.link.auth().ok().flatten().is_some() {
-        AuthScheme::NoiseIk
-    } else {
-        AuthScheme::None
+    match config.link.auth() {
+        Ok(Some(_)) if config.link.kind == "udp" => AuthScheme::NoiseK,
+        Ok(Some(_)) => AuthScheme::NoiseIk,
+        _ => AuthScheme::None,
     }
 }
 
@@ -263,6 +266,7 @@ pub fn mqtt_config(config: &EdgeConfig) -> MqttConfig {
     mqtt.session_expiry = Duration::from_secs(m.session_expiry_seconds);
     mqtt.ack_timeout = Duration::from_secs_f64(m.ack_timeout_seconds.max(0.001));
     mqtt.inflight = m.inflight;
+    mqtt.ca_file = Some(m.ca_file.clone()).filter(|f| !f.as_os_str().is_empty());
     mqtt
 }
 

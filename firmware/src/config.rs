@@ -169,8 +169,9 @@ pub struct LinkConfig {
     /// Serial baud rate.
     pub baud: u32,
     /// The host's static public key (64 hexadecimal digits). With
-    /// `key_file`, every session is authenticated both ways and encrypted
-    /// (Noise IK; tcp and serial links only); empty: no authentication.
+    /// `key_file`, every session is authenticated and encrypted (Noise IK
+    /// both ways on tcp and serial links; Noise K, the device to the host,
+    /// on udp links); empty: no authentication.
     pub host_key: String,
     /// This device's private key file, written by `latentcam-edge keygen
     /// --out FILE` (mode 0600); set together with `host_key`.
@@ -188,7 +189,7 @@ pub struct LinkAuth {
 
 impl LinkConfig {
     /// The authentication keys, `None` when neither is set. Both or neither
-    /// must be set, on a tcp or serial link, and `host_key` must be a
+    /// must be set, on a tcp, serial or udp link, and `host_key` must be a
     /// public key; the error names the key and the fix.
     pub fn auth(&self) -> Result<Option<LinkAuth>, ConfigError> {
         let host_key = self.host_key.trim();
@@ -213,11 +214,11 @@ impl LinkConfig {
             }
             (false, false) => {}
         }
-        if !matches!(self.kind.as_str(), "tcp" | "serial") {
+        if !matches!(self.kind.as_str(), "tcp" | "serial" | "udp") {
             return Err(invalid(
                 "link.host_key",
                 format!("(set, with link.kind = {:?})", self.kind),
-                "authentication is implemented for tcp and serial links; see the README \
+                "authentication is implemented for tcp, serial and udp links; see the README \
                  security section",
             ));
         }
@@ -263,6 +264,10 @@ pub struct MqttSection {
     pub ack_timeout_seconds: f64,
     /// Most QoS 1 publishes awaiting the broker's acknowledgement at once.
     pub inflight: u16,
+    /// With an `mqtts://` address: a PEM file of the certificate
+    /// authorities that may sign the broker's certificate (a private CA);
+    /// empty: the system's roots.
+    pub ca_file: PathBuf,
 }
 
 impl Default for MqttSection {
@@ -274,6 +279,7 @@ impl Default for MqttSection {
             session_expiry_seconds: 86_400,
             ack_timeout_seconds: 10.0,
             inflight: 64,
+            ca_file: PathBuf::new(),
         }
     }
 }
@@ -448,8 +454,16 @@ impl EdgeConfig {
                 format!("{level_rule} (it names the device's MQTT topics)"),
             ));
         }
-        if let Err(problem) = crate::link::mqtt::parse_address(&self.link.address) {
-            return Err(invalid("link.address", &self.link.address, problem));
+        match crate::link::mqtt::parse_broker(&self.link.address) {
+            Err(problem) => return Err(invalid("link.address", &self.link.address, problem)),
+            Ok(broker) if !broker.tls && !self.mqtt.ca_file.as_os_str().is_empty() => {
+                return Err(invalid(
+                    "mqtt.ca_file",
+                    self.mqtt.ca_file.display(),
+                    "only used with a TLS broker: write link.address as mqtts://host:port",
+                ));
+            }
+            Ok(_) => {}
         }
         if !(1..=u64::from(u32::MAX)).contains(&self.mqtt.session_expiry_seconds) {
             return Err(invalid(
@@ -643,7 +657,6 @@ mod tests {
             );
         }
         for kind in [
-            "kind = \"udp\"\n",
             "kind = \"file\"\npath = \"rec.bin\"\n",
             "kind = \"mqtt\"\naddress = \"broker\"\n",
         ] {
@@ -654,7 +667,7 @@ mod tests {
             .to_string();
             assert!(
                 err.contains("link.host_key")
-                    && err.contains("implemented for tcp and serial links")
+                    && err.contains("implemented for tcp, serial and udp links")
                     && err.contains("README security section"),
                 "{kind}: {err}"
             );

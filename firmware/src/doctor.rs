@@ -433,18 +433,20 @@ fn check_link(
             "host",
             "serial link: the host answers once the device streams (see the serial line above)",
         ),
-        "mqtt" => match crate::link::mqtt::parse_address(address) {
-            Ok((host, port)) => match connect(&format!("{host}:{port}")) {
-                Ok(_) => Check::ok(
-                    "host",
-                    format!(
-                        "MQTT broker {host}:{port} accepts connections; a host worker answers \
+        "mqtt" => match crate::link::mqtt::parse_broker(address) {
+            Ok(crate::link::mqtt::Broker { host, port, .. }) => {
+                match connect(&format!("{host}:{port}")) {
+                    Ok(_) => Check::ok(
+                        "host",
+                        format!(
+                            "MQTT broker {host}:{port} accepts connections; a host worker answers \
                          Hello on latentcam/{}/{}/welcome",
-                        config.mqtt.site, config.device.id
+                            config.mqtt.site, config.device.id
+                        ),
                     ),
-                ),
-                Err(check) => check,
-            },
+                    Err(check) => check,
+                }
+            }
             Err(problem) => Check::fail(
                 "host",
                 format!("{address}: {problem}"),

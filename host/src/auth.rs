@@ -14,11 +14,13 @@
 //! restart. Connections drive the handshake through
 //! [`crate::ingest::Conn`]; this module only holds the policy and the keys.
 
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use latentcam_secure::{DeviceKeys, KeyError, PublicKey, StaticKey};
+use latentcam_secure::{DeviceKeys, KeyError, PublicKey, Stamp, StaticKey};
 
 /// Where `keys` and `serve --keys` look when no directory is given.
 pub const DEFAULT_KEY_DIR: &str = "/etc/latentcam/host-keys";
@@ -83,6 +85,10 @@ pub struct HostAuth {
     devices: Option<PathBuf>,
     require: bool,
     failures: AtomicU64,
+    /// The newest handshake stamp accepted from each authenticated device
+    /// (so only registered ids, a bounded set): an older or equal one is a
+    /// replay.
+    stamps: Mutex<BTreeMap<String, Stamp>>,
 }
 
 impl HostAuth {
@@ -96,6 +102,7 @@ impl HostAuth {
             devices: None,
             require: false,
             failures: AtomicU64::new(0),
+            stamps: Mutex::new(BTreeMap::new()),
         }
     }
 
@@ -123,6 +130,7 @@ impl HostAuth {
             devices: Some(devices.into()),
             require,
             failures: AtomicU64::new(0),
+            stamps: Mutex::new(BTreeMap::new()),
         }
     }
 
@@ -161,6 +169,26 @@ impl HostAuth {
     /// Connections refused at authentication so far.
     pub fn failures(&self) -> u64 {
         self.failures.load(Ordering::Relaxed)
+    }
+
+    /// Accepts the handshake stamp `stamp` of authenticated `device` if it
+    /// is newer than every stamp accepted from it so far (and remembers
+    /// it); otherwise returns the newest accepted one: the handshake is a
+    /// replay, or the device's clock went back. Kept in memory, as
+    /// WireGuard does: a restarted host accepts any stamp once.
+    pub fn fresh(&self, device: &str, stamp: Stamp) -> Result<(), Stamp> {
+        let mut stamps = self.stamps.lock().unwrap_or_else(|p| p.into_inner());
+        match stamps.get_mut(device) {
+            Some(last) if *last >= stamp => Err(*last),
+            Some(last) => {
+                *last = stamp;
+                Ok(())
+            }
+            None => {
+                stamps.insert(device.to_owned(), stamp);
+                Ok(())
+            }
+        }
     }
 
     /// Counts a connection refused at authentication.
@@ -267,7 +295,7 @@ pub struct Decision {
 
 /// Decides whether `serve` may start: with a key directory (`keys`),
 /// devices must authenticate unless `allow_unauthenticated`, and the
-/// transports that cannot authenticate yet (UDP, MQTT) are refused;
+/// transport that cannot authenticate yet (MQTT) is refused;
 /// without one, every address devices can reach must be loopback unless
 /// `allow_unauthenticated`. The error names both ways out.
 pub fn decide(
@@ -276,7 +304,7 @@ pub fn decide(
     exposure: &Exposure<'_>,
 ) -> Result<Decision, AuthError> {
     let mut decision = Decision::default();
-    let unauthenticated: Vec<String> = [("--udp", exposure.udp), ("--mqtt", exposure.mqtt)]
+    let unauthenticated: Vec<String> = [("--mqtt", exposure.mqtt)]
         .into_iter()
         .filter_map(|(flag, address)| address.map(|a| format!("{flag} {a}")))
         .collect();
@@ -297,7 +325,7 @@ pub fn decide(
                 }
             } else if !unauthenticated.is_empty() {
                 return Err(AuthError::Policy(format!(
-                    "{} cannot authenticate devices yet (only TCP and serial devices can), and \
+                    "{} cannot authenticate devices yet (TCP, UDP and serial devices can), and \
                      --keys requires authentication; serve those devices from a separate host \
                      with --allow-unauthenticated on a trusted network, or add \
                      --allow-unauthenticated here",
@@ -426,15 +454,24 @@ mod tests {
         .unwrap();
         assert_eq!(d.warnings.len(), 1);
         assert!(d.warnings[0].contains("WITHOUT authentication"));
-        // Keys: any address; UDP and MQTT refused unless allowed.
+        // Keys: any address, UDP included; MQTT refused unless allowed.
         assert_eq!(
             decide(Some(keys), false, &exposure("0.0.0.0:7878", None, None)).unwrap(),
+            Decision::default()
+        );
+        assert_eq!(
+            decide(
+                Some(keys),
+                false,
+                &exposure("0.0.0.0:7878", Some("0.0.0.0:9"), None)
+            )
+            .unwrap(),
             Decision::default()
         );
         let e = decide(
             Some(keys),
             false,
-            &exposure("0.0.0.0:7878", Some("127.0.0.1:9"), None),
+            &exposure("0.0.0.0:7878", None, Some("127.0.0.1")),
         )
         .unwrap_err()
         .to_string();

@@ -251,7 +251,8 @@ struct ServeArgs {
     /// The private key of `--http-tls-cert` (PEM).
     #[arg(long, requires_all = ["http", "http_tls_cert"])]
     http_tls_key: Option<PathBuf>,
-    /// Address to receive UDP devices on (off if absent).
+    /// Address to receive UDP devices on (off if absent). With --keys,
+    /// UDP devices authenticate with Noise K (wire/SPEC.md §7).
     #[arg(long)]
     udp: Option<String>,
     /// An MQTT 5 broker to take devices' latents from, as one worker of
@@ -265,9 +266,14 @@ struct ServeArgs {
     /// process id).
     #[arg(long)]
     worker: Option<String>,
-    /// Broker user name (the password comes from LATENTCAM_MQTT_PASSWORD).
+    /// Broker user name (the password comes from LATENTCAM_MQTT_PASSWORD;
+    /// use an mqtts:// broker so it does not travel in cleartext).
     #[arg(long)]
     mqtt_user: Option<String>,
+    /// With an mqtts:// (or ssl://) broker: a PEM file of the certificate
+    /// authorities that may sign its certificate (default: the system's).
+    #[arg(long, requires = "mqtt")]
+    mqtt_ca: Option<PathBuf>,
     /// Do not publish each result on latentcam/<site>/<device>/result.
     #[arg(long)]
     no_mqtt_results: bool,
@@ -703,6 +709,7 @@ fn main() -> anyhow::Result<()> {
                 group,
                 worker,
                 mqtt_user,
+                mqtt_ca,
                 no_mqtt_results,
                 serial,
                 baud,
@@ -735,7 +742,7 @@ fn main() -> anyhow::Result<()> {
                     ingest::mqtt::parse_url(url)
                         .map_err(anyhow::Error::msg)
                         .context("--mqtt")?
-                        .0,
+                        .host,
                 ),
                 None => None,
             };
@@ -866,6 +873,7 @@ fn main() -> anyhow::Result<()> {
                     worker,
                     username: mqtt_user,
                     password: std::env::var("LATENTCAM_MQTT_PASSWORD").ok(),
+                    ca_file: mqtt_ca,
                     publish_results: !no_mqtt_results,
                 }));
             }

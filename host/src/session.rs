@@ -45,7 +45,9 @@ pub fn check_hello(manifest: &Manifest, hello: &Hello<'_>) -> Result<(), Refusal
 /// file the manifest lists (any precision or format of the model), the
 /// model's latent dimension and a codec this build decodes — and if its
 /// authentication offer suits `auth`: scheme `None` is refused by a host
-/// that requires authentication, scheme `NoiseIk` by a host without a key,
+/// that requires authentication, schemes `NoiseIk` and `NoiseK` by a host
+/// without a key (which of the two suits the link is the connection's
+/// business),
 /// and any other scheme always (never implemented; no downgrade).
 pub fn check_hello_for(
     manifest: &Manifest,
@@ -83,17 +85,19 @@ pub fn check_hello_for(
             );
         }
         AuthScheme::None => Admit::Now,
-        AuthScheme::NoiseIk if auth.key().is_none() => {
+        AuthScheme::NoiseIk | AuthScheme::NoiseK if auth.key().is_none() => {
             return refuse(
                 WelcomeStatus::AuthFailed,
                 "this host has no key (serve --keys DIR)".into(),
             );
         }
-        AuthScheme::NoiseIk => Admit::AfterHandshake,
+        AuthScheme::NoiseIk | AuthScheme::NoiseK => Admit::AfterHandshake,
         other => {
             return refuse(
                 WelcomeStatus::AuthFailed,
-                format!("authentication scheme {other:?} is not implemented; use NoiseIk"),
+                format!(
+                    "authentication scheme {other:?} is not implemented; use NoiseIk or NoiseK"
+                ),
             );
         }
     };

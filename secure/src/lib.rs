@@ -9,6 +9,12 @@
 //! `Hello` itself is the handshake's prologue, so neither its device id
 //! nor its model can be swapped in flight, and a `Hello` offering no
 //! authentication is refused by a host that requires it (no downgrade).
+//! The first message carries a freshness stamp the host checks, so a
+//! recorded handshake cannot be replayed.
+//!
+//! One-way links (UDP), where the host never answers, use the one-message
+//! pattern `Noise_K_25519_ChaChaPoly_BLAKE2s` instead: the device proves
+//! its registered key to the host whose key it knows, then seals.
 //!
 //! After the handshake every message travels [`latentcam_wire::Sealed`]:
 //! ChaCha20-Poly1305 under the session's keys with an explicit 64-bit
@@ -22,6 +28,8 @@
 //! | [`DeviceKeys`] | the host's list of device ids and their public keys |
 //! | [`Initiator`] | the device's side of the handshake |
 //! | [`respond`], [`Pending`] | the host's side |
+//! | [`initiate_one_way`], [`respond_one_way`] | scheme `NoiseK` for one-way links (UDP) |
+//! | [`Stamps`] | freshness stamps, so a recorded handshake cannot be replayed |
 //! | [`Channel`] | sealing and opening messages after the handshake |
 //! | [`ReplayWindow`] | which counters were already accepted |
 
@@ -31,7 +39,10 @@ mod keys;
 mod window;
 
 pub use channel::Channel;
-pub use handshake::{Initiator, NOISE_PARAMS, Pending, prologue, respond};
+pub use handshake::{
+    Initiator, NOISE_K_PARAMS, NOISE_PARAMS, Pending, STAMP_LEN, Stamp, Stamps, initiate_one_way,
+    prologue, respond, respond_one_way,
+};
 pub use keys::{DeviceKeys, KeyError, PublicKey, StaticKey};
 pub use window::ReplayWindow;
 
@@ -55,6 +66,12 @@ pub enum SecureError {
     Replay {
         /// Its counter.
         counter: u64,
+    },
+    /// The first handshake message's payload is not a freshness stamp.
+    #[error("the handshake carries no freshness stamp ({len}-byte payload)")]
+    Stamp {
+        /// The payload's length.
+        len: usize,
     },
     /// The plaintext of a sealed message is not a message that may travel
     /// sealed.

@@ -1,7 +1,9 @@
 //! The handshake and sealed messages end to end, both sides in one
 //! process: what each side accepts and refuses.
 
-use latentcam_secure::{Channel, Initiator, SecureError, StaticKey, respond};
+use latentcam_secure::{
+    Channel, Initiator, SecureError, StaticKey, initiate_one_way, respond, respond_one_way,
+};
 use latentcam_wire::{
     Ack, AuthOffer, AuthScheme, Codec, Hello, Latent, Message, ModelIdentity, NONCE_LEN, Sealed,
     frame,
@@ -46,7 +48,7 @@ fn latent(seq: u64) -> Message<'static> {
 /// A completed handshake: (device's channel, host's channel).
 fn session(device: &StaticKey, host: &StaticKey) -> (Channel, Channel) {
     let h = hello("cam-1");
-    let (initiator, m1) = Initiator::start(device, host.public(), &h).unwrap();
+    let (initiator, m1) = Initiator::start(device, host.public(), &h, 1).unwrap();
     let pending = respond(host, &h, &m1).unwrap();
     assert_eq!(
         pending.device_key(),
@@ -102,7 +104,7 @@ fn a_device_that_targets_another_host_key_is_refused() {
         StaticKey::generate(),
     );
     let h = hello("cam-1");
-    let (_i, m1) = Initiator::start(&device, other.public(), &h).unwrap();
+    let (_i, m1) = Initiator::start(&device, other.public(), &h, 1).unwrap();
     assert!(matches!(
         respond(&host, &h, &m1),
         Err(SecureError::Handshake(_))
@@ -120,8 +122,8 @@ fn a_host_without_the_private_key_cannot_answer() {
         StaticKey::generate(),
     );
     let h = hello("cam-1");
-    let (initiator, _m1) = Initiator::start(&device, host.public(), &h).unwrap();
-    let (_, m1_for_rogue) = Initiator::start(&device, rogue.public(), &h).unwrap();
+    let (initiator, _m1) = Initiator::start(&device, host.public(), &h, 1).unwrap();
+    let (_, m1_for_rogue) = Initiator::start(&device, rogue.public(), &h, 1).unwrap();
     let (m2, _) = respond(&rogue, &h, &m1_for_rogue)
         .unwrap()
         .accept()
@@ -136,7 +138,7 @@ fn a_host_without_the_private_key_cannot_answer() {
 fn the_hello_is_bound_to_the_handshake() {
     let (device, host) = (StaticKey::generate(), StaticKey::generate());
     let h = hello("cam-1");
-    let (_i, m1) = Initiator::start(&device, host.public(), &h).unwrap();
+    let (_i, m1) = Initiator::start(&device, host.public(), &h, 1).unwrap();
     // Someone on the path swaps the device id, or strips the auth offer.
     assert!(respond(&host, &hello("cam-2"), &m1).is_err());
     let mut downgraded = h;
@@ -202,7 +204,7 @@ fn a_replayed_first_message_gives_the_replayer_nothing() {
     // replayer cannot read the host's answer nor seal anything it accepts.
     let (device, host) = (StaticKey::generate(), StaticKey::generate());
     let h = hello("cam-1");
-    let (initiator, m1) = Initiator::start(&device, host.public(), &h).unwrap();
+    let (initiator, m1) = Initiator::start(&device, host.public(), &h, 1).unwrap();
     let (m2, mut real_host) = respond(&host, &h, &m1).unwrap().accept().unwrap();
     let mut real_device = initiator.finish(&m2).unwrap();
     let recorded = real_device.seal(&latent(5)).unwrap();
@@ -214,8 +216,79 @@ fn a_replayed_first_message_gives_the_replayer_nothing() {
     ));
 }
 
+#[test]
+fn the_host_reads_the_stamp_the_device_sent() {
+    let (device, host) = (StaticKey::generate(), StaticKey::generate());
+    let h = hello("cam-1");
+    let (_i, m1) = Initiator::start(&device, host.public(), &h, 1_764_000_000_123_456_789).unwrap();
+    assert_eq!(
+        respond(&host, &h, &m1).unwrap().stamp(),
+        1_764_000_000_123_456_789
+    );
+}
+
+fn one_way_hello(device_id: &str) -> Hello<'_> {
+    let mut h = hello(device_id);
+    h.auth.scheme = AuthScheme::NoiseK;
+    h
+}
+
+#[test]
+fn a_one_way_session_seals_and_opens() {
+    let (device, host) = (StaticKey::generate(), StaticKey::generate());
+    let h = one_way_hello("cam-1");
+    let (mut d, m1) = initiate_one_way(&device, host.public(), &h, 42).unwrap();
+    let (mut hc, stamp) = respond_one_way(&host, device.public(), &h, &m1).unwrap();
+    assert_eq!(stamp, 42);
+    for seq in 0..5 {
+        let sealed = d.seal(&latent(seq)).unwrap();
+        assert_eq!(
+            open(&mut hc, &sealed).unwrap(),
+            frame::encode_inner_to_vec(&latent(seq)).unwrap()
+        );
+    }
+    // The same datagram twice: a replay.
+    let sealed = d.seal(&latent(9)).unwrap();
+    open(&mut hc, &sealed).unwrap();
+    assert!(matches!(
+        open(&mut hc, &sealed),
+        Err(SecureError::Replay { .. })
+    ));
+}
+
+#[test]
+fn a_one_way_handshake_needs_the_registered_key_the_right_host_and_the_hello() {
+    let (device, host, other) = (
+        StaticKey::generate(),
+        StaticKey::generate(),
+        StaticKey::generate(),
+    );
+    let h = one_way_hello("cam-1");
+    let (_, m1) = initiate_one_way(&device, host.public(), &h, 1).unwrap();
+    // Another key registered for the id (an impostor's message, seen from
+    // the host that registered the real one).
+    assert!(respond_one_way(&host, other.public(), &h, &m1).is_err());
+    // Meant for another host.
+    assert!(respond_one_way(&other, device.public(), &h, &m1).is_err());
+    // The Hello changed in flight.
+    assert!(respond_one_way(&host, device.public(), &one_way_hello("cam-2"), &m1).is_err());
+    // An IK message is not a K message, nor the other way round.
+    let (_, ik) = Initiator::start(&device, host.public(), &hello("cam-1"), 1).unwrap();
+    assert!(respond_one_way(&host, device.public(), &h, &ik).is_err());
+    assert!(respond(&host, &h, &m1).is_err());
+    assert!(respond_one_way(&host, device.public(), &h, &m1).is_ok());
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// Arbitrary one-way handshake messages never authenticate.
+    #[test]
+    fn arbitrary_one_way_messages_are_refused(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
+        let device = StaticKey::from_private([3; 32]);
+        let host = StaticKey::from_private([9; 32]);
+        prop_assert!(respond_one_way(&host, device.public(), &one_way_hello("cam-1"), &bytes).is_err());
+    }
 
     /// Arbitrary first messages never panic and never authenticate.
     #[test]
@@ -229,7 +302,7 @@ proptest! {
     fn arbitrary_answers_are_refused(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
         let device = StaticKey::from_private([3; 32]);
         let host = StaticKey::from_private([9; 32]);
-        let (initiator, _) = Initiator::start(&device, host.public(), &hello("cam-1")).unwrap();
+        let (initiator, _) = Initiator::start(&device, host.public(), &hello("cam-1"), 1).unwrap();
         prop_assert!(initiator.finish(&bytes).is_err());
     }
 }

@@ -191,6 +191,11 @@ byte_enum! {
         /// `Noise_IK_25519_ChaChaPoly_BLAKE2s`: mutual authentication with
         /// per-device static keys, then every message [`Sealed`].
         NoiseIk = 2,
+        /// `Noise_K_25519_ChaChaPoly_BLAKE2s`: one-way links (UDP). The
+        /// device proves its registered static key to the host whose key
+        /// it knows in one message, then sends every message [`Sealed`];
+        /// the host never answers.
+        NoiseK = 3,
     }
 }
 

@@ -31,6 +31,7 @@
 //! new `Welcome` re-sends what its spool still holds.
 
 use std::io;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex};
@@ -39,10 +40,11 @@ use std::time::{Duration, Instant};
 
 use latentcam_wire::mqtt::{DeviceTopics, valid_level};
 use latentcam_wire::{Message, frame};
-use rumqttc::Outgoing;
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::mqttbytes::v5::{Filter, LastWill, Packet};
 use rumqttc::v5::{Client, ClientError, Connection, Event, MqttOptions};
+use rumqttc::{Outgoing, TlsConfiguration, Transport};
+use tokio_rustls::rustls::{ClientConfig, RootCertStore};
 
 use super::{Backoff, Incoming, IncomingDecoder, Link, LinkError, LinkStats};
 
@@ -75,8 +77,13 @@ const CLOSE_WAIT: Duration = Duration::from_secs(2);
 /// Settings of an [`MqttLink`].
 #[derive(Debug, Clone)]
 pub struct MqttConfig {
-    /// The broker as `host:port`, `host` (port 1883) or `mqtt://host:port`.
+    /// The broker as `host:port`, `host` (port 1883), `mqtt://host:port`,
+    /// or `mqtts://host:port` (TLS, port 8883 by default).
     pub address: String,
+    /// With `mqtts://`: a PEM file of the certificate authorities that may
+    /// sign the broker's certificate (a private CA); `None` trusts the
+    /// system's roots.
+    pub ca_file: Option<PathBuf>,
     /// The `<site>` topic level.
     pub site: String,
     /// The `<device>` topic level: the device id sent in `Hello`.
@@ -110,6 +117,7 @@ impl MqttConfig {
             address: address.into(),
             site: site.into(),
             device_id: device_id.into(),
+            ca_file: None,
             username: None,
             password: None,
             session_expiry: Duration::from_secs(86_400),
@@ -120,16 +128,45 @@ impl MqttConfig {
     }
 }
 
+/// The broker's port for `mqtts://` when none is given.
+pub const DEFAULT_TLS_PORT: u16 = 8883;
+
+/// A broker address, parsed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Broker {
+    /// Host name or address (IPv6 in brackets).
+    pub host: String,
+    /// Port.
+    pub port: u16,
+    /// `mqtts://`: the connection is TLS, and the broker's certificate is
+    /// checked against its host name.
+    pub tls: bool,
+}
+
 /// Splits a broker address into host and port: `host:port`, `host`
 /// (port [`DEFAULT_PORT`]), either with an `mqtt://` prefix; IPv6 as
-/// `[addr]:port`. The error says what is wrong.
+/// `[addr]:port`. TLS addresses are refused here; [`parse_broker`] takes
+/// them. The error says what is wrong.
 pub fn parse_address(address: &str) -> Result<(String, u16), String> {
-    let rest = match address.split_once("://") {
-        None => address,
-        Some(("mqtt", rest)) => rest,
+    match parse_broker(address)? {
+        Broker { tls: true, .. } => Err(format!(
+            "{address}: a TLS address where a plain one is needed"
+        )),
+        Broker { host, port, .. } => Ok((host, port)),
+    }
+}
+
+/// [`parse_address`], plus `mqtts://host[:port]` for TLS (port
+/// [`DEFAULT_TLS_PORT`] by default).
+pub fn parse_broker(address: &str) -> Result<Broker, String> {
+    let (rest, tls) = match address.split_once("://") {
+        None => (address, false),
+        Some(("mqtt", rest)) => (rest, false),
+        Some(("mqtts", rest)) => (rest, true),
         Some((scheme, _)) => {
             return Err(format!(
-                "scheme `{scheme}://` is not supported: write host:port or mqtt://host:port"
+                "scheme `{scheme}://` is not supported: write host:port, mqtt://host:port or \
+                 mqtts://host:port"
             ));
         }
     };
@@ -156,13 +193,77 @@ pub fn parse_address(address: &str) -> Result<(String, u16), String> {
         return Err(format!("`{host}` is not a host name"));
     }
     let port = match port {
+        None if tls => DEFAULT_TLS_PORT,
         None => DEFAULT_PORT,
         Some(p) => match p.parse::<u16>() {
             Ok(p) if p > 0 => p,
             _ => return Err(format!("port `{p}` is not a number from 1 to 65535")),
         },
     };
-    Ok((host, port))
+    Ok(Broker { host, port, tls })
+}
+
+/// The TLS client configuration for `mqtts://` brokers: rustls on ring
+/// (TLS 1.3 and 1.2), trusting the certificate authorities in `ca_file`
+/// (PEM) if given, else the system's roots. The error says which file or
+/// store failed.
+pub fn tls_client_config(ca_file: Option<&Path>) -> Result<Arc<ClientConfig>, String> {
+    use tokio_rustls::rustls::pki_types::CertificateDer;
+    use tokio_rustls::rustls::pki_types::pem::PemObject;
+
+    let mut roots = RootCertStore::empty();
+    match ca_file {
+        Some(path) => {
+            let certs = CertificateDer::pem_file_iter(path)
+                .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+                .map_err(|e| format!("cannot read the CA file {}: {e}", path.display()))?;
+            if certs.is_empty() {
+                return Err(format!(
+                    "the CA file {} holds no certificate",
+                    path.display()
+                ));
+            }
+            for cert in certs {
+                roots.add(cert).map_err(|e| {
+                    format!(
+                        "the CA file {} holds a bad certificate: {e}",
+                        path.display()
+                    )
+                })?;
+            }
+        }
+        None => {
+            let found = rustls_native_certs::load_native_certs();
+            let (added, _) = roots.add_parsable_certificates(found.certs);
+            if added == 0 {
+                return Err(format!(
+                    "no trusted certificate authority found in the system's store{} \
+                     (install ca-certificates, or give the broker's CA file)",
+                    found
+                        .errors
+                        .first()
+                        .map(|e| format!(" ({e})"))
+                        .unwrap_or_default()
+                ));
+            }
+        }
+    }
+    let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
+    let config = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS set-up failed: {e}"))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
+}
+
+/// True for `localhost` and loopback addresses (brackets allowed).
+fn is_loopback_host(host: &str) -> bool {
+    let host = host.trim_matches(['[', ']']);
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// State shared with the event-loop thread.
@@ -245,8 +346,19 @@ impl MqttLink {
             link: shown.clone(),
             problem,
         };
-        let (host, port) =
-            parse_address(&config.address).map_err(|p| problem(format!("bad address: {p}")))?;
+        let Broker { host, port, tls } =
+            parse_broker(&config.address).map_err(|p| problem(format!("bad address: {p}")))?;
+        let tls = if tls {
+            let ca = config.ca_file.as_deref();
+            Some(tls_client_config(ca).map_err(problem)?)
+        } else {
+            if config.username.is_some() && !is_loopback_host(&host) {
+                tracing::warn!(
+                    "the MQTT password for {host} travels in cleartext: use mqtts:// to encrypt it"
+                );
+            }
+            None
+        };
         for (what, level) in [("site", &config.site), ("device id", &config.device_id)] {
             if !valid_level(level) {
                 return Err(problem(format!(
@@ -265,12 +377,18 @@ impl MqttLink {
         let topics = DeviceTopics::new(&config.site, &config.device_id)
             .ok_or_else(|| problem("site or device id is not a valid topic level".into()))?;
         let name = format!(
-            "mqtt://{host}:{port} site {} device {}",
-            config.site, config.device_id
+            "{}://{host}:{port} site {} device {}",
+            if tls.is_some() { "mqtts" } else { "mqtt" },
+            config.site,
+            config.device_id
         );
 
         let client_id = format!("latentcam-edge-{}-{}", config.site, config.device_id);
-        let mut options = MqttOptions::new(client_id, host, port);
+        // rumqttc wants an IPv6 address without its brackets.
+        let mut options = MqttOptions::new(client_id, host.trim_matches(['[', ']']), port);
+        if let Some(tls) = tls {
+            options.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(tls)));
+        }
         options
             .set_keep_alive(KEEP_ALIVE)
             .set_clean_start(false)
@@ -695,6 +813,39 @@ mod tests {
         ] {
             assert!(parse_address(bad).is_err(), "{bad:?} accepted");
         }
+        let broker = |host: &str, port, tls| Broker {
+            host: host.into(),
+            port,
+            tls,
+        };
+        assert_eq!(
+            parse_broker("mqtts://broker"),
+            Ok(broker("broker", DEFAULT_TLS_PORT, true))
+        );
+        assert_eq!(
+            parse_broker("mqtts://[::1]:8884/"),
+            Ok(broker("[::1]", 8884, true))
+        );
+        assert_eq!(
+            parse_broker("mqtt://broker"),
+            Ok(broker("broker", DEFAULT_PORT, false))
+        );
+        assert!(parse_broker("ssl://broker").is_err());
+        assert!(is_loopback_host("[::1]") && is_loopback_host("LOCALHOST"));
+        assert!(!is_loopback_host("broker") && !is_loopback_host("10.0.0.1"));
+    }
+
+    #[test]
+    fn tls_needs_a_readable_ca_file_with_a_certificate() {
+        let dir = std::env::temp_dir().join(format!("latentcam-mqtt-ca-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let missing = tls_client_config(Some(&dir.join("none.pem"))).unwrap_err();
+        assert!(missing.contains("cannot read the CA file"), "{missing}");
+        let empty = dir.join("empty.pem");
+        std::fs::write(&empty, "no certificate here\n").unwrap();
+        let err = tls_client_config(Some(&empty)).unwrap_err();
+        assert!(err.contains("holds no certificate"), "{err}");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

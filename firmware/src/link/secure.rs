@@ -1,6 +1,8 @@
-//! Device authentication and encryption over a bidirectional link
-//! (wire/SPEC.md, section 7): [`SecureLink`] wraps a TCP or serial link and
-//! runs the Noise IK handshake of [`latentcam_secure`] on every connection.
+//! Device authentication and encryption (wire/SPEC.md, section 7):
+//! [`SecureLink`] wraps a TCP or serial link and runs the Noise IK
+//! handshake of [`latentcam_secure`] on every connection, or wraps a UDP
+//! link ([`SecureLink::one_way`]) and sends the one-message Noise K
+//! handshake with every `Hello`.
 //!
 //! The pipeline above it does not change: it still sends a plain `Hello`,
 //! waits for `Welcome` and then sends latents, heartbeats and `Bye`.
@@ -24,13 +26,19 @@
 //! connection, the channel is forgotten and sends answer
 //! [`LinkError::Down`] (the caller keeps the frame spooled) until a new
 //! `Hello` has been answered.
+//!
+//! On a one-way link nothing comes back: each `Hello` (the pipeline repeats
+//! it every few seconds) goes out with a `Handshake` that opens a new
+//! channel at once, and everything until the next `Hello` is sealed with
+//! it. Every first handshake message carries a freshness stamp
+//! ([`Stamps`]), so the host can refuse a recorded one.
 
 use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use latentcam_secure::{Channel, Initiator, KeyError, PublicKey, StaticKey};
+use latentcam_secure::{Channel, Initiator, KeyError, PublicKey, Stamps, StaticKey};
 use latentcam_wire::{
     AuthScheme, Handshake, Hello, Message, NONCE_LEN, Sealed, WelcomeStatus, frame,
 };
@@ -112,6 +120,9 @@ pub struct SecureLink<L: Link> {
     /// Host → device frames refused here (plain where only sealed ones
     /// count, sealed ones that do not open, handshakes out of turn).
     refused: u64,
+    /// Noise K on a link the host never answers on.
+    one_way: bool,
+    stamps: Stamps,
 }
 
 impl<L: Link> fmt::Debug for SecureLink<L> {
@@ -122,6 +133,7 @@ impl<L: Link> fmt::Debug for SecureLink<L> {
             .field("host", &self.host)
             .field("state", &self.state.name())
             .field("refused", &self.refused)
+            .field("one_way", &self.one_way)
             .finish()
     }
 }
@@ -134,19 +146,41 @@ impl<L: Link> SecureLink<L> {
         if !inner.is_bidirectional() {
             return Err(LinkError::Config {
                 link: inner.describe(),
-                problem: "authentication needs a link the host answers on: \
-                          it is implemented for tcp and serial links"
+                problem: "this handshake needs a link the host answers on (tcp, serial); \
+                          udp links use SecureLink::one_way, recordings are not authenticated"
                     .into(),
             });
         }
-        Ok(Self {
+        Ok(Self::wrap(inner, device, host, false))
+    }
+
+    /// Wraps a one-way link (UDP): the device authenticates to the host
+    /// whose static public key is `host` with the one-message Noise K
+    /// handshake, and the host never answers; `Hello`s must offer
+    /// [`AuthScheme::NoiseK`]. A bidirectional link is [`LinkError::Config`]
+    /// (it gets the mutual handshake of [`new`](Self::new)).
+    pub fn one_way(inner: L, device: StaticKey, host: PublicKey) -> Result<Self, LinkError> {
+        if inner.is_bidirectional() {
+            return Err(LinkError::Config {
+                link: inner.describe(),
+                problem: "a link the host answers on gets the mutual handshake (SecureLink::new)"
+                    .into(),
+            });
+        }
+        Ok(Self::wrap(inner, device, host, true))
+    }
+
+    fn wrap(inner: L, device: StaticKey, host: PublicKey, one_way: bool) -> Self {
+        Self {
             inner,
             device,
             host,
             state: State::Idle,
             hello: None,
             refused: 0,
-        })
+            one_way,
+            stamps: Stamps::new(),
+        }
     }
 
     /// The wrapped link.
@@ -202,21 +236,37 @@ impl<L: Link> SecureLink<L> {
     /// message for it.
     fn start_handshake(&mut self, frame: &[u8], hello: &Hello<'_>) -> Result<(), LinkError> {
         self.state = State::Idle;
-        if hello.auth.scheme != AuthScheme::NoiseIk {
+        let scheme = if self.one_way {
+            AuthScheme::NoiseK
+        } else {
+            AuthScheme::NoiseIk
+        };
+        if hello.auth.scheme != scheme {
             return Err(LinkError::Config {
                 link: self.describe(),
                 problem: format!(
-                    "the Hello offers authentication {:?}, not NoiseIk: with [link] host_key \
+                    "the Hello offers authentication {:?}, not {scheme:?}: with [link] host_key \
                      set, the device must offer the Noise handshake",
                     hello.auth.scheme
                 ),
             });
         }
-        let (initiator, first) =
-            Initiator::start(&self.device, &self.host, hello).map_err(|e| LinkError::Config {
-                link: self.describe(),
-                problem: format!("cannot start the Noise handshake: {e}"),
-            })?;
+        let stamp = self.stamps.now();
+        let link = self.describe();
+        let failed = |e: latentcam_secure::SecureError| LinkError::Config {
+            link: link.clone(),
+            problem: format!("cannot start the Noise handshake: {e}"),
+        };
+        let (next, first) = if self.one_way {
+            let (channel, first) =
+                latentcam_secure::initiate_one_way(&self.device, &self.host, hello, stamp)
+                    .map_err(failed)?;
+            (Ok(channel), first)
+        } else {
+            let (initiator, first) =
+                Initiator::start(&self.device, &self.host, hello, stamp).map_err(failed)?;
+            (Err(Box::new(initiator)), first)
+        };
         let handshake = frame::encode_to_vec(&Message::Handshake(Handshake { payload: &first }))
             .map_err(|e| LinkError::Config {
                 link: self.describe(),
@@ -228,9 +278,15 @@ impl<L: Link> SecureLink<L> {
         if self.current_connection() != Some(connection) {
             return Err(self.down("the connection changed during the handshake"));
         }
-        self.state = State::Handshaking {
-            initiator: Box::new(initiator),
-            connection,
+        self.state = match next {
+            Ok(channel) => State::Established {
+                channel,
+                connection,
+            },
+            Err(initiator) => State::Handshaking {
+                initiator,
+                connection,
+            },
         };
         Ok(())
     }
@@ -455,6 +511,7 @@ impl<L: Link> Link for SecureLink<L> {
     }
 
     fn describe(&self) -> String {
-        format!("{} noise-ik", self.inner.describe())
+        let scheme = if self.one_way { "noise-k" } else { "noise-ik" };
+        format!("{} {scheme}", self.inner.describe())
     }
 }

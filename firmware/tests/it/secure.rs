@@ -410,7 +410,7 @@ fn secure_link_refuses_a_host_with_another_key() {
             assert!(respond(&impostor, &h, &first).is_err());
             // The best an impostor can do: answer with a handshake of its own.
             let (_, other) =
-                Initiator::start(&StaticKey::generate(), impostor.public(), &h).unwrap();
+                Initiator::start(&StaticKey::generate(), impostor.public(), &h, 1).unwrap();
             let (second, mut channel) = respond(&impostor, &h, &other).unwrap().accept().unwrap();
             peer.send(&encode(&Message::Handshake(Handshake { payload: &second })));
             peer.send(
@@ -580,11 +580,11 @@ fn secure_link_needs_a_hello_offering_noise_and_a_two_way_link() {
     let udp = latentcam_firmware::link::UdpLink::connect(&address).unwrap();
     let err =
         SecureLink::new(udp, StaticKey::generate(), *StaticKey::generate().public()).unwrap_err();
-    assert!(
-        err.to_string()
-            .contains("implemented for tcp and serial links"),
-        "{err}"
-    );
+    assert!(err.to_string().contains("SecureLink::one_way"), "{err}");
+    let tcp = TcpLink::new(TcpConfig::new(&address)).unwrap();
+    let err = SecureLink::one_way(tcp, StaticKey::generate(), *StaticKey::generate().public())
+        .unwrap_err();
+    assert!(err.to_string().contains("mutual handshake"), "{err}");
 }
 
 #[test]
@@ -904,4 +904,76 @@ fn secure_doctor_makes_the_noise_handshake_and_refuses_an_unauthenticated_host()
     assert!(keys.starts_with("FAIL"), "{text}");
     assert!(text.contains("chmod 600"), "{text}");
     let _ = std::fs::remove_dir_all(dir);
+}
+
+/// The one-way link over a real loopback UDP socket, the test thread
+/// playing the host with `respond_one_way`: every `Hello` carries its own
+/// Noise K handshake with a newer stamp, and everything else travels
+/// sealed under the channel of the last `Hello`.
+#[test]
+fn one_way_secure_link_over_udp_authenticates_every_hello_and_seals_the_rest() {
+    use latentcam_firmware::link::UdpLink;
+    use std::net::UdpSocket;
+
+    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    socket.set_read_timeout(Some(LIMIT)).unwrap();
+    let (device, host) = (StaticKey::generate(), StaticKey::generate());
+    let device_public = *device.public();
+    let udp = UdpLink::connect(socket.local_addr().unwrap().to_string()).unwrap();
+    let mut link = SecureLink::one_way(udp, device, *host.public()).unwrap();
+    assert!(link.describe().ends_with("noise-k"), "{}", link.describe());
+
+    // A Hello offering the mutual scheme is a configuration error here.
+    assert!(
+        link.send(&hello_frame(AuthScheme::NoiseIk))
+            .unwrap_err()
+            .to_string()
+            .contains("not NoiseK")
+    );
+    // Nothing can be sealed before a Hello.
+    assert!(link.send(&latent_frame(0)).unwrap_err().is_transient());
+
+    let receive = || {
+        let mut buf = vec![0u8; 65536];
+        let n = socket.recv(&mut buf).unwrap();
+        buf.truncate(n);
+        buf
+    };
+    let mut last_stamp = 0;
+    for round in 0..3u64 {
+        link.send(&hello_frame(AuthScheme::NoiseK)).unwrap();
+        link.send(&latent_frame(round)).unwrap();
+        let hello_bytes = receive();
+        let handshake = receive();
+        let sealed = receive();
+        let hello_owned = hello_bytes.clone();
+        let (mut channel, stamp) = with_message(&hello_owned, |m| {
+            let Message::Hello(h) = m else {
+                panic!("not a Hello: {m:?}")
+            };
+            assert_eq!(h.auth.scheme, AuthScheme::NoiseK);
+            with_message(&handshake, |m| {
+                let Message::Handshake(hs) = m else {
+                    panic!("not a Handshake: {m:?}")
+                };
+                latentcam_secure::respond_one_way(&host, &device_public, &h, hs.payload).unwrap()
+            })
+        });
+        assert!(
+            stamp > last_stamp,
+            "stamps increase: {stamp} after {last_stamp}"
+        );
+        last_stamp = stamp;
+        let inner = with_message(&sealed, |m| {
+            let Message::Sealed(s) = m else {
+                panic!("not Sealed: {m:?}")
+            };
+            channel.open(&s).unwrap()
+        });
+        assert!(matches!(
+            frame::decode_inner(&inner).unwrap(),
+            Message::Latent(Latent { seq, .. }) if seq == round
+        ));
+    }
+    assert!(link.poll_incoming(Duration::ZERO).unwrap().is_empty());
 }

@@ -10,7 +10,15 @@
 //! Anything else — a plain message after the handshake, a sealed one that
 //! does not open (tampered, replayed, another session's) — ends the
 //! connection. The device is admitted to the registry only once it has
-//! authenticated.
+//! authenticated. The device's first handshake message carries a stamp
+//! that must be newer than the last one accepted from that device, so a
+//! recorded handshake cannot be replayed.
+//!
+//! A one-way connection ([`Conn::one_way`], UDP) uses scheme `NoiseK`: the
+//! device's `Hello` and single `Handshake` open the channel, nothing is
+//! ever sent back, and the device repeats both every few seconds; each new
+//! handshake replaces the channel, and one that fails leaves the current
+//! channel in place (a forged datagram cannot end a device's session).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -133,11 +141,13 @@ pub struct Conn {
     auth: Arc<HostAuth>,
     decoder: Box<FrameDecoder<MAX_FRAME_LEN>>,
     device: Option<Accepted>,
-    /// A `Hello` offering `NoiseIk` (`kind ‖ body`), waiting for the
-    /// device's `Handshake`.
+    /// A `Hello` offering `NoiseIk` or `NoiseK` (`kind ‖ body`), waiting
+    /// for the device's `Handshake`.
     awaiting_handshake: Option<Vec<u8>>,
     /// The session's keys once the handshake succeeded.
     channel: Option<Channel>,
+    /// Nothing can be sent to the device (UDP).
+    one_way: bool,
     opened: Instant,
     last_frame: Instant,
     errors_in_a_row: u32,
@@ -220,6 +230,18 @@ fn recorded_hello(hello: &Hello<'_>) -> Vec<u8> {
 const NOT_REGISTERED: &str =
     "this device's key is not registered for its id on this host (`latentcam-host keys add`)";
 
+/// What the device is told when its handshake is not newer than the last
+/// one accepted from it.
+const STALE: &str = "stale handshake: a replay, or the device's clock went back \
+                     (it must not be behind its previous handshake)";
+
+fn stale_detail(stamp: u64, last: u64) -> String {
+    format!(
+        "handshake stamp {stamp} is not newer than the last accepted {last} \
+         (a replayed handshake, or the device's clock went back)"
+    )
+}
+
 /// What the device is told when the handshake itself fails.
 const HANDSHAKE_FAILED: &str =
     "handshake failed: is [link] host_key this host's key (`latentcam-host keys show`)?";
@@ -235,6 +257,7 @@ impl Conn {
             device: None,
             awaiting_handshake: None,
             channel: None,
+            one_way: false,
             opened: now,
             last_frame: now,
             errors_in_a_row: 0,
@@ -243,6 +266,14 @@ impl Conn {
             limits,
             closed: false,
         }
+    }
+
+    /// The same connection on a one-way link (UDP): nothing is sent back,
+    /// and an authenticating device must offer `NoiseK` instead of
+    /// `NoiseIk`.
+    pub fn one_way(mut self) -> Self {
+        self.one_way = true;
+        self
     }
 
     /// The accepted device's id, once `Hello` was accepted.
@@ -269,6 +300,10 @@ impl Conn {
     /// channel is open, a plain frame otherwise. Every message the host
     /// sends after `Hello` goes through here (`Ack`, `Bye`).
     pub fn encode(&mut self, message: &Message<'_>) -> Vec<u8> {
+        if self.one_way {
+            // Nobody listens, and a one-way channel cannot seal this way.
+            return Vec::new();
+        }
         match &mut self.channel {
             Some(channel) => channel.seal(message).unwrap_or_else(|e| {
                 tracing::error!(peer = %self.peer, "cannot seal a message: {e}");
@@ -287,7 +322,7 @@ impl Conn {
         acked: Option<u64>,
     ) -> Vec<u8> {
         let scheme = if self.channel.is_some() {
-            AuthScheme::NoiseIk
+            self.scheme()
         } else {
             AuthScheme::None
         };
@@ -390,16 +425,35 @@ impl Conn {
         out: &mut Vec<Step>,
     ) {
         if let Some(channel) = &mut self.channel {
-            let Message::Sealed(sealed) = message else {
-                let detail = format!(
-                    "plain {:?} after the handshake (every message must be sealed)",
-                    message.kind()
-                );
-                self.close(ByeReason::ProtocolViolation, &detail, out);
-                return;
+            let sealed = match message {
+                Message::Sealed(sealed) => sealed,
+                // A one-way device starts a new handshake now and then.
+                Message::Hello(_) | Message::Handshake(_) if self.one_way => {
+                    return self.on_plain(message, now, manifest, registry, host_id, out);
+                }
+                _ => {
+                    let detail = format!(
+                        "plain {:?} after the handshake (every message must be sealed)",
+                        message.kind()
+                    );
+                    self.close(ByeReason::ProtocolViolation, &detail, out);
+                    return;
+                }
             };
             let plain = match channel.open(sealed) {
                 Ok(plain) => plain,
+                // Anyone can send a datagram from any address: on a
+                // one-way link one that does not open (forged, replayed,
+                // or sealed under the channel a new handshake replaced)
+                // is dropped and counted, never a reason to end the
+                // device's session.
+                Err(e) if self.one_way => {
+                    if let Some(d) = &self.device {
+                        registry.update(&d.device, |r| r.frame_errors += 1);
+                    }
+                    tracing::debug!(peer = %self.peer, "dropped a sealed datagram: {e}");
+                    return;
+                }
                 Err(e) => {
                     self.close(ByeReason::ProtocolViolation, &e.to_string(), out);
                     return;
@@ -421,11 +475,28 @@ impl Conn {
             }
             return;
         }
+        self.on_plain(message, now, manifest, registry, host_id, out);
+    }
+
+    /// A plain message: before the handshake, or a one-way device's new
+    /// `Hello` and `Handshake`.
+    fn on_plain(
+        &mut self,
+        message: &Message<'_>,
+        now: Instant,
+        manifest: &Manifest,
+        registry: &Registry,
+        host_id: &str,
+        out: &mut Vec<Step>,
+    ) {
         if let Some(hello) = self.awaiting_handshake.take() {
             match message {
                 Message::Handshake(handshake) => {
                     self.on_handshake(&hello, handshake.payload, now, registry, host_id, out);
                 }
+                // The one-way device's Handshake was lost: its next Hello
+                // starts over.
+                Message::Hello(_) if self.one_way => {}
                 other => {
                     let detail = format!(
                         "{:?} where the Handshake must follow the Hello",
@@ -434,17 +505,46 @@ impl Conn {
                     self.close(ByeReason::ProtocolViolation, &detail, out);
                 }
             }
-            return;
+            if !matches!(message, Message::Hello(_)) {
+                return;
+            }
         }
+        let in_session = self.one_way && self.channel.is_some();
         match message {
+            // A forged or stray datagram must not end a one-way session.
+            Message::Handshake(_) if in_session => {
+                tracing::debug!(peer = %self.peer, "Handshake without its Hello: ignored");
+            }
             Message::Hello(hello) => match check_hello_for(manifest, hello, &self.auth) {
+                Err(refusal) if in_session => {
+                    tracing::warn!(
+                        peer = %self.peer,
+                        device = ?hello.device_id,
+                        "ignored a Hello on an authenticated one-way session: {refusal}"
+                    );
+                }
                 Err(refusal) => self.refuse(hello.device_id, &refusal, None, host_id, out),
                 Ok(Admit::Now) => {
                     self.admit(hello, None, now, registry, host_id, out);
                 }
+                Ok(Admit::AfterHandshake) if hello.auth.scheme != self.handshake_scheme() => {
+                    let refusal = Refusal {
+                        status: WelcomeStatus::AuthFailed,
+                        reason: if self.one_way {
+                            "this link is one-way (UDP): authenticate with NoiseK".into()
+                        } else {
+                            "NoiseK is for one-way links (UDP): authenticate with NoiseIk".into()
+                        },
+                    };
+                    self.refuse(hello.device_id, &refusal, None, host_id, out);
+                }
                 Ok(Admit::AfterHandshake) => {
-                    // Another Hello on an admitted plain session starts over.
-                    self.device = None;
+                    // Another Hello on an admitted plain session starts
+                    // over; a one-way session keeps its channel until the
+                    // new handshake succeeds.
+                    if !self.one_way {
+                        self.device = None;
+                    }
                     match frame::encode_inner_to_vec(message) {
                         Ok(inner) => self.awaiting_handshake = Some(inner),
                         Err(e) => {
@@ -481,12 +581,14 @@ impl Conn {
                 detail.unwrap_or(&refusal.reason)
             );
         }
-        out.push(Step::Reply(welcome(
-            refusal.status,
-            &refusal.reason,
-            host_id,
-            None,
-        )));
+        if !self.one_way {
+            out.push(Step::Reply(welcome(
+                refusal.status,
+                &refusal.reason,
+                host_id,
+                None,
+            )));
+        }
         out.push(Step::Close(format!(
             "{}: refused device {device:?}: {}",
             self.peer,
@@ -526,6 +628,10 @@ impl Conn {
             self.refuse(device, &refusal, None, host_id, out);
             return;
         };
+        if self.one_way {
+            self.on_one_way_handshake(&hello, host_key, payload, now, registry, host_id, out);
+            return;
+        }
         let pending = match latentcam_secure::respond(host_key, &hello, payload) {
             Ok(pending) => pending,
             Err(e) => {
@@ -562,6 +668,11 @@ impl Conn {
                 return;
             }
         }
+        if let Err(last) = auth.fresh(device, pending.stamp()) {
+            let detail = stale_detail(pending.stamp(), last);
+            self.refuse(device, &failed(STALE), Some(&detail), host_id, out);
+            return;
+        }
         let (response, channel) = match pending.accept() {
             Ok(accepted) => accepted,
             Err(e) => {
@@ -581,6 +692,87 @@ impl Conn {
         self.channel = Some(channel);
         tracing::debug!(peer = %self.peer, device = ?device, "device authenticated");
         self.admit(&hello, Some(handshake), now, registry, host_id, out);
+    }
+
+    /// The scheme an authenticating device must offer on this connection.
+    fn handshake_scheme(&self) -> AuthScheme {
+        if self.one_way {
+            AuthScheme::NoiseK
+        } else {
+            AuthScheme::NoiseIk
+        }
+    }
+
+    /// The scheme of this connection's channel.
+    fn scheme(&self) -> AuthScheme {
+        self.handshake_scheme()
+    }
+
+    /// A one-way device's handshake (`NoiseK`): the message must be written
+    /// with the key registered for the `Hello`'s id, to this host, and be
+    /// fresh. Success replaces the channel; failure ends a connection with
+    /// no session yet, and is only counted on one that has a session (a
+    /// forged datagram must not end it).
+    #[allow(clippy::too_many_arguments)]
+    fn on_one_way_handshake(
+        &mut self,
+        hello: &Hello<'_>,
+        host_key: &latentcam_secure::StaticKey,
+        payload: &[u8],
+        now: Instant,
+        registry: &Registry,
+        host_id: &str,
+        out: &mut Vec<Step>,
+    ) {
+        let device = hello.device_id;
+        let checked = match self.auth.registered(device) {
+            Ok(Some(registered)) => {
+                latentcam_secure::respond_one_way(host_key, &registered, hello, payload)
+                    .map_err(|e| {
+                        (
+                            NOT_REGISTERED,
+                            format!(
+                                "{e} (not written with the key registered for this id, \
+                                 or for another host key)"
+                            ),
+                        )
+                    })
+                    .and_then(|(channel, stamp)| match self.auth.fresh(device, stamp) {
+                        Ok(()) => Ok(channel),
+                        Err(last) => Err((STALE, stale_detail(stamp, last))),
+                    })
+            }
+            Ok(None) => Err((
+                NOT_REGISTERED,
+                "no key is registered for this id".to_owned(),
+            )),
+            Err(e) => {
+                tracing::error!("cannot read the device list: {e}");
+                Err(("the host cannot read its device list", e.to_string()))
+            }
+        };
+        match checked {
+            Ok(channel) => {
+                self.channel = Some(channel);
+                tracing::debug!(peer = %self.peer, device = ?device, "device authenticated (one-way)");
+                self.admit(hello, None, now, registry, host_id, out);
+            }
+            Err((reason, detail)) if self.channel.is_some() => {
+                self.auth.count_failure();
+                tracing::warn!(
+                    peer = %self.peer,
+                    device = ?device,
+                    "authentication failed, the current session goes on: {reason}: {detail}"
+                );
+            }
+            Err((reason, detail)) => {
+                let refusal = Refusal {
+                    status: WelcomeStatus::AuthFailed,
+                    reason: reason.to_owned(),
+                };
+                self.refuse(device, &refusal, Some(&detail), host_id, out);
+            }
+        }
     }
 
     /// Admits a device that passed every check: registers it and welcomes
@@ -820,6 +1012,13 @@ mod tests {
         Other,
     }
 
+    /// A fresh handshake stamp (increasing across the whole test binary).
+    fn stamp() -> u64 {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static NEXT: AtomicU64 = AtomicU64::new(1);
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    }
+
     /// One device connection to a [`Conn`], the device side played by the
     /// secure crate's initiator.
     struct Session<'m> {
@@ -903,7 +1102,7 @@ mod tests {
             registry: &Registry,
         ) {
             let hello = hello(self.manifest, id, AuthScheme::NoiseIk);
-            let (initiator, msg1) = Initiator::start(device, host, &hello).unwrap();
+            let (initiator, msg1) = Initiator::start(device, host, &hello, stamp()).unwrap();
             self.initiator = Some(initiator);
             let mut bytes = frame::encode_to_vec(&Message::Hello(hello)).unwrap();
             bytes.extend(
@@ -1321,6 +1520,229 @@ mod tests {
         assert_eq!(
             s.welcome(),
             Some((true, WelcomeStatus::Busy, AuthScheme::NoiseIk))
+        );
+        assert!(s.closed);
+    }
+
+    /// The `Hello` and first handshake message of a session, as sent, and
+    /// the device's side of that handshake.
+    fn recorded_handshake(
+        manifest: &Manifest,
+        id: &str,
+        device: &StaticKey,
+        host: &PublicKey,
+    ) -> (Initiator, Vec<u8>) {
+        let hello = hello(manifest, id, AuthScheme::NoiseIk);
+        let (initiator, msg1) = Initiator::start(device, host, &hello, stamp()).unwrap();
+        let mut bytes = frame::encode_to_vec(&Message::Hello(hello)).unwrap();
+        bytes.extend(
+            frame::encode_to_vec(&Message::Handshake(Handshake { payload: &msg1 })).unwrap(),
+        );
+        (initiator, bytes)
+    }
+
+    #[test]
+    fn a_replayed_handshake_is_refused_as_stale_and_holds_no_slot() {
+        let manifest = manifest();
+        let keys = Keys::new("stale", true);
+        let device = StaticKey::generate();
+        keys.register("cam-1", &device);
+        let registry = Registry::in_memory();
+        let (initiator, recorded) =
+            recorded_handshake(&manifest, "cam-1", &device, &keys.host_public);
+        let mut first = Session::new(&manifest, &keys.host);
+        first.initiator = Some(initiator);
+        first.feed(&recorded, &registry);
+        assert_eq!(
+            first.welcome().map(|(_, status, _)| status),
+            Some(WelcomeStatus::Accepted),
+            "{:?}",
+            first.got
+        );
+        // The same bytes again, on a new connection (the real device may
+        // be connected or not): refused before the host answers the
+        // handshake, and counted.
+        let failures = keys.host.failures();
+        let mut replay = Session::new(&manifest, &keys.host);
+        replay.feed(&recorded, &registry);
+        assert_eq!(
+            replay.welcome(),
+            Some((false, WelcomeStatus::AuthFailed, AuthScheme::None))
+        );
+        assert!(!replay.got.iter().any(|(_, g)| *g == Got::Handshake));
+        assert!(replay.closed && replay.conn.device().is_none());
+        assert_eq!(keys.host.failures(), failures + 1);
+        // A newer handshake from the device is accepted.
+        let mut again = Session::new(&manifest, &keys.host);
+        again.handshake("cam-1", &device, &keys.host_public, &registry);
+        assert_eq!(
+            again.welcome(),
+            Some((true, WelcomeStatus::Accepted, AuthScheme::NoiseIk))
+        );
+    }
+
+    /// A one-way device's `Hello` and its Noise K handshake, as datagrams.
+    fn one_way_handshake(
+        manifest: &Manifest,
+        id: &str,
+        device: &StaticKey,
+        host: &PublicKey,
+        stamp: u64,
+    ) -> (Channel, Vec<u8>, Vec<u8>) {
+        let hello = hello(manifest, id, AuthScheme::NoiseK);
+        let (channel, msg) =
+            latentcam_secure::initiate_one_way(device, host, &hello, stamp).unwrap();
+        (
+            channel,
+            frame::encode_to_vec(&Message::Hello(hello)).unwrap(),
+            frame::encode_to_vec(&Message::Handshake(Handshake { payload: &msg })).unwrap(),
+        )
+    }
+
+    /// Feeds datagrams to a one-way connection; returns the jobs. Nothing
+    /// may ever be sent back.
+    fn datagrams(
+        conn: &mut Conn,
+        manifest: &Manifest,
+        registry: &Registry,
+        items: &[&[u8]],
+    ) -> Vec<u64> {
+        let mut jobs = Vec::new();
+        for item in items {
+            let mut steps = Vec::new();
+            conn.feed(item, Instant::now(), manifest, registry, "host", &mut steps);
+            for step in steps {
+                match step {
+                    Step::Reply(bytes) => assert!(bytes.is_empty(), "a one-way reply"),
+                    Step::Job(job) => jobs.push(job.seq),
+                    Step::Close(_) => {}
+                }
+            }
+        }
+        jobs
+    }
+
+    fn sealed_latent(manifest: &Manifest, channel: &mut Channel, seq: u64) -> Vec<u8> {
+        let inner = latent(manifest, seq);
+        channel.seal(&frame::decode_inner(&inner).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn a_one_way_device_authenticates_with_noise_k_and_renews_its_channel() {
+        let manifest = manifest();
+        let keys = Keys::new("one-way", true);
+        let (device, forger) = (StaticKey::generate(), StaticKey::generate());
+        keys.register("yard", &device);
+        let registry = Registry::in_memory();
+        let new = || {
+            Conn::new(
+                "udp",
+                Limits::default(),
+                Arc::clone(&keys.host),
+                Instant::now(),
+            )
+            .one_way()
+        };
+        let mut conn = new();
+        let (mut c1, hello1, hs1) =
+            one_way_handshake(&manifest, "yard", &device, &keys.host_public, stamp());
+        let l0 = sealed_latent(&manifest, &mut c1, 0);
+        let l1 = sealed_latent(&manifest, &mut c1, 1);
+        assert_eq!(
+            datagrams(&mut conn, &manifest, &registry, &[&hello1, &hs1, &l0, &l1]),
+            [0, 1]
+        );
+        assert!(conn.is_authenticated() && conn.device() == Some("yard"));
+
+        // Forged or replayed datagrams change nothing and end nothing: a
+        // plain latent, a sealed one replayed, the recorded handshake again,
+        // a forger's handshake under the id.
+        let failures = keys.host.failures();
+        let (_, fh, fhs) =
+            one_way_handshake(&manifest, "yard", &forger, &keys.host_public, stamp());
+        let plain =
+            frame::encode_to_vec(&frame::decode_inner(&latent(&manifest, 7)).unwrap()).unwrap();
+        assert_eq!(
+            datagrams(
+                &mut conn,
+                &manifest,
+                &registry,
+                &[&l1, &hello1, &hs1, &fh, &fhs]
+            ),
+            Vec::<u64>::new()
+        );
+        assert_eq!(
+            keys.host.failures(),
+            failures + 2,
+            "the stale and the forged handshake"
+        );
+        assert!(!conn.is_closed());
+        let l2 = sealed_latent(&manifest, &mut c1, 2);
+        assert_eq!(datagrams(&mut conn, &manifest, &registry, &[&l2]), [2]);
+        // (A plain latent after the handshake is a violation, as on TCP.)
+        datagrams(&mut conn, &manifest, &registry, &[&plain]);
+        assert!(conn.is_closed());
+
+        // The device's next Hello renews the channel, on a new slot too.
+        let mut conn = new();
+        let (mut c2, hello2, hs2) =
+            one_way_handshake(&manifest, "yard", &device, &keys.host_public, stamp());
+        let l3 = sealed_latent(&manifest, &mut c2, 3);
+        assert_eq!(
+            datagrams(&mut conn, &manifest, &registry, &[&hello2, &hs2, &l3]),
+            [3]
+        );
+        let (mut c3, hello3, hs3) =
+            one_way_handshake(&manifest, "yard", &device, &keys.host_public, stamp());
+        let l4 = sealed_latent(&manifest, &mut c3, 4);
+        let late = sealed_latent(&manifest, &mut c2, 5);
+        assert_eq!(
+            datagrams(
+                &mut conn,
+                &manifest,
+                &registry,
+                &[&hello3, &hs3, &l4, &late]
+            ),
+            [4],
+            "a datagram of the replaced channel is dropped"
+        );
+        assert!(!conn.is_closed());
+
+        // A replay of the recorded first session from another address.
+        let mut other = new();
+        assert_eq!(
+            datagrams(&mut other, &manifest, &registry, &[&hello1, &hs1, &l0]),
+            Vec::<u64>::new()
+        );
+        assert!(other.is_closed() && other.device().is_none());
+    }
+
+    #[test]
+    fn each_link_gets_its_own_noise_pattern() {
+        let manifest = manifest();
+        let keys = Keys::new("patterns", true);
+        let device = StaticKey::generate();
+        keys.register("cam-1", &device);
+        let registry = Registry::in_memory();
+        // The mutual scheme on a one-way link: refused.
+        let mut conn = Conn::new(
+            "udp",
+            Limits::default(),
+            Arc::clone(&keys.host),
+            Instant::now(),
+        )
+        .one_way();
+        let (_, recorded) = recorded_handshake(&manifest, "cam-1", &device, &keys.host_public);
+        datagrams(&mut conn, &manifest, &registry, &[&recorded]);
+        assert!(conn.is_closed() && conn.device().is_none());
+        // The one-way scheme on a stream: refused.
+        let mut s = Session::new(&manifest, &keys.host);
+        let (_, hello, hs) =
+            one_way_handshake(&manifest, "cam-1", &device, &keys.host_public, stamp());
+        s.feed(&[hello, hs].concat(), &registry);
+        assert_eq!(
+            s.welcome(),
+            Some((false, WelcomeStatus::AuthFailed, AuthScheme::None))
         );
         assert!(s.closed);
     }

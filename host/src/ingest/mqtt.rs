@@ -41,12 +41,13 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use latentcam_firmware::link::mqtt::parse_address;
+use latentcam_firmware::link::mqtt::{Broker, parse_broker, tls_client_config};
 use latentcam_wire::mqtt::{self as topics, DeviceTopics, PARTITIONS, TopicKind};
 use latentcam_wire::{Ack, Codec, MAX_SEQ, Message, WelcomeStatus, frame};
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::mqttbytes::v5::{Filter, LastWill, Packet, Publish};
 use rumqttc::v5::{AsyncClient, Event, EventLoop, MqttOptions};
+use rumqttc::{TlsConfiguration, Transport};
 use tokio::sync::{mpsc, watch};
 
 use super::conn::welcome;
@@ -63,8 +64,12 @@ const SETTLE: Duration = Duration::from_millis(1500);
 #[derive(Debug, Clone)]
 pub struct MqttIngest {
     /// `mqtt://host:port`, `tcp://host:port` or `host:port` (port 1883 if
-    /// absent).
+    /// absent), or `mqtts://host:port` / `ssl://host:port` for TLS (port
+    /// 8883 if absent).
     pub url: String,
+    /// With a TLS URL: a PEM file of the certificate authorities that may
+    /// sign the broker's certificate; `None` trusts the system's roots.
+    pub ca_file: Option<std::path::PathBuf>,
     /// The share group: workers of one group split the devices.
     pub group: String,
     /// This worker's name, unique in the group.
@@ -77,23 +82,22 @@ pub struct MqttIngest {
     pub publish_results: bool,
 }
 
-/// Parses an MQTT broker URL into host and port: the edge's own parser
-/// ([`parse_address`]), plus `tcp://` as a synonym of `mqtt://` and a clear
-/// refusal of TLS schemes.
-pub fn parse_url(url: &str) -> Result<(String, u16), String> {
-    if url.starts_with("mqtts://") || url.starts_with("ssl://") {
-        return Err(format!(
-            "{url}: TLS is not built into this host (rumqttc without rustls); \
-             terminate TLS in front of it or use a plain listener on a trusted network"
-        ));
-    }
-    let address = match url.strip_prefix("tcp://") {
-        Some(rest) => format!("mqtt://{rest}"),
-        None => url.to_owned(),
+/// Parses an MQTT broker URL: the edge's own parser ([`parse_broker`]),
+/// plus `tcp://` and `ssl://` as synonyms of `mqtt://` and `mqtts://`.
+/// The host comes without IPv6 brackets (as rumqttc wants it).
+pub fn parse_url(url: &str) -> Result<Broker, String> {
+    let address = if let Some(rest) = url.strip_prefix("tcp://") {
+        format!("mqtt://{rest}")
+    } else if let Some(rest) = url.strip_prefix("ssl://") {
+        format!("mqtts://{rest}")
+    } else {
+        url.to_owned()
     };
-    let (host, port) = parse_address(&address).map_err(|e| format!("{url}: {e}"))?;
-    // rumqttc wants an IPv6 address without its brackets.
-    Ok((host.trim_matches(['[', ']']).to_owned(), port))
+    let broker = parse_broker(&address).map_err(|e| format!("{url}: {e}"))?;
+    Ok(Broker {
+        host: broker.host.trim_matches(['[', ']']).to_owned(),
+        ..broker
+    })
 }
 
 /// FNV-1a, 64-bit, then MurmurHash3's 64-bit finaliser: FNV alone barely
@@ -150,7 +154,18 @@ impl Ingest for MqttIngest {
             return Err(ServeError::Unauthenticated { transport: "MQTT" });
         }
         let config = |message: String| ServeError::Mqtt { message };
-        let (host, port) = parse_url(&self.url).map_err(config)?;
+        let Broker { host, port, tls } = parse_url(&self.url).map_err(config)?;
+        let loopback = crate::auth::is_loopback(&host);
+        let tls = match tls {
+            true => Some(tls_client_config(self.ca_file.as_deref()).map_err(config)?),
+            false if self.ca_file.is_some() => {
+                return Err(config(format!(
+                    "--mqtt-ca is only used with a TLS broker (mqtts://), not {}",
+                    self.url
+                )));
+            }
+            false => None,
+        };
         for (what, level) in [("group", &self.group), ("worker", &self.worker)] {
             if !topics::valid_level(level) {
                 return Err(config(format!(
@@ -179,6 +194,14 @@ impl Ingest for MqttIngest {
                 true,
                 None,
             ));
+        if let Some(tls) = tls {
+            options.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(tls)));
+        } else if self.username.is_some() && !loopback {
+            tracing::warn!(
+                "the MQTT password for {} travels in cleartext: use mqtts:// to encrypt it",
+                self.url
+            );
+        }
         if let Some(user) = &self.username {
             options.set_credentials(user.clone(), self.password.clone().unwrap_or_default());
         }
@@ -790,13 +813,25 @@ mod tests {
 
     #[test]
     fn urls() {
-        assert_eq!(parse_url("mqtt://b:1884").unwrap(), ("b".into(), 1884));
-        assert_eq!(parse_url("b").unwrap(), ("b".into(), 1883));
+        let broker = |host: &str, port, tls| Broker {
+            host: host.into(),
+            port,
+            tls,
+        };
+        assert_eq!(
+            parse_url("mqtt://b:1884").unwrap(),
+            broker("b", 1884, false)
+        );
+        assert_eq!(parse_url("b").unwrap(), broker("b", 1883, false));
         assert_eq!(
             parse_url("tcp://10.0.0.1").unwrap(),
-            ("10.0.0.1".into(), 1883)
+            broker("10.0.0.1", 1883, false)
         );
-        assert!(parse_url("mqtts://b:8883").unwrap_err().contains("TLS"));
+        assert_eq!(parse_url("mqtts://b").unwrap(), broker("b", 8883, true));
+        assert_eq!(
+            parse_url("ssl://[::1]:8884").unwrap(),
+            broker("::1", 8884, true)
+        );
         assert!(parse_url("http://b").is_err());
         assert!(parse_url("mqtt://b:x").is_err());
     }

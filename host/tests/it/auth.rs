@@ -7,7 +7,7 @@
 //! result; an edge never streams to a host that skips the handshake.
 
 use std::io::{Read, Write};
-use std::net::{Shutdown, TcpListener, TcpStream};
+use std::net::{Shutdown, TcpListener, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -27,7 +27,7 @@ use latentcam_wire::{
 };
 
 use crate::firmware_common as pty;
-use crate::serve::{Host, VTEST, edge_config, results, scratch, seqs_of};
+use crate::serve::{Host, VTEST, edge_config, results, scratch, seqs_of, wait_for_lines};
 
 /// Runs `latentcam-host ARGS`.
 fn host_cli(args: &[&str]) -> Output {
@@ -54,6 +54,20 @@ fn device_key(dir: &Path, name: &str) -> (PathBuf, PublicKey) {
     let path = dir.join(format!("{name}.key"));
     let public = keygen(&path).unwrap();
     (path, public)
+}
+
+/// A scratch directory `name` with a new host key directory in it: (the
+/// directory, the key directory, a results file path, the host's public
+/// key).
+fn provisioned(name: &str) -> (PathBuf, PathBuf, PathBuf, PublicKey) {
+    let dir = scratch(name);
+    let keys = dir.join("keys");
+    let host_public = host_ok(&["keys", "init", "--dir", keys.to_str().unwrap()])
+        .trim()
+        .parse()
+        .unwrap();
+    let jsonl = dir.join("results.jsonl");
+    (dir, keys, jsonl, host_public)
 }
 
 /// An edge replaying vtest.avi to `address` as `id`, with keys if given.
@@ -97,37 +111,27 @@ fn pump(mut from: TcpStream, mut to: TcpStream, capture: Option<Arc<Mutex<Vec<u8
     let _ = to.shutdown(Shutdown::Write);
 }
 
-/// A TCP relay on 127.0.0.1 in front of `host` that keeps every byte the
-/// edge sends: what a passive observer on the network sees.
-struct Relay {
+/// A relay on 127.0.0.1 in front of the host that keeps what the edge
+/// sends (`T`: the bytes of a stream, or datagrams): what a passive
+/// observer on the network sees. Its thread runs until the relay is
+/// dropped, at most 120 s.
+struct Relay<T> {
     address: String,
-    captured: Arc<Mutex<Vec<u8>>>,
+    captured: Arc<Mutex<T>>,
     stop: Arc<AtomicBool>,
     thread: Option<thread::JoinHandle<()>>,
 }
 
-impl Relay {
-    fn start(host: &str) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.set_nonblocking(true).unwrap();
-        let address = listener.local_addr().unwrap().to_string();
-        let captured = Arc::new(Mutex::new(Vec::new()));
+impl<T: Clone + Default + Send + 'static> Relay<T> {
+    /// Runs `step` (which must not block long) until stopped.
+    fn spawn(address: String, mut step: impl FnMut(&Arc<Mutex<T>>) + Send + 'static) -> Self {
+        let captured = Arc::new(Mutex::new(T::default()));
         let stop = Arc::new(AtomicBool::new(false));
-        let (host, capture, stopped) = (host.to_owned(), Arc::clone(&captured), Arc::clone(&stop));
+        let (capture, stopped) = (Arc::clone(&captured), Arc::clone(&stop));
         let thread = thread::spawn(move || {
             let deadline = Instant::now() + Duration::from_secs(120);
             while !stopped.load(Ordering::Relaxed) && Instant::now() < deadline {
-                match listener.accept() {
-                    Ok((edge, _)) => {
-                        edge.set_nonblocking(false).unwrap();
-                        let host = TcpStream::connect(&host).unwrap();
-                        let (edge2, host2) = (edge.try_clone().unwrap(), host.try_clone().unwrap());
-                        let capture = Arc::clone(&capture);
-                        thread::spawn(move || pump(edge, host, Some(capture)));
-                        thread::spawn(move || pump(host2, edge2, None));
-                    }
-                    Err(_) => thread::sleep(Duration::from_millis(10)),
-                }
+                step(&capture);
             }
         });
         Self {
@@ -138,18 +142,69 @@ impl Relay {
         }
     }
 
-    fn captured(&self) -> Vec<u8> {
+    fn captured(&self) -> T {
         self.captured.lock().unwrap().clone()
     }
 }
 
-impl Drop for Relay {
+impl Relay<Vec<u8>> {
+    /// A TCP relay to `host`, keeping the bytes the edge sends.
+    fn start(host: &str) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let address = listener.local_addr().unwrap().to_string();
+        let host = host.to_owned();
+        Self::spawn(address, move |capture| match listener.accept() {
+            Ok((edge, _)) => {
+                edge.set_nonblocking(false).unwrap();
+                let host = TcpStream::connect(&host).unwrap();
+                let (edge2, host2) = (edge.try_clone().unwrap(), host.try_clone().unwrap());
+                let capture = Arc::clone(capture);
+                thread::spawn(move || pump(edge, host, Some(capture)));
+                thread::spawn(move || pump(host2, edge2, None));
+            }
+            Err(_) => thread::sleep(Duration::from_millis(10)),
+        })
+    }
+}
+
+impl Relay<Vec<Vec<u8>>> {
+    /// A UDP relay to `host`, keeping every datagram the edge sends.
+    fn datagrams(host: &str) -> Self {
+        let inbound = UdpSocket::bind("127.0.0.1:0").unwrap();
+        inbound
+            .set_read_timeout(Some(Duration::from_millis(50)))
+            .unwrap();
+        let address = inbound.local_addr().unwrap().to_string();
+        let outbound = UdpSocket::bind("127.0.0.1:0").unwrap();
+        outbound.connect(host).unwrap();
+        let mut buf = vec![0u8; 65536];
+        Self::spawn(address, move |capture| {
+            if let Ok(n) = inbound.recv(&mut buf) {
+                capture.lock().unwrap().push(buf[..n].to_vec());
+                let _ = outbound.send(&buf[..n]);
+            }
+        })
+    }
+}
+
+impl<T> Drop for Relay<T> {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
     }
+}
+
+/// The host's count of refused authentications.
+fn auth_failures(host: &Host) -> u64 {
+    let metrics = host.api().get("/metrics").text();
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("latentcam_auth_failures_total "))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no auth failure counter in {metrics}"))
 }
 
 /// The kinds of the frames in `bytes`, and how many did not decode.
@@ -377,14 +432,8 @@ fn only_registered_devices_are_served_and_nothing_on_the_wire_is_readable() {
 
 #[test]
 fn a_serial_device_authenticates_like_a_tcp_one() {
-    let dir = scratch("auth-serial");
-    let keys = dir.join("keys");
+    let (dir, keys, jsonl, host_public) = provisioned("auth-serial");
     let keys_arg = keys.to_str().unwrap();
-    let jsonl = dir.join("results.jsonl");
-    let host_public: PublicKey = host_ok(&["keys", "init", "--dir", keys_arg])
-        .trim()
-        .parse()
-        .unwrap();
     let (key, public) = device_key(&dir, "till");
     host_ok(&[
         "keys",
@@ -517,7 +566,7 @@ fn serve_refuses_to_expose_unauthenticated_devices() {
     for fix in ["keys init", "--keys", "--allow-unauthenticated"] {
         assert!(stderr.contains(fix), "names {fix}: {stderr}");
     }
-    // Transports that cannot authenticate yet, on a host that requires it.
+    // A transport that cannot authenticate yet, on a host that requires it.
     host_ok(&["keys", "init", "--dir", keys_arg]);
     let out = host_cli(&[
         "serve",
@@ -525,8 +574,8 @@ fn serve_refuses_to_expose_unauthenticated_devices() {
         "127.0.0.1:0",
         "--keys",
         keys_arg,
-        "--udp",
-        "127.0.0.1:0",
+        "--mqtt",
+        "127.0.0.1:1",
     ]);
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -548,5 +597,278 @@ fn serve_refuses_to_expose_unauthenticated_devices() {
         stderr.contains("keys init --dir /nonexistent/keys"),
         "{stderr}"
     );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// UDP devices authenticate with the one-way Noise K handshake: the
+/// provisioned edge is served with nothing readable on the wire; a plain
+/// sender, a forger with another registered key and a replay of the
+/// recorded datagrams (a stale handshake) add no result and are counted.
+#[test]
+fn udp_devices_authenticate_and_forged_or_replayed_datagrams_add_nothing() {
+    let (dir, keys, jsonl, host_public) = provisioned("auth-udp");
+    let keys_arg = keys.to_str().unwrap();
+    let (cam_key, cam_public) = device_key(&dir, "cam");
+    let (forger_key, forger_public) = device_key(&dir, "forger");
+    for (id, key) in [("yard", cam_public), ("shed", forger_public)] {
+        host_ok(&["keys", "add", id, &key.to_string(), "--dir", keys_arg]);
+    }
+    let host = Host::start_with(
+        &jsonl,
+        "127.0.0.1:0",
+        &[
+            "--keys",
+            keys_arg,
+            "--udp",
+            "127.0.0.1:0",
+            "--no-imagenet",
+            "--anomaly",
+            "--http",
+            "127.0.0.1:0",
+        ],
+    );
+    let udp = host.udp.clone().expect("UDP address");
+    let udp_edge = |id: &str, address: &str, keys: Option<(&Path, &PublicKey)>| {
+        let mut config = edge(address, Path::new(""), id, keys);
+        config.link.kind = "udp".into();
+        config
+    };
+
+    let relay = Relay::datagrams(&udp);
+    let frames = 10;
+    let report = run_edge(
+        &udp_edge("yard", &relay.address, Some((&cam_key, &host_public))),
+        frames,
+        Duration::from_secs(1),
+    );
+    assert_eq!(report.session.sent, frames, "{:?}", report.session);
+    wait_for_lines(&jsonl, frames as usize);
+    let captured = relay.captured();
+    drop(relay);
+    let seen: Vec<MessageKind> = captured.iter().map(|d| kinds(d).0[0]).collect();
+    assert_eq!(seen[..2], [MessageKind::Hello, MessageKind::Handshake]);
+    assert!(
+        seen[2..].iter().all(|k| *k == MessageKind::Sealed),
+        "only the Hello and its Handshake travel plain: {seen:?}"
+    );
+    let before = auth_failures(&host);
+
+    // The recorded datagrams again, from another address: the handshake
+    // is stale, so nothing is admitted.
+    let replayer = UdpSocket::bind("127.0.0.1:0").unwrap();
+    for datagram in &captured {
+        replayer.send_to(datagram, &udp).unwrap();
+    }
+    // A plain device under the same id, and a registered forger claiming it.
+    let plain = run_edge(&udp_edge("yard", &udp, None), 3, Duration::from_secs(1));
+    assert_eq!(plain.session.sent, 3);
+    let forged = run_edge(
+        &udp_edge("yard", &udp, Some((&forger_key, &host_public))),
+        3,
+        Duration::from_secs(1),
+    );
+    assert_eq!(forged.session.sent, 3);
+
+    // The three were refused and counted (UDP senders are never told).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while auth_failures(&host) < before + 3 && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        auth_failures(&host) >= before + 3,
+        "the replay, the plain sender and the forger are counted"
+    );
+    thread::sleep(Duration::from_millis(300));
+    host.stop();
+    let lines = results(&jsonl);
+    assert_eq!(
+        seqs_of(&lines, "yard"),
+        (0..frames).collect::<Vec<_>>(),
+        "the honest edge's latents exactly once, nothing else"
+    );
+    assert_eq!(lines.len(), frames as usize);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Runs `openssl ARGS` in `dir`; it must succeed.
+fn openssl(dir: &Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .expect("run openssl (scripts/setup.sh installs it)");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A private CA and a certificate it signed for 127.0.0.1, made by the
+/// openssl CLI: (CA, certificate, key), readable by mosquitto's user.
+fn broker_certificate(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    std::fs::create_dir_all(dir).unwrap();
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    openssl(
+        dir,
+        &[
+            &["req", "-x509"][..],
+            &ec,
+            &[
+                "-keyout",
+                "ca.key",
+                "-out",
+                "ca.pem",
+                "-days",
+                "2",
+                "-subj",
+                "/CN=latentcam test CA",
+            ],
+        ]
+        .concat(),
+    );
+    openssl(
+        dir,
+        &[
+            &["req"][..],
+            &ec,
+            &[
+                "-keyout",
+                "broker.key",
+                "-out",
+                "broker.csr",
+                "-subj",
+                "/CN=127.0.0.1",
+            ],
+        ]
+        .concat(),
+    );
+    std::fs::write(dir.join("san.ext"), "subjectAltName=IP:127.0.0.1\n").unwrap();
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "broker.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "broker.pem",
+            "-days",
+            "2",
+            "-extfile",
+            "san.ext",
+        ],
+    );
+    for file in ["broker.pem", "broker.key", "ca.pem"] {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir.join(file), std::fs::Permissions::from_mode(0o644)).unwrap();
+    }
+    (
+        dir.join("ca.pem"),
+        dir.join("broker.pem"),
+        dir.join("broker.key"),
+    )
+}
+
+/// `mqtts://`: the host worker and the edge reach a TLS-only broker
+/// (mosquitto with a certificate from a private CA), each trusting that CA
+/// only; latents flow and are acknowledged. An edge that does not trust the
+/// CA, or speaks plain MQTT to the TLS port, delivers nothing.
+#[test]
+fn devices_and_host_workers_reach_a_tls_broker() {
+    use crate::firmware_common::broker::Broker;
+
+    let dir = scratch("mqtts");
+    let (ca, cert, key) = broker_certificate(&dir.join("tls"));
+    let broker = Broker::start_tls(&dir.join("broker"), &cert, &key);
+    let url = format!("mqtts://127.0.0.1:{}", broker.port);
+    let jsonl = dir.join("results.jsonl");
+    let host = Host::start_with(
+        &jsonl,
+        "127.0.0.1:0",
+        &[
+            "--mqtt",
+            &url,
+            "--mqtt-ca",
+            ca.to_str().unwrap(),
+            "--group",
+            "tls",
+            "--worker",
+            "w1",
+            "--no-imagenet",
+            "--anomaly",
+        ],
+    );
+    let mqtt_edge = |id: &str, address: &str, ca: Option<&Path>| {
+        let mut config = edge(address, &dir.join(format!("spool-{id}")), id, None);
+        config.link.kind = "mqtt".into();
+        config.mqtt.site = "shop".into();
+        config.mqtt.ca_file = ca.map(Path::to_path_buf).unwrap_or_default();
+        config
+    };
+    let frames = 6;
+    let report = run_edge(
+        &mqtt_edge("porch", &url, Some(&ca)),
+        frames,
+        Duration::from_secs(30),
+    );
+    assert_eq!(report.encoded, frames);
+    assert_eq!(report.session.spool_pending, 0, "{:?}", report.session);
+    wait_for_lines(&jsonl, frames as usize);
+
+    // Trusting another CA: the broker's certificate is refused.
+    let other = dir.join("other");
+    std::fs::create_dir_all(&other).unwrap();
+    openssl(
+        &other,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=another CA",
+        ],
+    );
+    let untrusting = run_edge(
+        &mqtt_edge("attic", &url, Some(&other.join("ca.pem"))),
+        2,
+        Duration::from_secs(2),
+    );
+    assert_eq!(untrusting.session.welcomes, 0, "{:?}", untrusting.session);
+    // Plain MQTT to the TLS listener.
+    let plain = format!("mqtt://127.0.0.1:{}", broker.port);
+    let cleartext = run_edge(
+        &mqtt_edge("cellar", &plain, None),
+        2,
+        Duration::from_secs(2),
+    );
+    assert_eq!(cleartext.session.welcomes, 0, "{:?}", cleartext.session);
+
+    thread::sleep(Duration::from_millis(300));
+    host.stop();
+    let lines = results(&jsonl);
+    assert_eq!(seqs_of(&lines, "porch"), (0..frames).collect::<Vec<_>>());
+    assert_eq!(lines.len(), frames as usize);
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -42,7 +42,7 @@ pub(crate) struct Host {
     /// The HTTP API's token, when started with `--http`.
     token: Option<String>,
     /// UDP address, when started with `--udp`.
-    udp: Option<String>,
+    pub(crate) udp: Option<String>,
 }
 
 impl Host {

@@ -1,12 +1,12 @@
 //! The authentication handshake and sealed messages against arbitrary
 //! bytes: the host's side reading a first handshake message, the device's
-//! side reading an answer, and an established session opening a sealed
-//! frame. None may panic, and none may accept what the fuzzer made up.
+//! side reading an answer, the host reading a one-way (Noise K) handshake,
+//! and an established session opening a sealed frame. None may panic, and none may accept what the fuzzer made up.
 #![no_main]
 
 use std::sync::{Mutex, OnceLock};
 
-use latentcam_secure::{Channel, Initiator, StaticKey, respond};
+use latentcam_secure::{Channel, Initiator, StaticKey, respond, respond_one_way};
 use latentcam_wire::{
     AuthOffer, AuthScheme, Codec, Hello, Message, ModelIdentity, NONCE_LEN, frame,
 };
@@ -45,7 +45,7 @@ fn host_channel() -> &'static Mutex<Channel> {
     static CHANNEL: OnceLock<Mutex<Channel>> = OnceLock::new();
     CHANNEL.get_or_init(|| {
         let (device, host) = keys();
-        let (initiator, m1) = Initiator::start(&device, host.public(), &hello()).unwrap();
+        let (initiator, m1) = Initiator::start(&device, host.public(), &hello(), 1).unwrap();
         let (m2, channel) = respond(&host, &hello(), &m1).unwrap().accept().unwrap();
         initiator.finish(&m2).unwrap();
         Mutex::new(channel)
@@ -60,10 +60,17 @@ fuzz_target!(|data: &[u8]| {
         "a made-up first message authenticated"
     );
     // The device reading the host's answer.
-    let (initiator, _) = Initiator::start(&device, host.public(), &hello()).unwrap();
+    let (initiator, _) = Initiator::start(&device, host.public(), &hello(), 1).unwrap();
     assert!(
         initiator.finish(data).is_err(),
         "a made-up answer authenticated"
+    );
+    // The host reading a one-way handshake from a registered device.
+    let mut one_way = hello();
+    one_way.auth.scheme = AuthScheme::NoiseK;
+    assert!(
+        respond_one_way(&host, device.public(), &one_way, data).is_err(),
+        "a made-up one-way handshake authenticated"
     );
     // A sealed frame (or anything else) arriving in an established session.
     let mut bytes = data.to_vec();

@@ -21,6 +21,8 @@ pub struct Broker {
     pub port: u16,
     dir: PathBuf,
     child: Option<Child>,
+    /// The listener's certificate and key (PEM), for a TLS broker.
+    tls: Option<(PathBuf, PathBuf)>,
 }
 
 impl Broker {
@@ -28,6 +30,16 @@ impl Broker {
     /// log in `dir` (created if needed). Panics with the broker's log when
     /// it does not come up within 10 s.
     pub fn start(dir: &Path) -> Broker {
+        Self::start_with(dir, None)
+    }
+
+    /// The same, listening with TLS only, with this certificate chain and
+    /// private key (PEM files mosquitto's user can read).
+    pub fn start_tls(dir: &Path, cert: &Path, key: &Path) -> Broker {
+        Self::start_with(dir, Some((cert.to_path_buf(), key.to_path_buf())))
+    }
+
+    fn start_with(dir: &Path, tls: Option<(PathBuf, PathBuf)>) -> Broker {
         std::fs::create_dir_all(dir).expect("create the broker's directory");
         // mosquitto started as root drops to the `mosquitto` user, which
         // must be able to write its database and log here.
@@ -44,6 +56,7 @@ impl Broker {
             port,
             dir: dir.to_path_buf(),
             child: None,
+            tls,
         };
         broker.start_again();
         broker
@@ -93,12 +106,20 @@ impl Broker {
         let dir = self.dir.display().to_string();
         let dir = dir.trim_end_matches('/');
         let conf = self.dir.join("mosquitto.conf");
-        std::fs::write(
-            &conf,
-            text.replace("@PORT@", &self.port.to_string())
-                .replace("@DIR@", dir),
-        )
-        .expect("write the broker's configuration");
+        let mut text = text
+            .replace("@PORT@", &self.port.to_string())
+            .replace("@DIR@", dir);
+        if let Some((cert, key)) = &self.tls {
+            // Options that follow a `listener` line belong to it.
+            let listener = format!("listener {} 127.0.0.1\n", self.port);
+            let with_tls = format!(
+                "{listener}certfile {}\nkeyfile {}\n",
+                cert.display(),
+                key.display()
+            );
+            text = text.replace(&listener, &with_tls);
+        }
+        std::fs::write(&conf, text).expect("write the broker's configuration");
         let child = Command::new(MOSQUITTO)
             .arg("-c")
             .arg(&conf)
