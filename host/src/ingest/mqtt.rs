@@ -219,6 +219,7 @@ impl Ingest for MqttIngest {
             owned: BTreeSet::new(),
             connected: false,
             settle_until: None,
+            departed_at: None,
             dirty: BTreeSet::new(),
         };
         Ok(Started {
@@ -314,6 +315,8 @@ struct Worker {
     /// subscriptions exist and may be changed.
     connected: bool,
     settle_until: Option<Instant>,
+    /// When a member's departure was first seen and not yet acted on.
+    departed_at: Option<Instant>,
     /// Devices whose acknowledgement moved since the last publish.
     dirty: BTreeSet<String>,
 }
@@ -394,8 +397,13 @@ impl Worker {
                     }
                 }
                 _ = tick.tick() => {
-                    if self.settle_until.is_some_and(|t| Instant::now() >= t) {
+                    let now = Instant::now();
+                    if self.settle_until.is_some_and(|t| now >= t) {
                         self.settle_until = None;
+                        self.rebalance().await;
+                    }
+                    if self.departed_at.is_some_and(|t| now >= t + SETTLE) {
+                        self.departed_at = None;
                         self.rebalance().await;
                     }
                     self.publish_acks().await;
@@ -432,6 +440,7 @@ impl Worker {
         self.connected = false;
         self.owned.clear();
         self.settle_until = None;
+        self.departed_at = None;
     }
 
     async fn on_connected(&mut self) {
@@ -482,9 +491,12 @@ impl Worker {
         }
         // Acknowledge what this worker finished for devices it gives up,
         // then forget their sequence state: the new owner reads the acks.
+        // Every device outside the new set, not only the partitions just
+        // given up: after a reconnect `owned` starts empty, and the state of
+        // partitions held before it must not outlive them.
         self.publish_acks().await;
         for device in self.devices.values_mut() {
-            if lost.contains(&device.topics.partition) {
+            if !mine.contains(&device.topics.partition) {
                 device.floor = None;
                 device.base_next = false;
                 device.admitted.clear();
@@ -562,16 +574,23 @@ impl Worker {
                 self.members.insert(name.to_owned())
             };
             if changed {
+                let left = publish.payload.is_empty();
                 tracing::info!(
                     "mqtt worker {}: worker {name} {}",
                     self.ingest.worker,
-                    if publish.payload.is_empty() {
-                        "left"
-                    } else {
-                        "joined"
-                    }
+                    if left { "left" } else { "joined" }
                 );
-                self.rebalance().await;
+                if left {
+                    // A broker shutting down fires every worker's last
+                    // will before it drops the connections: taking the
+                    // partitions at once would subscribe two workers to
+                    // the same shares for a moment, and both would process
+                    // what arrives. Take them once the departure has held
+                    // for the settling time (a disconnect cancels it).
+                    self.departed_at.get_or_insert_with(Instant::now);
+                } else {
+                    self.rebalance().await;
+                }
             }
             return;
         }
