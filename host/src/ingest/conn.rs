@@ -322,7 +322,7 @@ impl Conn {
         acked: Option<u64>,
     ) -> Vec<u8> {
         let scheme = if self.channel.is_some() {
-            self.scheme()
+            self.handshake_scheme()
         } else {
             AuthScheme::None
         };
@@ -701,11 +701,6 @@ impl Conn {
         } else {
             AuthScheme::NoiseIk
         }
-    }
-
-    /// The scheme of this connection's channel.
-    fn scheme(&self) -> AuthScheme {
-        self.handshake_scheme()
     }
 
     /// A one-way device's handshake (`NoiseK`): the message must be written
