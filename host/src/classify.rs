@@ -7,7 +7,7 @@ use latentcam_wire::Message;
 
 use crate::heads::imagenet::{ImagenetHead, Prediction};
 use crate::recording::{RecordingError, for_each_frame};
-use crate::session::{Refusal, check_hello};
+use crate::session::{Refusal, Replay, Replayed};
 
 /// One classified latent.
 #[derive(Debug, Clone)]
@@ -29,7 +29,8 @@ pub struct ClassifySummary {
     pub classified: u64,
     /// Latents ignored because no accepted `Hello` preceded them.
     pub without_hello: u64,
-    /// Latents whose payload did not decode.
+    /// Latents that did not match their `Hello` (codec, dimension) or
+    /// whose payload did not decode.
     pub bad_payload: u64,
     /// Frames rejected by the wire decoder.
     pub frame_errors: u64,
@@ -46,38 +47,37 @@ pub fn classify_recording<R: Read>(
     mut visit: impl FnMut(&Classified),
 ) -> Result<ClassifySummary, RecordingError> {
     let mut summary = ClassifySummary::default();
-    let mut device: Option<String> = None;
-    for_each_frame(reader, |item| match item {
-        Ok(Message::Hello(hello)) => match check_hello(manifest, &hello) {
-            Ok(()) => device = Some(hello.device_id.to_owned()),
-            Err(refusal) => {
-                device = None;
-                summary.refused.push((hello.device_id.to_owned(), refusal));
+    let mut replay = Replay::new(manifest);
+    for_each_frame(reader, |item| {
+        let message = match item {
+            Ok(message) => message,
+            Err(_) => {
+                summary.frame_errors += 1;
+                return;
             }
-        },
-        Ok(Message::Latent(latent)) => {
-            let Some(device_id) = &device else {
-                summary.without_hello += 1;
-                return;
-            };
-            let Ok(vector) = latent.codec.decode_to_vec(latent.payload) else {
-                summary.bad_payload += 1;
-                return;
-            };
-            let Ok(predictions) = head.predict(&vector, top_k) else {
-                summary.bad_payload += 1;
-                return;
-            };
-            summary.classified += 1;
-            visit(&Classified {
-                device_id: device_id.clone(),
-                seq: latent.seq,
-                frame_size: (latent.frame_width, latent.frame_height),
-                predictions,
-            });
+        };
+        match replay.feed(&message) {
+            Replayed::Latent { device, vector } => {
+                let Message::Latent(latent) = &message else {
+                    return;
+                };
+                let Ok(predictions) = head.predict(&vector, top_k) else {
+                    summary.bad_payload += 1;
+                    return;
+                };
+                summary.classified += 1;
+                visit(&Classified {
+                    device_id: device,
+                    seq: latent.seq,
+                    frame_size: (latent.frame_width, latent.frame_height),
+                    predictions,
+                });
+            }
+            Replayed::Refused { device, refusal } => summary.refused.push((device, refusal)),
+            Replayed::WithoutHello => summary.without_hello += 1,
+            Replayed::BadLatent(_) => summary.bad_payload += 1,
+            Replayed::Other => {}
         }
-        Ok(_) => {}
-        Err(_) => summary.frame_errors += 1,
     })?;
     Ok(summary)
 }

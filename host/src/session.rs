@@ -1,7 +1,13 @@
-//! What a host checks about a device before it interprets its latents.
+//! What a host checks about a device before it interprets its latents:
+//! the `Hello` ([`check_hello_for`]), then every latent against the
+//! accepted `Hello` ([`Accepted::decode`]). Every reader of device data —
+//! the connection state machine (`ingest::conn`: TCP, UDP, serial and
+//! served recordings), the MQTT worker, and the recording tools
+//! ([`Replay`]: `classify`, `train`) — goes through these, so all accept
+//! exactly the same things.
 
 use latentcam_firmware::manifest::Manifest;
-use latentcam_wire::{AuthScheme, Codec, Hello, PROTOCOL_VERSION, WelcomeStatus};
+use latentcam_wire::{AuthScheme, Codec, Hello, Latent, Message, PROTOCOL_VERSION, WelcomeStatus};
 
 use crate::auth::HostAuth;
 
@@ -140,4 +146,218 @@ pub fn check_hello_for(
         );
     }
     Ok(admit)
+}
+
+/// What an accepted `Hello` fixes for the device's latents.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Accepted {
+    /// The device id.
+    pub device: String,
+    /// The codec every latent must be in.
+    pub codec: Codec,
+    /// The number of values every latent must hold (the model's).
+    pub dim: usize,
+}
+
+impl Accepted {
+    /// What `hello` (already accepted by [`check_hello_for`]) fixes.
+    pub fn from_hello(hello: &Hello<'_>) -> Self {
+        Self {
+            device: hello.device_id.to_owned(),
+            codec: hello.codec,
+            dim: hello.model.latent_dim as usize,
+        }
+    }
+
+    /// Decodes a latent of this device, or says why it cannot be one: in
+    /// another codec than the `Hello` said, with a payload that does not
+    /// decode, or of another dimension.
+    pub fn decode(&self, latent: &Latent<'_>) -> Result<Vec<f32>, String> {
+        if latent.codec != self.codec {
+            return Err(format!(
+                "Latent in codec {:?}, Hello said {:?}",
+                latent.codec, self.codec
+            ));
+        }
+        let vector = latent
+            .codec
+            .decode_to_vec(latent.payload)
+            .map_err(|e| format!("undecodable latent payload: {e}"))?;
+        if vector.len() != self.dim {
+            return Err(format!(
+                "latent of {} values, Hello said {}",
+                vector.len(),
+                self.dim
+            ));
+        }
+        Ok(vector)
+    }
+}
+
+/// What [`Replay::feed`] made of one message of a recording.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Replayed {
+    /// A latent of the device whose `Hello` was accepted, decoded.
+    Latent {
+        /// The device id.
+        device: String,
+        /// The decoded values.
+        vector: Vec<f32>,
+    },
+    /// A `Hello` refused: the device's latents are skipped until a `Hello`
+    /// is accepted again.
+    Refused {
+        /// The device id the `Hello` gave.
+        device: String,
+        /// Why.
+        refusal: Refusal,
+    },
+    /// A latent with no accepted `Hello` before it.
+    WithoutHello,
+    /// A latent that does not match its `Hello`, and why.
+    BadLatent(String),
+    /// Anything else: an accepted `Hello`, a heartbeat, a `Bye`.
+    Other,
+}
+
+/// A recording read as a host reads a device: each `Hello` checked against
+/// the manifest, each latent decoded against the last accepted `Hello`.
+/// Recordings are the operator's own files (the host writes them with the
+/// authentication offer removed), so nothing is authenticated here.
+#[derive(Debug)]
+pub struct Replay<'m> {
+    manifest: &'m Manifest,
+    device: Option<Accepted>,
+}
+
+impl<'m> Replay<'m> {
+    /// A reader checking `Hello`s against `manifest`.
+    pub fn new(manifest: &'m Manifest) -> Self {
+        Self {
+            manifest,
+            device: None,
+        }
+    }
+
+    /// Reads the next message of the recording.
+    pub fn feed(&mut self, message: &Message<'_>) -> Replayed {
+        match message {
+            Message::Hello(hello) => match check_hello(self.manifest, hello) {
+                Ok(()) => {
+                    self.device = Some(Accepted::from_hello(hello));
+                    Replayed::Other
+                }
+                Err(refusal) => {
+                    self.device = None;
+                    Replayed::Refused {
+                        device: hello.device_id.to_owned(),
+                        refusal,
+                    }
+                }
+            },
+            Message::Latent(latent) => match &self.device {
+                None => Replayed::WithoutHello,
+                Some(accepted) => match accepted.decode(latent) {
+                    Ok(vector) => Replayed::Latent {
+                        device: accepted.device.clone(),
+                        vector,
+                    },
+                    Err(why) => Replayed::BadLatent(why),
+                },
+            },
+            _ => Replayed::Other,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use latentcam_wire::{AuthOffer, ModelIdentity, NONCE_LEN};
+
+    use super::*;
+
+    fn manifest() -> Manifest {
+        Manifest::load(concat!(env!("CARGO_MANIFEST_DIR"), "/../models")).unwrap()
+    }
+
+    fn hello<'a>(manifest: &'a Manifest, id: &'a str, sha: [u8; 32]) -> Message<'a> {
+        Message::Hello(Hello {
+            protocol: PROTOCOL_VERSION.into(),
+            device_id: id,
+            firmware_version: "test",
+            model: ModelIdentity {
+                model_id: &manifest.model_id,
+                encoder_sha256: sha,
+                latent_dim: manifest.latent_dim as u32,
+                preprocessing: &manifest.preprocessing.id,
+            },
+            backend: "tract",
+            codec: Codec::U8Affine,
+            auth: AuthOffer {
+                scheme: AuthScheme::None,
+                key_id: "",
+                device_nonce: [0; NONCE_LEN],
+            },
+        })
+    }
+
+    fn latent(codec: Codec, payload: &[u8]) -> Message<'_> {
+        Message::Latent(Latent {
+            seq: 3,
+            capture_us: 0,
+            frame_width: 640,
+            frame_height: 480,
+            codec,
+            payload,
+            mac: &[],
+        })
+    }
+
+    #[test]
+    fn a_replay_decodes_only_latents_that_match_an_accepted_hello() {
+        let manifest = manifest();
+        let encoder = manifest.files.iter().find(|f| f.role == "encoder").unwrap();
+        let sha: [u8; 32] = hex::decode(&encoder.sha256).unwrap().try_into().unwrap();
+        let good = Codec::U8Affine
+            .encode_to_vec(&vec![0.25f32; manifest.latent_dim])
+            .unwrap();
+        let short = Codec::U8Affine.encode_to_vec(&[0.25f32; 7]).unwrap();
+        let f32s = Codec::F32
+            .encode_to_vec(&vec![0.25f32; manifest.latent_dim])
+            .unwrap();
+        let mut replay = Replay::new(&manifest);
+
+        assert_eq!(
+            replay.feed(&latent(Codec::U8Affine, &good)),
+            Replayed::WithoutHello
+        );
+        assert_eq!(replay.feed(&hello(&manifest, "cam", sha)), Replayed::Other);
+        match replay.feed(&latent(Codec::U8Affine, &good)) {
+            Replayed::Latent { device, vector } => {
+                assert_eq!(device, "cam");
+                assert_eq!(vector.len(), manifest.latent_dim);
+            }
+            other => panic!("{other:?}"),
+        }
+        let why = |r: Replayed| match r {
+            Replayed::BadLatent(why) => why,
+            other => panic!("{other:?}"),
+        };
+        assert!(why(replay.feed(&latent(Codec::U8Affine, &short))).contains("7 values"));
+        assert!(why(replay.feed(&latent(Codec::F32, &f32s))).contains("codec"));
+        assert!(why(replay.feed(&latent(Codec::U8Affine, &[1, 2]))).contains("undecodable"));
+
+        // A refused Hello ends the accepted device's latents.
+        match replay.feed(&hello(&manifest, "other", [7; 32])) {
+            Replayed::Refused { device, refusal } => {
+                assert_eq!(device, "other");
+                assert_eq!(refusal.status, WelcomeStatus::UnknownModel);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            replay.feed(&latent(Codec::U8Affine, &good)),
+            Replayed::WithoutHello
+        );
+    }
 }

@@ -17,7 +17,7 @@ use serde_json::json;
 use super::linear::{FitOptions, HeadError, LinearHead, fit_softmax};
 use super::{Head, LatentRef};
 use crate::recording::for_each_frame;
-use crate::session::check_hello;
+use crate::session::{Replay, Replayed};
 
 /// A trained classifier with class names.
 #[derive(Debug, Clone)]
@@ -83,21 +83,16 @@ pub fn latents_of<R: Read>(
     manifest: &Manifest,
 ) -> Result<HashMap<(String, u64), Vec<f32>>, HeadError> {
     let mut out = HashMap::new();
-    let mut device: Option<String> = None;
-    for_each_frame(reader, |item| match item {
-        Ok(Message::Hello(hello)) => {
-            device = check_hello(manifest, &hello)
-                .ok()
-                .map(|()| hello.device_id.to_owned());
+    let mut replay = Replay::new(manifest);
+    for_each_frame(reader, |item| {
+        let Ok(message) = item else {
+            return;
+        };
+        if let Replayed::Latent { device, vector } = replay.feed(&message)
+            && let Message::Latent(latent) = &message
+        {
+            out.insert((device, latent.seq), vector);
         }
-        Ok(Message::Latent(latent)) => {
-            if let (Some(d), Ok(v)) = (&device, latent.codec.decode_to_vec(latent.payload))
-                && v.len() == manifest.latent_dim
-            {
-                out.insert((d.clone(), latent.seq), v);
-            }
-        }
-        _ => {}
     })
     .map_err(|e| HeadError::Training(e.to_string()))?;
     Ok(out)

@@ -27,13 +27,13 @@ use latentcam_firmware::manifest::Manifest;
 use latentcam_secure::Channel;
 use latentcam_wire::frame::MAX_FRAME_LEN;
 use latentcam_wire::{
-    AuthChallenge, AuthOffer, AuthScheme, Bye, ByeReason, Codec, FrameDecoder, Handshake, Hello,
+    AuthChallenge, AuthOffer, AuthScheme, Bye, ByeReason, FrameDecoder, Handshake, Hello,
     MAX_TEXT_LEN, Message, NONCE_LEN, PROTOCOL_VERSION, Welcome, WelcomeStatus, fit_text, frame,
 };
 
 use super::registry::{Admission, Registry};
 use crate::auth::HostAuth;
-use crate::session::{Admit, Refusal, check_hello_for};
+use crate::session::{self, Admit, Refusal, check_hello_for};
 
 /// Limits that keep one peer from hurting the others.
 #[derive(Debug, Clone, Copy)]
@@ -130,8 +130,8 @@ pub enum Step {
 #[derive(Debug, Clone)]
 struct Accepted {
     device: String,
-    codec: Codec,
-    dim: usize,
+    /// What its latents must match.
+    check: session::Accepted,
     hello: Arc<[u8]>,
 }
 
@@ -803,8 +803,7 @@ impl Conn {
         out.push(Step::Reply(bytes));
         self.device = Some(Accepted {
             device,
-            codec: hello.codec,
-            dim: hello.model.latent_dim as usize,
+            check: session::Accepted::from_hello(hello),
             hello: recorded_hello(hello).into(),
         });
     }
@@ -823,27 +822,9 @@ impl Conn {
                     self.close(ByeReason::ProtocolViolation, "Latent before Hello", out);
                     return;
                 };
-                if latent.codec != accepted.codec {
-                    self.close(
-                        ByeReason::ProtocolViolation,
-                        &format!(
-                            "Latent in codec {:?}, Hello said {:?}",
-                            latent.codec, accepted.codec
-                        ),
-                        out,
-                    );
-                    return;
-                }
-                let vector = match latent.codec.decode_to_vec(latent.payload) {
-                    Ok(v) if v.len() == accepted.dim => v,
-                    Ok(v) => {
-                        let detail =
-                            format!("latent of {} values, Hello said {}", v.len(), accepted.dim);
-                        self.close(ByeReason::ProtocolViolation, &detail, out);
-                        return;
-                    }
-                    Err(e) => {
-                        let detail = format!("undecodable latent payload: {e}");
+                let vector = match accepted.check.decode(latent) {
+                    Ok(vector) => vector,
+                    Err(detail) => {
                         self.close(ByeReason::ProtocolViolation, &detail, out);
                         return;
                     }
@@ -916,7 +897,7 @@ mod tests {
     use std::path::PathBuf;
 
     use latentcam_secure::{DeviceKeys, Initiator, PublicKey, StaticKey};
-    use latentcam_wire::{Latent, Sealed};
+    use latentcam_wire::{Codec, Latent, Sealed};
 
     use super::*;
     use crate::ingest::registry::RegistryLimits;
