@@ -22,7 +22,8 @@ if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
 # procps (pgrep: test.sh stops its background builds on failure), strace (the
 # host's durability test checks in a syscall trace that every Ack follows a
 # sync of its results), openssl (test certificates for the HTTPS API and the
-# TLS broker).
+# TLS broker), mosquitto-clients (a forger with a valid device certificate
+# publishing where the broker's ACL must refuse it).
 APT_PACKAGES=(
     socat
     ffmpeg
@@ -37,6 +38,7 @@ APT_PACKAGES=(
     libssl-dev pkg-config unzip
     systemd
     mosquitto
+    mosquitto-clients
     procps
     strace
     openssl

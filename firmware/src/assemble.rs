@@ -13,6 +13,7 @@ use latentcam_wire::{AuthScheme, Codec};
 use crate::backoff::Backoff;
 use crate::config::EdgeConfig;
 use crate::encoder::{self, Backend, Encoder, EncoderError, EncoderOptions, Precision};
+use crate::link::mqtt::ClientCert;
 use crate::link::{
     FileLink, FsyncPolicy, Link, LinkError, MqttConfig, MqttLink, SecureLink, SerialConfig,
     SerialLink, TcpConfig, TcpLink, UdpLink,
@@ -267,6 +268,10 @@ pub fn mqtt_config(config: &EdgeConfig) -> MqttConfig {
     mqtt.ack_timeout = Duration::from_secs_f64(m.ack_timeout_seconds.max(0.001));
     mqtt.inflight = m.inflight;
     mqtt.ca_file = Some(m.ca_file.clone()).filter(|f| !f.as_os_str().is_empty());
+    mqtt.client_cert = (!m.cert_file.as_os_str().is_empty()).then(|| ClientCert {
+        cert: m.cert_file.clone(),
+        key: m.key_file.clone(),
+    });
     mqtt
 }
 

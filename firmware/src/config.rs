@@ -218,8 +218,9 @@ impl LinkConfig {
             return Err(invalid(
                 "link.host_key",
                 format!("(set, with link.kind = {:?})", self.kind),
-                "authentication is implemented for tcp, serial and udp links; see the README \
-                 security section",
+                "these keys are for tcp, serial and udp links; an mqtt device proves its id \
+                 to the broker with a client certificate ([mqtt] cert_file and key_file, see \
+                 the README security section)",
             ));
         }
         let host_key = host_key
@@ -268,6 +269,12 @@ pub struct MqttSection {
     /// authorities that may sign the broker's certificate (a private CA);
     /// empty: the system's roots.
     pub ca_file: PathBuf,
+    /// With an `mqtts://` address: this device's client certificate (PEM),
+    /// for a broker that requires one; its common name must be the device
+    /// id (`scripts/mqtt-certs.sh device`). Set together with `key_file`.
+    pub cert_file: PathBuf,
+    /// The client certificate's private key (PEM, mode 0600).
+    pub key_file: PathBuf,
 }
 
 impl Default for MqttSection {
@@ -280,6 +287,8 @@ impl Default for MqttSection {
             ack_timeout_seconds: 10.0,
             inflight: 64,
             ca_file: PathBuf::new(),
+            cert_file: PathBuf::new(),
+            key_file: PathBuf::new(),
         }
     }
 }
@@ -456,14 +465,42 @@ impl EdgeConfig {
         }
         match crate::link::mqtt::parse_broker(&self.link.address) {
             Err(problem) => return Err(invalid("link.address", &self.link.address, problem)),
-            Ok(broker) if !broker.tls && !self.mqtt.ca_file.as_os_str().is_empty() => {
-                return Err(invalid(
-                    "mqtt.ca_file",
-                    self.mqtt.ca_file.display(),
-                    "only used with a TLS broker: write link.address as mqtts://host:port",
-                ));
+            Ok(broker) if !broker.tls => {
+                for (key, file) in [
+                    ("mqtt.ca_file", &self.mqtt.ca_file),
+                    ("mqtt.cert_file", &self.mqtt.cert_file),
+                    ("mqtt.key_file", &self.mqtt.key_file),
+                ] {
+                    if !file.as_os_str().is_empty() {
+                        return Err(invalid(
+                            key,
+                            file.display(),
+                            "only used with a TLS broker: write link.address as mqtts://host:port",
+                        ));
+                    }
+                }
             }
             Ok(_) => {}
+        }
+        match (
+            self.mqtt.cert_file.as_os_str().is_empty(),
+            self.mqtt.key_file.as_os_str().is_empty(),
+        ) {
+            (false, true) => {
+                return Err(invalid(
+                    "mqtt.key_file",
+                    "\"\"",
+                    "[mqtt] cert_file is set, so key_file must name its private key",
+                ));
+            }
+            (true, false) => {
+                return Err(invalid(
+                    "mqtt.cert_file",
+                    "\"\"",
+                    "[mqtt] key_file is set, so cert_file must name its certificate",
+                ));
+            }
+            _ => {}
         }
         if !(1..=u64::from(u32::MAX)).contains(&self.mqtt.session_expiry_seconds) {
             return Err(invalid(
@@ -602,6 +639,24 @@ mod tests {
             err.contains("link.address") && err.contains("port"),
             "{err}"
         );
+        // Client certificates: on a TLS broker only, certificate and key
+        // together.
+        let tls = |extra: &str| {
+            parse(&format!(
+                "[device]\nid = \"cam-01\"\n[link]\nkind = \"mqtt\"\n\
+                 address = \"mqtts://broker\"\n[mqtt]\n{extra}"
+            ))
+        };
+        let pair = "cert_file = \"c.pem\"\nkey_file = \"c.key\"\n";
+        assert_eq!(tls(pair).unwrap().mqtt.cert_file, Path::new("c.pem"));
+        for (config, key) in [
+            (mqtt(&format!("[mqtt]\n{pair}")), "mqtt.cert_file"),
+            (tls("cert_file = \"c.pem\"\n"), "mqtt.key_file"),
+            (tls("key_file = \"c.key\"\n"), "mqtt.cert_file"),
+        ] {
+            let err = config.unwrap_err().to_string();
+            assert!(err.contains(key), "{err}");
+        }
         // The password never shows in the rendered configuration.
         let config = mqtt("[mqtt]\nusername = \"cam\"\npassword = \"s3cret\"\n").unwrap();
         assert!(!config.to_toml().contains("s3cret"));
@@ -667,8 +722,8 @@ mod tests {
             .to_string();
             assert!(
                 err.contains("link.host_key")
-                    && err.contains("implemented for tcp, serial and udp links")
-                    && err.contains("README security section"),
+                    && err.contains("for tcp, serial and udp links")
+                    && err.contains("[mqtt] cert_file"),
                 "{kind}: {err}"
             );
         }

@@ -283,6 +283,11 @@ pub struct Exposure<'a> {
     pub udp: Option<&'a str>,
     /// The MQTT broker's host, if any.
     pub mqtt: Option<&'a str>,
+    /// The worker connects to the broker with TLS and a client
+    /// certificate: the broker authenticates every client by certificate
+    /// and binds each device's topics to its id, so MQTT devices count as
+    /// authenticated.
+    pub mqtt_client_cert: bool,
 }
 
 /// What `serve` decided about authentication: the warnings to log at
@@ -294,8 +299,9 @@ pub struct Decision {
 }
 
 /// Decides whether `serve` may start: with a key directory (`keys`),
-/// devices must authenticate unless `allow_unauthenticated`, and the
-/// transport that cannot authenticate yet (MQTT) is refused;
+/// devices must authenticate unless `allow_unauthenticated`, and MQTT is
+/// refused unless the broker authenticates devices (the worker has a client
+/// certificate: [`Exposure::mqtt_client_cert`]);
 /// without one, every address devices can reach must be loopback unless
 /// `allow_unauthenticated`. The error names both ways out.
 pub fn decide(
@@ -304,7 +310,8 @@ pub fn decide(
     exposure: &Exposure<'_>,
 ) -> Result<Decision, AuthError> {
     let mut decision = Decision::default();
-    let unauthenticated: Vec<String> = [("--mqtt", exposure.mqtt)]
+    let mqtt = exposure.mqtt.filter(|_| !exposure.mqtt_client_cert);
+    let unauthenticated: Vec<String> = [("--mqtt", mqtt)]
         .into_iter()
         .filter_map(|(flag, address)| address.map(|a| format!("{flag} {a}")))
         .collect();
@@ -319,16 +326,18 @@ pub fn decide(
                 ));
                 if !unauthenticated.is_empty() {
                     decision.warnings.push(format!(
-                        "{} cannot authenticate devices yet: anyone who reaches them can send latents",
+                        "{} cannot authenticate devices without --mqtt-cert (a broker that requires \
+                         client certificates): anyone who reaches the broker can send latents",
                         unauthenticated.join(" and ")
                     ));
                 }
             } else if !unauthenticated.is_empty() {
                 return Err(AuthError::Policy(format!(
-                    "{} cannot authenticate devices yet (TCP, UDP and serial devices can), and \
-                     --keys requires authentication; serve those devices from a separate host \
-                     with --allow-unauthenticated on a trusted network, or add \
-                     --allow-unauthenticated here",
+                    "{} cannot authenticate devices without a broker that does (TCP, UDP and serial \
+                     devices authenticate to the host), and --keys requires authentication: use \
+                     an mqtts:// broker that requires client certificates, with --mqtt-cert and \
+                     --mqtt-key (README, security), or add --allow-unauthenticated on a trusted \
+                     network",
                     unauthenticated.join(" and ")
                 )));
             }
@@ -338,7 +347,7 @@ pub fn decide(
             if !is_loopback(exposure.tcp) {
                 exposed.push(format!("--tcp {}", exposure.tcp));
             }
-            for (flag, address) in [("--udp", exposure.udp), ("--mqtt", exposure.mqtt)] {
+            for (flag, address) in [("--udp", exposure.udp), ("--mqtt", mqtt)] {
                 if let Some(a) = address
                     && !is_loopback(a)
                 {
@@ -418,7 +427,12 @@ mod tests {
     }
 
     fn exposure<'a>(tcp: &'a str, udp: Option<&'a str>, mqtt: Option<&'a str>) -> Exposure<'a> {
-        Exposure { tcp, udp, mqtt }
+        Exposure {
+            tcp,
+            udp,
+            mqtt,
+            mqtt_client_cert: false,
+        }
     }
 
     #[test]
@@ -475,9 +489,23 @@ mod tests {
         )
         .unwrap_err()
         .to_string();
-        assert!(e.contains("cannot authenticate devices yet"), "{e}");
+        assert!(e.contains("--mqtt-cert"), "{e}");
         let d = decide(Some(keys), true, &exposure("0.0.0.0:7878", None, Some("b"))).unwrap();
         assert_eq!(d.warnings.len(), 2);
+        // A worker with a client certificate: the broker authenticates the
+        // devices, with keys or without, on any broker address.
+        let certified = Exposure {
+            mqtt_client_cert: true,
+            ..exposure("127.0.0.1:0", None, Some("broker.example"))
+        };
+        assert_eq!(
+            decide(Some(keys), false, &certified).unwrap(),
+            Decision::default()
+        );
+        assert_eq!(
+            decide(None, false, &certified).unwrap(),
+            Decision::default()
+        );
     }
 
     #[test]

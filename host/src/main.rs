@@ -274,6 +274,16 @@ struct ServeArgs {
     /// authorities that may sign its certificate (default: the system's).
     #[arg(long, requires = "mqtt")]
     mqtt_ca: Option<PathBuf>,
+    /// With an mqtts:// broker: this worker's client certificate (PEM,
+    /// common name `_latentcam-host`, made by `scripts/mqtt-certs.sh
+    /// worker`). It tells the host that the broker authenticates every
+    /// client by certificate and binds each device's topics to its id
+    /// (README, security): MQTT devices then count as authenticated.
+    #[arg(long, requires_all = ["mqtt", "mqtt_key"])]
+    mqtt_cert: Option<PathBuf>,
+    /// The private key of --mqtt-cert (PEM, mode 0600).
+    #[arg(long, requires = "mqtt_cert")]
+    mqtt_key: Option<PathBuf>,
     /// Do not publish each result on latentcam/<site>/<device>/result.
     #[arg(long)]
     no_mqtt_results: bool,
@@ -710,6 +720,8 @@ fn main() -> anyhow::Result<()> {
                 worker,
                 mqtt_user,
                 mqtt_ca,
+                mqtt_cert,
+                mqtt_key,
                 no_mqtt_results,
                 serial,
                 baud,
@@ -753,6 +765,7 @@ fn main() -> anyhow::Result<()> {
                     tcp: &tcp,
                     udp: udp.as_deref(),
                     mqtt: mqtt_host.as_deref(),
+                    mqtt_client_cert: mqtt_cert.is_some(),
                 },
             )?;
             for warning in &warnings {
@@ -874,6 +887,9 @@ fn main() -> anyhow::Result<()> {
                     username: mqtt_user,
                     password: std::env::var("LATENTCAM_MQTT_PASSWORD").ok(),
                     ca_file: mqtt_ca,
+                    client_cert: mqtt_cert.zip(mqtt_key).map(|(cert, key)| {
+                        latentcam_firmware::link::mqtt::ClientCert { cert, key }
+                    }),
                     publish_results: !no_mqtt_results,
                 }));
             }

@@ -84,6 +84,9 @@ pub struct MqttConfig {
     /// sign the broker's certificate (a private CA); `None` trusts the
     /// system's roots.
     pub ca_file: Option<PathBuf>,
+    /// With `mqtts://`: the certificate this device proves its id with, for
+    /// a broker that requires client certificates.
+    pub client_cert: Option<ClientCert>,
     /// The `<site>` topic level.
     pub site: String,
     /// The `<device>` topic level: the device id sent in `Hello`.
@@ -118,6 +121,7 @@ impl MqttConfig {
             site: site.into(),
             device_id: device_id.into(),
             ca_file: None,
+            client_cert: None,
             username: None,
             password: None,
             session_expiry: Duration::from_secs(86_400),
@@ -203,13 +207,29 @@ pub fn parse_broker(address: &str) -> Result<Broker, String> {
     Ok(Broker { host, port, tls })
 }
 
+/// A client certificate and its private key (PEM files): the identity a
+/// client proves to a broker that requires certificates (`mqtts://`). A
+/// broker set up as the README's security section says takes the
+/// certificate's common name as the client's user name and lets it publish
+/// only under its own device id (devices) or answer devices (host workers).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientCert {
+    /// The certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// The private key (PKCS#8, SEC1 or PKCS#1); readable by its owner only.
+    pub key: PathBuf,
+}
+
 /// The TLS client configuration for `mqtts://` brokers: rustls on ring
 /// (TLS 1.3 and 1.2), trusting the certificate authorities in `ca_file`
-/// (PEM) if given, else the system's roots. The error says which file or
-/// store failed.
-pub fn tls_client_config(ca_file: Option<&Path>) -> Result<Arc<ClientConfig>, String> {
-    use tokio_rustls::rustls::pki_types::CertificateDer;
+/// (PEM) if given, else the system's roots, and proving `identity` when
+/// given. The error says which file or store failed.
+pub fn tls_client_config(
+    ca_file: Option<&Path>,
+    identity: Option<&ClientCert>,
+) -> Result<Arc<ClientConfig>, String> {
     use tokio_rustls::rustls::pki_types::pem::PemObject;
+    use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
     let mut roots = RootCertStore::empty();
     match ca_file {
@@ -249,12 +269,56 @@ pub fn tls_client_config(ca_file: Option<&Path>) -> Result<Arc<ClientConfig>, St
         }
     }
     let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
-    let config = ClientConfig::builder_with_provider(provider)
+    let builder = ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| format!("TLS set-up failed: {e}"))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+        .with_root_certificates(roots);
+    let config = match identity {
+        None => builder.with_no_client_auth(),
+        Some(ClientCert { cert, key }) => {
+            let chain = CertificateDer::pem_file_iter(cert)
+                .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+                .map_err(|e| format!("cannot read the certificate {}: {e}", cert.display()))?;
+            if chain.is_empty() {
+                return Err(format!(
+                    "the certificate file {} holds no certificate",
+                    cert.display()
+                ));
+            }
+            private_to_owner(key)?;
+            let private = PrivateKeyDer::from_pem_file(key)
+                .map_err(|e| format!("cannot read the private key {}: {e}", key.display()))?;
+            builder.with_client_auth_cert(chain, private).map_err(|e| {
+                format!(
+                    "the certificate {} and the key {} do not make a client identity: {e}",
+                    cert.display(),
+                    key.display()
+                )
+            })?
+        }
+    };
     Ok(Arc::new(config))
+}
+
+/// Refuses a private key file that its group or others may read (or
+/// write): the key is the device's identity.
+fn private_to_owner(path: &Path) -> Result<(), String> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(path)
+            .map_err(|e| format!("cannot read the private key {}: {e}", path.display()))?
+            .permissions()
+            .mode();
+        if mode & 0o077 != 0 {
+            return Err(format!(
+                "the private key {} is open to other users (mode {:o}): `chmod 600` it",
+                path.display(),
+                mode & 0o777
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// True for `localhost` and loopback addresses (brackets allowed).
@@ -350,7 +414,11 @@ impl MqttLink {
             parse_broker(&config.address).map_err(|p| problem(format!("bad address: {p}")))?;
         let tls = if tls {
             let ca = config.ca_file.as_deref();
-            Some(tls_client_config(ca).map_err(problem)?)
+            Some(tls_client_config(ca, config.client_cert.as_ref()).map_err(problem)?)
+        } else if config.client_cert.is_some() {
+            return Err(problem(
+                "a client certificate is only used with a TLS broker (mqtts://)".into(),
+            ));
         } else {
             if config.username.is_some() && !is_loopback_host(&host) {
                 tracing::warn!(
@@ -839,12 +907,24 @@ mod tests {
     fn tls_needs_a_readable_ca_file_with_a_certificate() {
         let dir = std::env::temp_dir().join(format!("latentcam-mqtt-ca-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        let missing = tls_client_config(Some(&dir.join("none.pem"))).unwrap_err();
+        let missing = tls_client_config(Some(&dir.join("none.pem")), None).unwrap_err();
         assert!(missing.contains("cannot read the CA file"), "{missing}");
         let empty = dir.join("empty.pem");
         std::fs::write(&empty, "no certificate here\n").unwrap();
-        let err = tls_client_config(Some(&empty)).unwrap_err();
+        let err = tls_client_config(Some(&empty), None).unwrap_err();
         assert!(err.contains("holds no certificate"), "{err}");
+        // A client key that others can read is refused before it is used.
+        let key = dir.join("c.key");
+        std::fs::write(&key, "-----BEGIN PRIVATE KEY-----\n").unwrap();
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+            let err = private_to_owner(&key).unwrap_err();
+            assert!(err.contains("open to other users (mode 644)"), "{err}");
+            std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+        }
+        assert_eq!(private_to_owner(&key), Ok(()));
         let _ = std::fs::remove_dir_all(&dir);
     }
 

@@ -414,8 +414,10 @@ pub enum ServeError {
     /// A transport that cannot authenticate devices, on a host that
     /// requires authentication.
     #[error(
-        "the {transport} ingest cannot authenticate devices yet, and this host requires \
-         authentication; serve those devices from a host that allows unauthenticated ones"
+        "the {transport} ingest cannot authenticate devices here, and this host requires \
+         authentication: connect to a broker that requires client certificates (mqtts:// with \
+         --mqtt-cert and --mqtt-key), or serve those devices from a host that allows \
+         unauthenticated ones"
     )]
     Unauthenticated {
         /// The transport.

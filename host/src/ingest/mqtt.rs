@@ -41,9 +41,9 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use latentcam_firmware::link::mqtt::{Broker, parse_broker, tls_client_config};
+use latentcam_firmware::link::mqtt::{Broker, ClientCert, parse_broker, tls_client_config};
 use latentcam_wire::mqtt::{self as topics, DeviceTopics, PARTITIONS, TopicKind};
-use latentcam_wire::{Ack, Codec, MAX_SEQ, Message, WelcomeStatus, frame};
+use latentcam_wire::{Ack, MAX_SEQ, Message, WelcomeStatus, frame};
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::mqttbytes::v5::{Filter, LastWill, Packet, Publish};
 use rumqttc::v5::{AsyncClient, Event, EventLoop, MqttOptions};
@@ -52,7 +52,7 @@ use tokio::sync::{mpsc, watch};
 
 use super::conn::welcome;
 use super::{Context, Done, Ingest, IngestKind, Job, Running, ServeError, Started};
-use crate::session::{Refusal, check_hello};
+use crate::session::{self, Refusal, check_hello};
 
 /// How often acknowledgements of newly finished latents are published.
 const ACK_EVERY: Duration = Duration::from_millis(200);
@@ -70,6 +70,12 @@ pub struct MqttIngest {
     /// With a TLS URL: a PEM file of the certificate authorities that may
     /// sign the broker's certificate; `None` trusts the system's roots.
     pub ca_file: Option<std::path::PathBuf>,
+    /// With a TLS URL: this worker's client certificate. A broker that
+    /// requires certificates of every client and binds each device's
+    /// topics to the device id its certificate names (README, security)
+    /// is what authenticates MQTT devices; a host that requires
+    /// authentication serves MQTT only with one.
+    pub client_cert: Option<ClientCert>,
     /// The share group: workers of one group split the devices.
     pub group: String,
     /// This worker's name, unique in the group.
@@ -150,22 +156,32 @@ impl Ingest for MqttIngest {
     }
 
     fn start(self: Box<Self>, running: Running) -> Result<Started, ServeError> {
-        if running.context.auth.required() {
+        if running.context.auth.required() && self.client_cert.is_none() {
             return Err(ServeError::Unauthenticated { transport: "MQTT" });
         }
         let config = |message: String| ServeError::Mqtt { message };
         let Broker { host, port, tls } = parse_url(&self.url).map_err(config)?;
         let loopback = crate::auth::is_loopback(&host);
         let tls = match tls {
-            true => Some(tls_client_config(self.ca_file.as_deref()).map_err(config)?),
-            false if self.ca_file.is_some() => {
+            true => Some(
+                tls_client_config(self.ca_file.as_deref(), self.client_cert.as_ref())
+                    .map_err(config)?,
+            ),
+            false if self.ca_file.is_some() || self.client_cert.is_some() => {
                 return Err(config(format!(
-                    "--mqtt-ca is only used with a TLS broker (mqtts://), not {}",
+                    "--mqtt-ca and --mqtt-cert are only used with a TLS broker (mqtts://), not {}",
                     self.url
                 )));
             }
             false => None,
         };
+        if self.client_cert.is_some() {
+            tracing::info!(
+                "MQTT devices are authenticated by the broker: it must require a client \
+                 certificate of every client and let each device publish only under the id \
+                 its certificate names (README, security: scripts/mosquitto-mtls.conf)"
+            );
+        }
         for (what, level) in [("group", &self.group), ("worker", &self.worker)] {
             if !topics::valid_level(level) {
                 return Err(config(format!(
@@ -232,9 +248,9 @@ impl Ingest for MqttIngest {
 /// A device as this worker knows it.
 struct Device {
     topics: DeviceTopics,
-    /// The accepted `Hello` (codec, dimension, the frame), or `None` when
-    /// none arrived or the last one was refused.
-    accepted: Option<(Codec, usize, Arc<[u8]>)>,
+    /// What the accepted `Hello` fixes and its frame, or `None` when none
+    /// arrived or the last one was refused.
+    accepted: Option<(session::Accepted, Arc<[u8]>)>,
     /// First sequence number not yet acknowledged; `None` until known: from
     /// a retained ack, a latent numbered 0 (a device's first ever), or the
     /// first latent after this worker answered a live `Hello` without
@@ -659,14 +675,13 @@ impl Worker {
                 });
                 Some((
                     verdict,
-                    hello.codec,
-                    hello.model.latent_dim as usize,
+                    session::Accepted::from_hello(hello),
                     frame::encode_to_vec(m).unwrap_or_default(),
                 ))
             }
             _ => None,
         });
-        let Ok(Some((verdict, codec, dim, hello_frame))) = checked else {
+        let Ok(Some((verdict, accepted, hello_frame))) = checked else {
             tracing::warn!("{device}: unusable Hello on MQTT ignored");
             ctx.registry.update(device, |r| r.frame_errors += 1);
             return;
@@ -678,7 +693,7 @@ impl Worker {
         };
         let reply = match verdict {
             Ok(()) => {
-                d.accepted = Some((codec, dim, hello_frame.into()));
+                d.accepted = Some((accepted, hello_frame.into()));
                 if !publish.retain && owns && d.floor.is_none() {
                     d.base_next = true;
                 }
@@ -714,7 +729,7 @@ impl Worker {
         let Some(d) = self.device(site, device) else {
             return;
         };
-        let Some((codec, dim, hello)) = d.accepted.clone() else {
+        let Some((accepted, hello)) = d.accepted.clone() else {
             // No (accepted) Hello yet: not acknowledged, so the device
             // re-sends it after announcing itself again.
             ctx.registry.update(device, |r| r.frame_errors += 1);
@@ -722,22 +737,7 @@ impl Worker {
         };
         let decoded = one_frame(&publish.payload, |m| match m {
             Message::Latent(latent) => {
-                if latent.codec != codec {
-                    return Err(format!(
-                        "latent in codec {:?}, Hello said {codec:?}",
-                        latent.codec
-                    ));
-                }
-                let vector = latent
-                    .codec
-                    .decode_to_vec(latent.payload)
-                    .map_err(|e| format!("undecodable latent payload: {e}"))?;
-                if vector.len() != dim {
-                    return Err(format!(
-                        "latent of {} values, Hello said {dim}",
-                        vector.len()
-                    ));
-                }
+                let vector = accepted.decode(latent)?;
                 Ok(Some(Job {
                     device: device.to_owned(),
                     seq: latent.seq,

@@ -56,6 +56,18 @@ fn device_key(dir: &Path, name: &str) -> (PathBuf, PublicKey) {
     (path, public)
 }
 
+/// Registers `key` for device `id` in the host key directory `keys`.
+fn register(keys: &Path, id: &str, key: &PublicKey) {
+    host_ok(&[
+        "keys",
+        "add",
+        id,
+        &key.to_string(),
+        "--dir",
+        keys.to_str().unwrap(),
+    ]);
+}
+
 /// A scratch directory `name` with a new host key directory in it: (the
 /// directory, the key directory, a results file path, the host's public
 /// key).
@@ -435,14 +447,7 @@ fn a_serial_device_authenticates_like_a_tcp_one() {
     let (dir, keys, jsonl, host_public) = provisioned("auth-serial");
     let keys_arg = keys.to_str().unwrap();
     let (key, public) = device_key(&dir, "till");
-    host_ok(&[
-        "keys",
-        "add",
-        "till",
-        &public.to_string(),
-        "--dir",
-        keys_arg,
-    ]);
+    register(&keys, "till", &public);
     let line = pty::PtyPair::new();
     let host = Host::start_with(
         &jsonl,
@@ -566,7 +571,8 @@ fn serve_refuses_to_expose_unauthenticated_devices() {
     for fix in ["keys init", "--keys", "--allow-unauthenticated"] {
         assert!(stderr.contains(fix), "names {fix}: {stderr}");
     }
-    // A transport that cannot authenticate yet, on a host that requires it.
+    // MQTT without a broker that authenticates devices, on a host that
+    // requires authentication.
     host_ok(&["keys", "init", "--dir", keys_arg]);
     let out = host_cli(&[
         "serve",
@@ -579,10 +585,7 @@ fn serve_refuses_to_expose_unauthenticated_devices() {
     ]);
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        stderr.contains("cannot authenticate devices yet"),
-        "{stderr}"
-    );
+    assert!(stderr.contains("--mqtt-cert"), "{stderr}");
     // A missing key directory says how to create it.
     let out = host_cli(&[
         "serve",
@@ -611,7 +614,7 @@ fn udp_devices_authenticate_and_forged_or_replayed_datagrams_add_nothing() {
     let (cam_key, cam_public) = device_key(&dir, "cam");
     let (forger_key, forger_public) = device_key(&dir, "forger");
     for (id, key) in [("yard", cam_public), ("shed", forger_public)] {
-        host_ok(&["keys", "add", id, &key.to_string(), "--dir", keys_arg]);
+        register(&keys, id, &key);
     }
     let host = Host::start_with(
         &jsonl,
@@ -870,5 +873,196 @@ fn devices_and_host_workers_reach_a_tls_broker() {
     let lines = results(&jsonl);
     assert_eq!(seqs_of(&lines, "porch"), (0..frames).collect::<Vec<_>>());
     assert_eq!(lines.len(), frames as usize);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `scripts/mqtt-certs.sh DIR ARGS`, which must succeed.
+fn mqtt_certs(dir: &Path, args: &[&str]) {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/mqtt-certs.sh");
+    let out = Command::new("bash")
+        .arg(&script)
+        .arg(dir)
+        .args(args)
+        .output()
+        .expect("run scripts/mqtt-certs.sh");
+    assert!(
+        out.status.success(),
+        "mqtt-certs.sh {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// `mosquitto_pub` with `device`'s certificate publishing the frame
+/// `payload` on `topic` (QoS 1, MQTT 5, retained if asked); returns what it
+/// printed (a broker refusing the publish says "Not authorized").
+fn forge(
+    broker: u16,
+    certs: &Path,
+    device: &str,
+    topic: &str,
+    payload: &[u8],
+    retain: bool,
+) -> String {
+    let file = certs.join("forged.bin");
+    std::fs::write(&file, payload).unwrap();
+    let mut command = Command::new("mosquitto_pub");
+    command
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &broker.to_string(),
+            "-V",
+            "5",
+            "-q",
+            "1",
+        ])
+        .arg("--cafile")
+        .arg(certs.join("ca.pem"))
+        .arg("--cert")
+        .arg(certs.join(format!("device-{device}.pem")))
+        .arg("--key")
+        .arg(certs.join(format!("device-{device}.key")))
+        .args(["-t", topic, "-f"])
+        .arg(&file);
+    if retain {
+        command.arg("-r");
+    }
+    let out = command
+        .output()
+        .expect("run mosquitto_pub (scripts/setup.sh installs mosquitto-clients)");
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// MQTT devices prove their id to the broker (README, security): mosquitto
+/// with the shipped `scripts/mosquitto-mtls.conf` and ACL, certificates
+/// from `scripts/mqtt-certs.sh`, a host that requires authentication
+/// (`--keys`) serving MQTT with its worker certificate. A device streams
+/// under its own id. Another device's valid certificate cannot publish
+/// under that id, forge the acknowledgement its edge and the next worker
+/// believe, or impersonate it through its own edge; a client without a
+/// certificate does not get in. Latents spooled while the host was down and
+/// "acknowledged" by the forger are all processed, exactly once.
+#[test]
+fn mqtt_devices_prove_their_id_to_the_broker_and_cannot_speak_for_another() {
+    use crate::firmware_common::broker::Broker;
+    use latentcam_wire::Ack;
+    use latentcam_wire::mqtt::{DeviceTopics, partition};
+
+    let (dir, keys, jsonl, _) = provisioned("mtls");
+    let certs = dir.join("certs");
+    mqtt_certs(&certs, &["ca"]);
+    mqtt_certs(&certs, &["broker", "127.0.0.1"]);
+    mqtt_certs(&certs, &["worker", "w1"]);
+    mqtt_certs(&certs, &["device", "porch"]);
+    mqtt_certs(&certs, &["device", "attic"]);
+    {
+        // mosquitto drops to its own user after reading its configuration.
+        use std::os::unix::fs::PermissionsExt;
+        for (path, mode) in [(&certs, 0o755), (&certs.join("broker.key"), 0o644)] {
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+        }
+    }
+    let ca = certs.join("ca.pem");
+    let broker = Broker::start_mutual_tls(
+        &dir.join("broker"),
+        &ca,
+        &certs.join("broker.pem"),
+        &certs.join("broker.key"),
+        &["w1"],
+    );
+    let url = format!("mqtts://127.0.0.1:{}", broker.port);
+    let worker = |n: &str| certs.join(format!("worker-w1.{n}"));
+    let serve_args = [
+        "--keys",
+        keys.to_str().unwrap(),
+        "--mqtt",
+        &url,
+        "--mqtt-ca",
+        ca.to_str().unwrap(),
+        "--mqtt-cert",
+        worker("pem").to_str().unwrap(),
+        "--mqtt-key",
+        worker("key").to_str().unwrap(),
+        "--group",
+        "g",
+        "--worker",
+        "w1",
+        "--no-imagenet",
+        "--anomaly",
+    ]
+    .map(str::to_owned);
+    let serve_args: Vec<&str> = serve_args.iter().map(String::as_str).collect();
+    let mqtt_edge = |id: &str, cert: Option<&str>, spool: &str| {
+        let mut config = edge(&url, &dir.join(spool), id, None);
+        config.link.kind = "mqtt".into();
+        config.mqtt.site = "shop".into();
+        config.mqtt.ca_file = ca.clone();
+        config.mqtt.ack_timeout_seconds = 1.0;
+        if let Some(cert) = cert {
+            config.mqtt.cert_file = certs.join(format!("device-{cert}.pem"));
+            config.mqtt.key_file = certs.join(format!("device-{cert}.key"));
+        }
+        config
+    };
+    let porch = mqtt_edge("porch", Some("porch"), "spool-porch");
+
+    // The device streams under its own id to a host that requires
+    // authentication.
+    let host = Host::start_with(&jsonl, "127.0.0.1:0", &serve_args);
+    let report = run_edge(&porch, 6, Duration::from_secs(30));
+    assert_eq!(report.session.spool_pending, 0, "{:?}", report.session);
+    wait_for_lines(&jsonl, 6);
+    host.stop();
+
+    // With the host down, six more latents wait in the edge's spool.
+    let report = run_edge(&porch, 6, Duration::from_secs(2));
+    assert_eq!(report.session.spool_pending, 6, "{:?}", report.session);
+
+    // attic's valid certificate, speaking for porch: an acknowledgement of
+    // everything spooled (retained, so the next worker reads it too), a
+    // latent and a Hello. The broker refuses each.
+    let topics = DeviceTopics::new("shop", "porch").unwrap();
+    assert_eq!(topics.partition, partition("porch"));
+    let ack = frame::encode_to_vec(&Message::Ack(Ack { up_to: 11 })).unwrap();
+    let latent = crate::hostile::latent(12);
+    for (topic, bytes, retain) in [
+        (&topics.ack, &ack, true),
+        (&topics.latent, &latent, false),
+        (&topics.hello, &ack, true),
+    ] {
+        let said = forge(broker.port, &certs, "attic", topic, bytes, retain);
+        assert!(said.contains("Not authorized"), "{topic}: {said}");
+    }
+
+    // attic's certificate in an edge configured as porch, and an edge with
+    // no certificate: neither is welcomed.
+    let host = Host::start_with(&jsonl, "127.0.0.1:0", &serve_args);
+    for (config, what) in [
+        (mqtt_edge("porch", Some("attic"), "spool-x"), "another id"),
+        (mqtt_edge("cellar", None, "spool-y"), "no certificate"),
+    ] {
+        let report = run_edge(&config, 2, Duration::from_secs(2));
+        assert_eq!(report.session.welcomes, 0, "{what}: {:?}", report.session);
+        assert_eq!(
+            report.session.spool_pending, 2,
+            "{what}: {:?}",
+            report.session
+        );
+    }
+
+    // The real porch delivers its spool and two more: everything, once.
+    let report = run_edge(&porch, 2, Duration::from_secs(30));
+    assert_eq!(report.session.spool_pending, 0, "{:?}", report.session);
+    wait_for_lines(&jsonl, 14);
+    thread::sleep(Duration::from_millis(300));
+    host.stop();
+    let lines = results(&jsonl);
+    assert_eq!(seqs_of(&lines, "porch"), (0..14).collect::<Vec<_>>());
+    assert_eq!(lines.len(), 14, "only porch's own latents");
     let _ = std::fs::remove_dir_all(&dir);
 }

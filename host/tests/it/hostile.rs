@@ -33,7 +33,7 @@ fn hello_as(id: &str, sha: &[u8; 32]) -> Vec<u8> {
 }
 
 /// A well-formed U8Affine latent numbered `seq`.
-fn latent(seq: u64) -> Vec<u8> {
+pub(crate) fn latent(seq: u64) -> Vec<u8> {
     let values = vec![0.5f32; 1280];
     let payload = Codec::U8Affine.encode_to_vec(&values).unwrap();
     frame::encode_to_vec(&Message::Latent(Latent {

@@ -21,8 +21,23 @@ pub struct Broker {
     pub port: u16,
     dir: PathBuf,
     child: Option<Child>,
-    /// The listener's certificate and key (PEM), for a TLS broker.
-    tls: Option<(PathBuf, PathBuf)>,
+    /// The listener's TLS settings, for a TLS broker.
+    tls: Option<Tls>,
+}
+
+/// How a TLS broker listens.
+enum Tls {
+    /// With this certificate chain and key; any client may connect.
+    Server(PathBuf, PathBuf),
+    /// The project's certificate-authenticated broker
+    /// (`scripts/mosquitto-mtls.conf` with `scripts/mosquitto-latentcam.acl`):
+    /// clients need a certificate signed by the CA.
+    Mutual {
+        ca: PathBuf,
+        cert: PathBuf,
+        key: PathBuf,
+        workers: Vec<String>,
+    },
 }
 
 impl Broker {
@@ -36,10 +51,38 @@ impl Broker {
     /// The same, listening with TLS only, with this certificate chain and
     /// private key (PEM files mosquitto's user can read).
     pub fn start_tls(dir: &Path, cert: &Path, key: &Path) -> Broker {
-        Self::start_with(dir, Some((cert.to_path_buf(), key.to_path_buf())))
+        Self::start_with(
+            dir,
+            Some(Tls::Server(cert.to_path_buf(), key.to_path_buf())),
+        )
     }
 
-    fn start_with(dir: &Path, tls: Option<(PathBuf, PathBuf)>) -> Broker {
+    /// The broker the README's security section describes, exactly as
+    /// shipped (`scripts/mosquitto-mtls.conf` and
+    /// `scripts/mosquitto-latentcam.acl`): TLS with this certificate and
+    /// key, a client certificate signed by `ca` required of every client,
+    /// its common name the client's identity in the ACL, and one ACL block
+    /// for each host worker named in `workers`, as `scripts/mqtt-certs.sh`
+    /// tells an operator to add.
+    pub fn start_mutual_tls(
+        dir: &Path,
+        ca: &Path,
+        cert: &Path,
+        key: &Path,
+        workers: &[&str],
+    ) -> Broker {
+        Self::start_with(
+            dir,
+            Some(Tls::Mutual {
+                ca: ca.to_path_buf(),
+                cert: cert.to_path_buf(),
+                key: key.to_path_buf(),
+                workers: workers.iter().map(|w| w.to_string()).collect(),
+            }),
+        )
+    }
+
+    fn start_with(dir: &Path, tls: Option<Tls>) -> Broker {
         std::fs::create_dir_all(dir).expect("create the broker's directory");
         // mosquitto started as root drops to the `mosquitto` user, which
         // must be able to write its database and log here.
@@ -100,7 +143,11 @@ impl Broker {
             Path::new(MOSQUITTO).is_file(),
             "{MOSQUITTO} is missing: run scripts/setup.sh (it installs Debian's mosquitto)"
         );
-        let template = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/mosquitto.conf");
+        let scripts = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts");
+        let template = match &self.tls {
+            Some(Tls::Mutual { .. }) => scripts.join("mosquitto-mtls.conf"),
+            _ => scripts.join("mosquitto.conf"),
+        };
         let text = std::fs::read_to_string(&template)
             .unwrap_or_else(|e| panic!("cannot read {}: {e}", template.display()));
         let dir = self.dir.display().to_string();
@@ -108,17 +155,50 @@ impl Broker {
         let conf = self.dir.join("mosquitto.conf");
         let mut text = text
             .replace("@PORT@", &self.port.to_string())
+            .replace("@BIND@", "127.0.0.1")
             .replace("@DIR@", dir);
-        if let Some((cert, key)) = &self.tls {
-            // Options that follow a `listener` line belong to it.
-            let listener = format!("listener {} 127.0.0.1\n", self.port);
-            let with_tls = format!(
-                "{listener}certfile {}\nkeyfile {}\n",
-                cert.display(),
-                key.display()
-            );
-            text = text.replace(&listener, &with_tls);
+        match &self.tls {
+            None => {}
+            Some(Tls::Server(cert, key)) => {
+                // Options that follow a `listener` line belong to it.
+                let listener = format!("listener {} 127.0.0.1\n", self.port);
+                let with_tls = format!(
+                    "{listener}certfile {}\nkeyfile {}\n",
+                    cert.display(),
+                    key.display()
+                );
+                text = text.replace(&listener, &with_tls);
+            }
+            Some(Tls::Mutual {
+                ca,
+                cert,
+                key,
+                workers,
+            }) => {
+                // A copy beside the database (mosquitto's user may not be
+                // able to reach the checkout, under /root say), with the
+                // workers' blocks added.
+                let acl = self.dir.join("latentcam.acl");
+                let mut rules = std::fs::read_to_string(scripts.join("mosquitto-latentcam.acl"))
+                    .expect("read the ACL file");
+                for worker in workers {
+                    rules.push_str(&format!(
+                        "\nuser _latentcam-host-{worker}\ntopic readwrite latentcam/#\n"
+                    ));
+                }
+                std::fs::write(&acl, rules).expect("write the ACL file");
+                text = text
+                    .replace("@CA@", &ca.display().to_string())
+                    .replace("@CERT@", &cert.display().to_string())
+                    .replace("@KEY@", &key.display().to_string())
+                    .replace("@ACL@", &acl.display().to_string());
+            }
         }
+        assert!(
+            !text.contains('@'),
+            "a placeholder is left in {}",
+            template.display()
+        );
         std::fs::write(&conf, text).expect("write the broker's configuration");
         let child = Command::new(MOSQUITTO)
             .arg("-c")
