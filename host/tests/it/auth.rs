@@ -693,6 +693,113 @@ fn udp_devices_authenticate_and_forged_or_replayed_datagrams_add_nothing() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// 1 024 anonymous UDP senders, each announcing itself as a device that
+/// will authenticate (a `Hello` offering NoiseK) and then again and again,
+/// on a host with four UDP slots, while a provisioned camera streams: the
+/// camera is served, each latent once, and the flood takes no slot (before,
+/// such a flood locked every honest UDP device out). The first round also
+/// sends a bogus handshake per sender, so the host's failure count shows
+/// the flood arrived.
+#[test]
+fn an_anonymous_udp_flood_takes_no_slot_from_an_authenticated_camera() {
+    use latentcam_wire::{AuthOffer, Handshake};
+
+    let (dir, keys, jsonl, host_public) = provisioned("udp-flood");
+    let keys_arg = keys.to_str().unwrap();
+    let (cam_key, cam_public) = device_key(&dir, "cam");
+    register(&keys, "yard", &cam_public);
+    let host = Host::start_with(
+        &jsonl,
+        "127.0.0.1:0",
+        &[
+            "--keys",
+            keys_arg,
+            "--udp",
+            "127.0.0.1:0",
+            "--max-connections",
+            "4",
+            "--no-imagenet",
+            "--anomaly",
+            "--http",
+            "127.0.0.1:0",
+        ],
+    );
+    let udp = host.udp.clone().expect("UDP address");
+    let before = auth_failures(&host);
+
+    let senders = 1024;
+    let hellos: Vec<Vec<u8>> = (0..senders)
+        .map(|i| {
+            let mut plain = crate::common::hello_frame(
+                &format!("anon-{i:04}"),
+                "efficientnet-lite0-imagenet-v1",
+                crate::common::encoder_sha(),
+                PROTOCOL_VERSION.into(),
+            );
+            let Ok(Message::Hello(hello)) = frame::decode_datagram(&mut plain) else {
+                panic!("a Hello");
+            };
+            frame::encode_to_vec(&Message::Hello(latentcam_wire::Hello {
+                auth: AuthOffer {
+                    scheme: AuthScheme::NoiseK,
+                    ..hello.auth
+                },
+                ..hello
+            }))
+            .unwrap()
+        })
+        .collect();
+    let bogus = frame::encode_to_vec(&Message::Handshake(Handshake { payload: &[7; 48] })).unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let flood = {
+        let (stop, udp) = (Arc::clone(&stop), udp.clone());
+        thread::spawn(move || {
+            // A new source port per sender and round; at most 20 rounds.
+            for round in 0..20 {
+                if round >= 3 && stop.load(Ordering::Relaxed) {
+                    return round;
+                }
+                for hello in &hellos {
+                    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+                    socket.send_to(hello, &udp).unwrap();
+                    if round == 0 {
+                        socket.send_to(&bogus, &udp).unwrap();
+                    }
+                    // Paced so the host's receive buffer never overflows:
+                    // every datagram must arrive for the count below.
+                    thread::sleep(Duration::from_micros(300));
+                }
+            }
+            20
+        })
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while auth_failures(&host) < before + senders && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(
+        auth_failures(&host),
+        before + senders,
+        "each bogus handshake refused and counted"
+    );
+
+    let mut config = edge(&udp, Path::new(""), "yard", Some((&cam_key, &host_public)));
+    config.link.kind = "udp".into();
+    let frames = 20;
+    let report = run_edge(&config, frames, Duration::from_secs(1));
+    assert_eq!(report.session.sent, frames, "{:?}", report.session);
+    stop.store(true, Ordering::Relaxed);
+    let rounds = flood.join().unwrap();
+    assert!(rounds >= 3, "the flood ran through the camera's stream");
+    wait_for_lines(&jsonl, frames as usize);
+    thread::sleep(Duration::from_millis(300));
+    host.stop();
+    let lines = results(&jsonl);
+    assert_eq!(seqs_of(&lines, "yard"), (0..frames).collect::<Vec<_>>());
+    assert_eq!(lines.len(), frames as usize, "nothing from the flood");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// Runs `openssl ARGS` in `dir`; it must succeed.
 fn openssl(dir: &Path, args: &[&str]) {
     let out = Command::new("openssl")
