@@ -30,7 +30,12 @@ bash scripts/setup.sh --bench
 bash models/build/build.sh --tflite
 python="$cache/models-venv/bin/python"
 
-cargo build --release --locked -p latentcam-firmware -p latentcam-host -p latentcam-bench
+# latentcam's LiteRT backend beside the Python peers: the pinned libLiteRt.so.
+litert_dir="$(bash scripts/fetch-litert.sh)"
+export LITERT_LIB_DIR="$litert_dir" LITERT_NO_DOWNLOAD=1
+export LD_LIBRARY_PATH="$litert_dir${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+cargo build --release --locked -p latentcam-firmware -p latentcam-host -p latentcam-bench \
+    --features latentcam-bench/litert,latentcam-firmware/litert
 bin="$target/release"
 
 cpu="$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)"

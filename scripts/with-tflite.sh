@@ -1,6 +1,10 @@
 #!/usr/bin/env bash
-# Runs a cargo command that builds the `tflite` feature, e.g.
+# Runs a cargo command that builds the `tflite` or `litert` feature, e.g.
 #   bash scripts/with-tflite.sh cargo test -p latentcam-firmware --features tflite
+#
+# For `litert` it fetches the pinned libLiteRt.so (scripts/fetch-litert.sh)
+# and names its directory in LITERT_LIB_DIR (the build links it) and
+# LD_LIBRARY_PATH (the test binaries load it).
 #
 # Why a wrapper: tflitec's build script either builds TensorFlow Lite with
 # bazel from a git clone, or copies TFLITEC_PREBUILT_PATH and downloads the
@@ -28,6 +32,10 @@ if [ $# -eq 0 ]; then
     sed -n '2,3p' "$0" >&2
     exit 2
 fi
+
+litert_dir="$(bash "$root/scripts/fetch-litert.sh")"
+export LITERT_LIB_DIR="$litert_dir" LITERT_NO_DOWNLOAD=1
+export LD_LIBRARY_PATH="$litert_dir${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 
 if env | grep -q '^TFLITEC_PREBUILT_PATH'; then
     echo "with-tflite: using the prebuilt library in TFLITEC_PREBUILT_PATH*" >&2
@@ -57,7 +65,8 @@ command -v unzip >/dev/null || {
 
 # Every package the tflite build compiles, and which of them mention DOCS_RS.
 host="$(rustc -vV | sed -n 's/^host: //p')"
-manifests="$(cd "$root" && cargo metadata --format-version 1 --locked --features latentcam-firmware/tflite \
+manifests="$(cd "$root" && cargo metadata --format-version 1 --locked \
+    --features latentcam-firmware/tflite,latentcam-firmware/litert \
     --filter-platform "$host" |
     python3 -c 'import json, sys; print("\n".join(p["manifest_path"] for p in json.load(sys.stdin)["packages"]))')"
 readers="$(while IFS= read -r manifest; do
@@ -77,6 +86,11 @@ DOCS_RS=1 "$@" || status=$?
 
 target_dir="${CARGO_TARGET_DIR:-$root/target}"
 for profile_dir in "$target_dir"/*/; do
+    # The same for LiteRT, where its backend was built.
+    if ls -d "$profile_dir"build/litert-sys-* >/dev/null 2>&1 &&
+        ! cmp -s "$litert_dir/libLiteRt.so" "$profile_dir/libLiteRt.so"; then
+        install -m 0755 "$litert_dir/libLiteRt.so" "$profile_dir/libLiteRt.so"
+    fi
     lib="$(ls -t "$profile_dir"build/tflitec-*/out/libtensorflowlite_c.so 2>/dev/null | head -n1 || true)"
     if [ -n "$lib" ] && ! cmp -s "$lib" "$profile_dir/libtensorflowlite_c.so"; then
         install -m 0755 "$lib" "$profile_dir/libtensorflowlite_c.so"

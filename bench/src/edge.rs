@@ -274,10 +274,7 @@ pub fn run(args: &EdgeArgs) -> Result<()> {
     let mut rows: Vec<Row> = Vec::new();
     let mut contenders: Vec<(usize, Box<dyn Contender>)> = Vec::new();
     for &t in &threads {
-        let mut backends = vec![Backend::Tract];
-        if Backend::Tflite.is_compiled() {
-            backends.push(Backend::Tflite);
-        }
+        let backends = Backend::ALL.into_iter().filter(|b| b.is_compiled());
         for backend in backends {
             for precision in [Precision::Fp32, Precision::Int8] {
                 let mut row = Row {

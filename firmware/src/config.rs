@@ -94,7 +94,7 @@ pub struct ModelConfig {
     /// Models directory (holding manifest.toml); empty means the default
     /// lookup (`$LATENTCAM_MODELS`, then beside the binary).
     pub dir: PathBuf,
-    /// `tract` or `tflite`.
+    /// `tract`, `tflite` or `litert`.
     pub backend: String,
     /// `fp32` or `int8`.
     pub precision: String,
@@ -389,7 +389,11 @@ impl EdgeConfig {
                 "between 0.1 and 60 (a host closes connections silent for 120 s)",
             ));
         }
-        one_of("model.backend", &self.model.backend, &["tract", "tflite"])?;
+        one_of(
+            "model.backend",
+            &self.model.backend,
+            &["tract", "tflite", "litert"],
+        )?;
         one_of("model.precision", &self.model.precision, &["fp32", "int8"])?;
         one_of("model.codec", &self.model.codec, &["f32", "f16", "u8"])?;
         if !(1..=64).contains(&self.model.threads) {

@@ -50,7 +50,7 @@ struct RunArgs {
     /// Config `[model]` dir: models directory holding manifest.toml.
     #[arg(long)]
     models: Option<PathBuf>,
-    /// Config `[model]` backend: tract or tflite.
+    /// Config `[model]` backend: tract, tflite or litert.
     #[arg(long)]
     backend: Option<String>,
     /// Config `[model]` precision: fp32 or int8.

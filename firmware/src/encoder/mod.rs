@@ -1,7 +1,9 @@
 //! Encoders: an input tensor in, a latent vector out, behind one trait.
 //!
-//! Backends: `tract` (always built, pure Rust) and `tflite` (cargo feature
-//! `tflite`, see `firmware/TFLITE.md`). A backend compiled out still exists
+//! Backends: `tract` (always built, pure Rust), `tflite` (cargo feature
+//! `tflite`, see `firmware/TFLITE.md`) and `litert` (cargo feature `litert`:
+//! LiteRT 2.x, the `libLiteRt.so` of `scripts/fetch-litert.sh`). A backend
+//! compiled out still exists
 //! and answers [`EncoderError::NotCompiled`], so choosing it gives a clear
 //! error rather than a missing symbol.
 //!
@@ -16,9 +18,11 @@ use std::str::FromStr;
 
 use crate::manifest::{FileEntry, Layout, Manifest, ManifestError};
 
+mod litert;
 mod tflite;
 mod tract;
 
+pub use self::litert::LitertEncoder;
 pub use self::tflite::{TfliteConfig, TfliteEncoder};
 pub use self::tract::TractEncoder;
 
@@ -32,7 +36,7 @@ pub enum EncoderError {
     /// The backend is not part of this build.
     #[error(
         "this latentcam was built without {backend} support: rebuild it with `--features {feature}` \
-         (see firmware/TFLITE.md), or choose another backend"
+         (see firmware/TFLITE.md and scripts/fetch-litert.sh), or choose another backend"
     )]
     NotCompiled {
         /// Backend name.
@@ -90,18 +94,21 @@ pub enum Backend {
     Tract,
     /// TensorFlow Lite through tflitec.
     Tflite,
+    /// LiteRT 2.x (the CPU accelerator: XNNPACK, int8 included).
+    Litert,
 }
 
 impl Backend {
     /// Every backend, compiled in or not.
-    pub const ALL: [Backend; 2] = [Backend::Tract, Backend::Tflite];
+    pub const ALL: [Backend; 3] = [Backend::Tract, Backend::Tflite, Backend::Litert];
 
-    /// Whether this build can run the backend (`tflite` needs the cargo
-    /// feature of the same name).
+    /// Whether this build can run the backend (`tflite` and `litert` need
+    /// the cargo feature of the same name).
     pub const fn is_compiled(self) -> bool {
         match self {
             Backend::Tract => true,
             Backend::Tflite => cfg!(feature = "tflite"),
+            Backend::Litert => cfg!(feature = "litert"),
         }
     }
 
@@ -110,6 +117,7 @@ impl Backend {
         match self {
             Backend::Tract => "tract",
             Backend::Tflite => "tflite",
+            Backend::Litert => "litert",
         }
     }
 
@@ -117,7 +125,7 @@ impl Backend {
     pub fn format(self) -> &'static str {
         match self {
             Backend::Tract => "onnx",
-            Backend::Tflite => "tflite",
+            Backend::Tflite | Backend::Litert => "tflite",
         }
     }
 }
@@ -134,8 +142,9 @@ impl FromStr for Backend {
         match s {
             "tract" => Ok(Backend::Tract),
             "tflite" => Ok(Backend::Tflite),
+            "litert" => Ok(Backend::Litert),
             other => Err(format!(
-                "unknown backend {other:?} (expected tract or tflite)"
+                "unknown backend {other:?} (expected tract, tflite or litert)"
             )),
         }
     }
@@ -217,8 +226,9 @@ pub struct EncoderOptions {
     pub backend: Backend,
     /// Precision.
     pub precision: Precision,
-    /// Inference threads: TFLite's interpreter threads; tract's matrix
-    /// products on a private pool of this many threads.
+    /// Inference threads: TFLite's interpreter threads, LiteRT's XNNPACK
+    /// threads; tract's matrix products on a private pool of this many
+    /// threads.
     pub threads: usize,
     /// Run TFLite through its XNNPACK delegate (ignored by tract). On by
     /// default: for fp32 it was 6.4x faster than TFLite's own kernels on
@@ -277,7 +287,7 @@ pub fn open(
             &shape,
             options.threads.max(1),
         )?)),
-        Backend::Tflite => {
+        Backend::Tflite | Backend::Litert => {
             let config = TfliteConfig {
                 input_shape: &shape,
                 input_name: entry.input_name.as_deref(),
@@ -289,7 +299,11 @@ pub fn open(
                 threads: options.threads,
                 xnnpack: options.xnnpack,
             };
-            Ok(Box::new(TfliteEncoder::load(info, &config)?))
+            if options.backend == Backend::Litert {
+                Ok(Box::new(LitertEncoder::load(info, &config)?))
+            } else {
+                Ok(Box::new(TfliteEncoder::load(info, &config)?))
+            }
         }
     }
 }
@@ -336,6 +350,28 @@ fn verify_file(
         });
     };
     Ok(manifest.verify_at(entry, path)?)
+}
+
+/// Index of the tensor called `wanted` among `names`, or the only one when
+/// no name is given (the manifest's `input_name` / `output_names`).
+#[cfg_attr(not(any(feature = "tflite", feature = "litert")), allow(dead_code))]
+pub(crate) fn find_tensor(
+    what: &str,
+    names: &[&str],
+    wanted: Option<&str>,
+) -> Result<usize, String> {
+    match wanted {
+        Some(name) => names.iter().position(|n| *n == name).ok_or_else(|| {
+            format!(
+                "the manifest names {what} tensor {name:?}, but the model's {what}s are {names:?}"
+            )
+        }),
+        None if names.len() == 1 => Ok(0),
+        None => Err(format!(
+            "the model has {} {what}s {names:?} and the manifest names none",
+            names.len()
+        )),
+    }
 }
 
 /// Checks an input tensor's length against the encoder's.

@@ -14,7 +14,8 @@ pub use self::engine::TfliteEncoder;
 #[cfg(not(feature = "tflite"))]
 pub use self::stub::TfliteEncoder;
 
-/// What the backend needs from the manifest and the options.
+/// What the backends of `.tflite` files (`tflite`, `litert`) need from the
+/// manifest and the options.
 #[derive(Debug, Clone)]
 pub struct TfliteConfig<'a> {
     /// Input tensor shape from the manifest (NHWC).
@@ -24,9 +25,10 @@ pub struct TfliteConfig<'a> {
     /// Name of the latent output tensor (first of the manifest's
     /// `output_names`; `None`: the only output).
     pub output_name: Option<&'a str>,
-    /// Interpreter threads.
+    /// Interpreter threads (LiteRT: XNNPACK threads).
     pub threads: usize,
-    /// Whether to run through the XNNPACK delegate.
+    /// Whether to run through the XNNPACK delegate (LiteRT's CPU
+    /// accelerator always does).
     pub xnnpack: bool,
 }
 
@@ -37,7 +39,7 @@ mod engine {
     use tflitec::tensor::DataType;
 
     use super::TfliteConfig;
-    use crate::encoder::{Backend, Encoder, EncoderError, EncoderInfo};
+    use crate::encoder::{Backend, Encoder, EncoderError, EncoderInfo, find_tensor};
 
     /// A `.tflite` encoder run by the TensorFlow Lite C library.
     pub struct TfliteEncoder {
@@ -64,23 +66,6 @@ mod engine {
         EncoderError::Run {
             backend: Backend::Tflite,
             message: e.to_string(),
-        }
-    }
-
-    /// Index of the tensor called `wanted` among `names`, or the only one
-    /// when no name is given.
-    fn find_tensor(what: &str, names: &[String], wanted: Option<&str>) -> Result<usize, String> {
-        match wanted {
-            Some(name) => names.iter().position(|n| n == name).ok_or_else(|| {
-                format!(
-                    "the manifest names {what} tensor {name:?}, but the model's {what}s are {names:?}"
-                )
-            }),
-            None if names.len() == 1 => Ok(0),
-            None => Err(format!(
-                "the model has {} {what}s {names:?} and the manifest names none",
-                names.len()
-            )),
         }
     }
 
@@ -116,14 +101,15 @@ mod engine {
                 .map(|i| interpreter.input(i).map(|t| t.name().to_owned()))
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(|e| load_err(e.to_string()))?;
-            let input_index =
-                find_tensor("input", &input_names, config.input_name).map_err(load_err)?;
+            let names: Vec<&str> = input_names.iter().map(String::as_str).collect();
+            let input_index = find_tensor("input", &names, config.input_name).map_err(load_err)?;
             let output_names = (0..interpreter.output_tensor_count())
                 .map(|i| interpreter.output(i).map(|t| t.name().to_owned()))
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(|e| load_err(e.to_string()))?;
+            let names: Vec<&str> = output_names.iter().map(String::as_str).collect();
             let output_index =
-                find_tensor("output", &output_names, config.output_name).map_err(load_err)?;
+                find_tensor("output", &names, config.output_name).map_err(load_err)?;
             let file_shape = interpreter
                 .input(input_index)
                 .map_err(|e| load_err(e.to_string()))?

@@ -403,42 +403,49 @@ fn missing_uncommitted_model_names_the_build_command() {
     }
 }
 
-#[cfg(feature = "tflite")]
+/// The backends that load `.tflite` files.
+const TFLITE_BACKENDS: [Backend; 2] = [Backend::Tflite, Backend::Litert];
+
 #[test]
-fn tflite_reports_its_layout_and_backend() {
+fn tflite_file_backends_report_their_layout_and_backend() {
     let fixtures = fixtures();
-    let encoder = open(
-        &fixtures.manifest,
-        &EncoderOptions {
-            backend: Backend::Tflite,
-            ..EncoderOptions::default()
-        },
-    );
-    let info = encoder.info();
-    assert_eq!(info.backend.name(), "tflite");
-    assert_eq!(info.layout, latentcam_firmware::manifest::Layout::Nhwc);
-    assert_eq!(info.input_len, 224 * 224 * 3);
-    assert!(info.path.extension().is_some_and(|e| e == "tflite"));
+    for backend in TFLITE_BACKENDS.into_iter().filter(|b| b.is_compiled()) {
+        let encoder = open(
+            &fixtures.manifest,
+            &EncoderOptions {
+                backend,
+                ..EncoderOptions::default()
+            },
+        );
+        let info = encoder.info();
+        assert_eq!(info.backend, backend);
+        assert_eq!(info.layout, latentcam_firmware::manifest::Layout::Nhwc);
+        assert_eq!(info.input_len, 224 * 224 * 3);
+        assert!(info.path.extension().is_some_and(|e| e == "tflite"));
+    }
 }
 
-#[cfg(not(feature = "tflite"))]
 #[test]
-fn tflite_without_the_feature_is_a_clear_error() {
-    assert!(!Backend::Tflite.is_compiled());
+fn a_backend_without_its_feature_is_a_clear_error() {
     let fixtures = fixtures();
-    let options = EncoderOptions {
-        backend: Backend::Tflite,
-        ..EncoderOptions::default()
-    };
-    match encoder::open(&fixtures.manifest, &options) {
-        Err(e @ EncoderError::NotCompiled { .. }) => {
-            let message = e.to_string();
-            assert!(
-                message.contains("built without tflite support"),
-                "{message}"
-            );
-            assert!(message.contains("--features tflite"), "{message}");
+    for backend in TFLITE_BACKENDS.into_iter().filter(|b| !b.is_compiled()) {
+        let options = EncoderOptions {
+            backend,
+            ..EncoderOptions::default()
+        };
+        match encoder::open(&fixtures.manifest, &options) {
+            Err(e @ EncoderError::NotCompiled { .. }) => {
+                let message = e.to_string();
+                assert!(
+                    message.contains(&format!("built without {backend} support")),
+                    "{message}"
+                );
+                assert!(
+                    message.contains(&format!("--features {backend}")),
+                    "{message}"
+                );
+            }
+            other => panic!("{backend}: expected NotCompiled, got {other:?}"),
         }
-        other => panic!("expected NotCompiled, got {other:?}"),
     }
 }
