@@ -380,15 +380,19 @@ mod engine {
         }
     }
 
-    /// Copies between a tensor buffer and `values`, under the buffer's lock.
+    /// Runs `access` on the host memory of `buffer`, locked in `mode`,
+    /// after checking that the buffer holds at least `len` f32 values.
     ///
     /// # Safety
-    /// `buffer` is a live host-memory tensor buffer of f32 values.
+    /// `buffer` is a live host-memory tensor buffer of f32 values, and
+    /// `access` touches at most `len` values from the pointer it is given.
     unsafe fn with_locked(
         buffer: sys::LiteRtTensorBuffer,
-        write: bool,
-        values: &mut [f32],
+        len: usize,
+        mode: sys::LiteRtTensorBufferLockMode,
+        access: impl FnOnce(*mut f32),
     ) -> Result<(), String> {
+        let needed = len * std::mem::size_of::<f32>();
         let mut size = 0usize;
         // SAFETY: per this function's contract; the lock gives host memory
         // of `size` bytes until the unlock.
@@ -397,17 +401,9 @@ mod engine {
                 sys::LiteRtGetTensorBufferSize(buffer, &mut size),
                 "LiteRtGetTensorBufferSize",
             )?;
-            if size < std::mem::size_of_val(values) {
-                return Err(format!(
-                    "tensor buffer holds {size} bytes, {} needed",
-                    std::mem::size_of_val(values)
-                ));
+            if size < needed {
+                return Err(format!("tensor buffer holds {size} bytes, {needed} needed"));
             }
-            let mode = if write {
-                sys::kLiteRtTensorBufferLockModeWrite
-            } else {
-                sys::kLiteRtTensorBufferLockModeRead
-            };
             let mut address: *mut c_void = ptr::null_mut();
             check(
                 sys::LiteRtLockTensorBuffer(buffer, &mut address, mode),
@@ -417,15 +413,49 @@ mod engine {
                 let _ = sys::LiteRtUnlockTensorBuffer(buffer);
                 return Err("a locked tensor buffer has no host address".into());
             }
-            let memory = address.cast::<f32>();
-            if write {
-                ptr::copy_nonoverlapping(values.as_ptr(), memory, values.len());
-            } else {
-                ptr::copy_nonoverlapping(memory, values.as_mut_ptr(), values.len());
-            }
+            access(address.cast::<f32>());
             check(
                 sys::LiteRtUnlockTensorBuffer(buffer),
                 "LiteRtUnlockTensorBuffer",
+            )
+        }
+    }
+
+    /// Copies `values` into `buffer`, with no staging copy.
+    ///
+    /// # Safety
+    /// As for [`with_locked`].
+    unsafe fn write_tensor(buffer: sys::LiteRtTensorBuffer, values: &[f32]) -> Result<(), String> {
+        // SAFETY: the closure writes exactly `values.len()` values, which
+        // `with_locked` checked the buffer holds.
+        unsafe {
+            with_locked(
+                buffer,
+                values.len(),
+                sys::kLiteRtTensorBufferLockModeWrite,
+                |memory| ptr::copy_nonoverlapping(values.as_ptr(), memory, values.len()),
+            )
+        }
+    }
+
+    /// Copies the first `values.len()` values of `buffer` into `values`.
+    ///
+    /// # Safety
+    /// As for [`with_locked`].
+    unsafe fn read_tensor(
+        buffer: sys::LiteRtTensorBuffer,
+        values: &mut [f32],
+    ) -> Result<(), String> {
+        let len = values.len();
+        let out = values.as_mut_ptr();
+        // SAFETY: the closure reads exactly `len` values, which
+        // `with_locked` checked the buffer holds.
+        unsafe {
+            with_locked(
+                buffer,
+                len,
+                sys::kLiteRtTensorBufferLockModeRead,
+                |memory| ptr::copy_nonoverlapping(memory, out, len),
             )
         }
     }
@@ -449,14 +479,11 @@ mod engine {
                 message,
             };
             let h = &mut self.handles;
-            // The input is only read by the copy; `with_locked` takes a
-            // mutable slice for both directions.
-            let mut staged = input.to_vec();
             // SAFETY: the buffers and the compiled model are live and were
             // made for this model's signature 0; the arrays hold every
             // input and output buffer.
             unsafe {
-                with_locked(h.inputs[0], true, &mut staged).map_err(run_err)?;
+                write_tensor(h.inputs[0], input).map_err(run_err)?;
                 check(
                     sys::LiteRtRunCompiledModel(
                         h.compiled,
@@ -469,7 +496,7 @@ mod engine {
                     "LiteRtRunCompiledModel",
                 )
                 .map_err(run_err)?;
-                with_locked(h.outputs[self.output_index], false, latent).map_err(run_err)?;
+                read_tensor(h.outputs[self.output_index], latent).map_err(run_err)?;
             }
             Ok(())
         }
