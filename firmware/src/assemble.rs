@@ -12,7 +12,9 @@ use latentcam_wire::{AuthScheme, Codec};
 
 use crate::backoff::Backoff;
 use crate::config::EdgeConfig;
-use crate::encoder::{self, Backend, Encoder, EncoderError, EncoderOptions, Precision};
+use crate::encoder::{
+    self, BackendChoice, Chosen, Encoder, EncoderError, EncoderOptions, PrecisionChoice,
+};
 use crate::link::mqtt::ClientCert;
 use crate::link::{
     FileLink, FsyncPolicy, Link, LinkError, MqttConfig, MqttLink, SecureLink, SerialConfig,
@@ -90,36 +92,44 @@ pub fn models_dir(config: &EdgeConfig) -> PathBuf {
     }
 }
 
-/// The manifest and encoder options the configuration names.
-pub fn encoder_options(config: &EdgeConfig) -> Result<EncoderOptions, AssembleError> {
-    let backend: Backend = config
+/// The encoder options the configuration names, with `auto` resolved
+/// against this build and the manifest's files ([`encoder::choose`]).
+pub fn encoder_options(
+    config: &EdgeConfig,
+    manifest: &Manifest,
+) -> Result<(EncoderOptions, Chosen), AssembleError> {
+    let backend: BackendChoice = config
         .model
         .backend
         .parse()
         .map_err(AssembleError::Config)?;
-    let precision: Precision = config
+    let precision: PrecisionChoice = config
         .model
         .precision
         .parse()
         .map_err(AssembleError::Config)?;
-    Ok(EncoderOptions {
-        backend,
-        precision,
+    let chosen = encoder::choose(manifest, backend, precision);
+    let options = EncoderOptions {
+        backend: chosen.backend,
+        precision: chosen.precision,
         threads: config.model.threads,
         ..EncoderOptions::default()
-    })
+    };
+    Ok((options, chosen))
 }
 
-/// Loads the manifest and the encoder (SHA-256 checked).
+/// Loads the manifest and the encoder (SHA-256 checked); the last value
+/// says which backend and precision were chosen, and why.
 pub fn open_model(
     config: &EdgeConfig,
-) -> Result<(Manifest, Box<dyn Encoder>, Preprocessor), AssembleError> {
+) -> Result<(Manifest, Box<dyn Encoder>, Preprocessor, Chosen), AssembleError> {
     let dir = models_dir(config);
     let manifest =
         Manifest::load(&dir).map_err(|source| AssembleError::Manifest { dir, source })?;
-    let encoder = encoder::open(&manifest, &encoder_options(config)?)?;
+    let (options, chosen) = encoder_options(config, &manifest)?;
+    let encoder = encoder::open(&manifest, &options)?;
     let preprocessor = Preprocessor::new(&manifest.preprocessing, encoder.info().layout);
-    Ok((manifest, encoder, preprocessor))
+    Ok((manifest, encoder, preprocessor, chosen))
 }
 
 /// The wire codec named in the configuration.
@@ -295,7 +305,14 @@ pub fn open_all(
     config: &EdgeConfig,
     stop: Arc<AtomicBool>,
 ) -> Result<(Parts, Settings), AssembleError> {
-    let (manifest, encoder, preprocessor) = open_model(config)?;
+    let (manifest, encoder, preprocessor, chosen) = open_model(config)?;
+    tracing::info!(
+        backend = %chosen.backend,
+        precision = %chosen.precision.name(),
+        threads = config.model.threads,
+        why = %chosen.reason,
+        "encoder loaded"
+    );
     let codec = codec(config)?;
     let spool = open_spool(config)?;
     let link = open_link(config)?;

@@ -94,9 +94,10 @@ pub struct ModelConfig {
     /// Models directory (holding manifest.toml); empty means the default
     /// lookup (`$LATENTCAM_MODELS`, then beside the binary).
     pub dir: PathBuf,
-    /// `tract`, `tflite` or `litert`.
+    /// `auto` (LiteRT where built in, else tract), `tract`, `tflite` or
+    /// `litert`.
     pub backend: String,
-    /// `fp32` or `int8`.
+    /// `auto` (int8 on LiteRT, fp32 elsewhere), `fp32` or `int8`.
     pub precision: String,
     /// Inference threads.
     pub threads: usize,
@@ -108,8 +109,8 @@ impl Default for ModelConfig {
     fn default() -> Self {
         Self {
             dir: PathBuf::new(),
-            backend: "tract".into(),
-            precision: "fp32".into(),
+            backend: "auto".into(),
+            precision: "auto".into(),
             threads: 1,
             codec: "u8".into(),
         }
@@ -392,9 +393,13 @@ impl EdgeConfig {
         one_of(
             "model.backend",
             &self.model.backend,
-            &["tract", "tflite", "litert"],
+            &["auto", "tract", "tflite", "litert"],
         )?;
-        one_of("model.precision", &self.model.precision, &["fp32", "int8"])?;
+        one_of(
+            "model.precision",
+            &self.model.precision,
+            &["auto", "fp32", "int8"],
+        )?;
         one_of("model.codec", &self.model.codec, &["f32", "f16", "u8"])?;
         if !(1..=64).contains(&self.model.threads) {
             return Err(invalid("model.threads", self.model.threads, "1 to 64"));
@@ -576,8 +581,8 @@ mod tests {
     #[test]
     fn empty_file_means_defaults() {
         let config = parse("").unwrap();
-        assert_eq!(config.model.backend, "tract");
-        assert_eq!(config.model.precision, "fp32");
+        assert_eq!(config.model.backend, "auto");
+        assert_eq!(config.model.precision, "auto");
         assert_eq!(config.link.baud, 921_600);
     }
 

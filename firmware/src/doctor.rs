@@ -138,7 +138,7 @@ pub fn run(config: &EdgeConfig) -> Vec<Check> {
 fn check_model(config: &EdgeConfig, checks: &mut Vec<Check>) -> Option<Box<dyn Encoder>> {
     let dir = assemble::models_dir(config);
     match assemble::open_model(config) {
-        Ok((_, encoder, _)) => {
+        Ok((_, encoder, _, chosen)) => {
             let info = encoder.info();
             let size = std::fs::metadata(&info.path).map_or(0, |m| m.len());
             checks.push(Check::ok(
@@ -155,8 +155,13 @@ fn check_model(config: &EdgeConfig, checks: &mut Vec<Check>) -> Option<Box<dyn E
             checks.push(Check::ok(
                 "backend",
                 format!(
-                    "{} loaded the encoder: {} inputs → {}-dim latent",
-                    info.backend, info.input_len, info.latent_dim
+                    "{} {} ({}) loaded the encoder, {} thread(s): {} inputs → {}-dim latent",
+                    info.backend,
+                    info.precision.name(),
+                    chosen.reason,
+                    config.model.threads,
+                    info.input_len,
+                    info.latent_dim
                 ),
             ));
             Some(encoder)
@@ -167,7 +172,9 @@ fn check_model(config: &EdgeConfig, checks: &mut Vec<Check>) -> Option<Box<dyn E
                     "install the model files in {} (they ship in the package's models/), or set [model] dir / LATENTCAM_MODELS",
                     dir.display()
                 ),
-                _ => "check [model] backend and precision; a tflite backend needs a build with --features tflite".into(),
+                _ => "check [model] backend and precision (`auto` picks what this build can run); \
+                      the tflite and litert backends need a build with their cargo feature"
+                    .into(),
             };
             checks.push(Check::fail("model", e.to_string(), fix));
             None

@@ -12,7 +12,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use latentcam_firmware::assemble;
 use latentcam_firmware::batch::{self, BatchSettings};
 use latentcam_firmware::config::EdgeConfig;
-use latentcam_firmware::encoder::{self, Backend, EncoderOptions, Precision};
+use latentcam_firmware::encoder::{self, BackendChoice, EncoderOptions, PrecisionChoice};
 use latentcam_firmware::led::{self, LedSignal};
 use latentcam_firmware::manifest::{Manifest, default_models_dir};
 use latentcam_firmware::pipeline::{self, Report};
@@ -50,10 +50,10 @@ struct RunArgs {
     /// Config `[model]` dir: models directory holding manifest.toml.
     #[arg(long)]
     models: Option<PathBuf>,
-    /// Config `[model]` backend: tract, tflite or litert.
+    /// Config `[model]` backend: auto, tract, tflite or litert.
     #[arg(long)]
     backend: Option<String>,
-    /// Config `[model]` precision: fp32 or int8.
+    /// Config `[model]` precision: auto, fp32 or int8.
     #[arg(long)]
     precision: Option<String>,
     /// Config `[model]` threads.
@@ -251,12 +251,14 @@ enum Command {
         /// Models directory (holding manifest.toml).
         #[arg(long, default_value_os_t = default_models_dir())]
         models: PathBuf,
-        /// Inference backend.
-        #[arg(long, default_value = "tract")]
-        backend: Backend,
-        /// Encoder precision. On tract, fp32 is the faster variant.
-        #[arg(long, default_value = "fp32")]
-        precision: Precision,
+        /// Inference backend: auto (LiteRT where built in, else tract),
+        /// tract, tflite or litert.
+        #[arg(long, default_value = "auto")]
+        backend: BackendChoice,
+        /// Encoder precision: auto (int8 on LiteRT, fp32 elsewhere), fp32
+        /// or int8.
+        #[arg(long, default_value = "auto")]
+        precision: PrecisionChoice,
         /// Latent codec on the wire.
         #[arg(long, value_enum, default_value = "u8")]
         codec: CodecArg,
@@ -315,24 +317,20 @@ fn main() -> anyhow::Result<()> {
         }
         Command::CheckConfig { config } => {
             let config = EdgeConfig::load(&config)?;
-            let models = if config.model.dir.as_os_str().is_empty() {
-                default_models_dir()
-            } else {
-                config.model.dir.clone()
-            };
+            let models = assemble::models_dir(&config);
             let manifest = Manifest::load(&models)
                 .with_context(|| format!("model manifest in {}", models.display()))?;
-            let backend: Backend = config.model.backend.parse().map_err(anyhow::Error::msg)?;
-            let precision: Precision =
-                config.model.precision.parse().map_err(anyhow::Error::msg)?;
-            let entry = manifest.encoder(backend.format(), precision.name())?;
-            let (path, _) = manifest.verify(entry)?;
+            let (_, chosen) = assemble::encoder_options(&config, &manifest)?;
+            let entry = manifest.encoder(chosen.backend.format(), chosen.precision.name())?;
+            let path = encoder::locate(&manifest, entry).unwrap_or_else(|| manifest.resolve(entry));
+            manifest.verify_at(entry, path.clone())?;
             print!("{}", config.to_toml());
             println!(
-                "# ok: model {} ({} {}) at {} matches its SHA-256",
+                "# ok: model {} ({} {}; {}) at {} matches its SHA-256",
                 manifest.model_id,
-                backend,
-                precision.name(),
+                chosen.backend,
+                chosen.precision.name(),
+                chosen.reason,
                 path.display()
             );
         }
@@ -351,9 +349,10 @@ fn main() -> anyhow::Result<()> {
                     models.display()
                 )
             })?;
+            let chosen = encoder::choose(&manifest, backend, precision);
             let options = EncoderOptions {
-                backend,
-                precision,
+                backend: chosen.backend,
+                precision: chosen.precision,
                 ..EncoderOptions::default()
             };
             let mut encoder = encoder::open(&manifest, &options).context("loading the encoder")?;

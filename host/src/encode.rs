@@ -4,7 +4,9 @@
 
 use std::path::Path;
 
-use latentcam_firmware::encoder::{self, Encoder, EncoderError, EncoderOptions};
+use latentcam_firmware::encoder::{
+    self, BackendChoice, Encoder, EncoderError, EncoderOptions, Precision, PrecisionChoice,
+};
 use latentcam_firmware::manifest::Manifest;
 use latentcam_firmware::picture::{self, PictureError};
 use latentcam_firmware::preprocess::{PreprocessError, Preprocessor};
@@ -34,15 +36,33 @@ pub struct HostEncoder {
 }
 
 impl HostEncoder {
-    /// Loads the manifest's encoder (default precision and backend).
+    /// Loads the manifest's fp32 encoder (the reference the int8 files are
+    /// quantized from), on LiteRT where this build has it and its file is
+    /// built, else on tract ([`encoder::choose`] with `auto`).
     pub fn open(manifest: &Manifest) -> Result<Self, EncoderError> {
-        let encoder = encoder::open(manifest, &EncoderOptions::default())?;
+        let chosen = encoder::choose(
+            manifest,
+            BackendChoice::Auto,
+            PrecisionChoice::Named(Precision::Fp32),
+        );
+        let options = EncoderOptions {
+            backend: chosen.backend,
+            precision: chosen.precision,
+            ..EncoderOptions::default()
+        };
+        let encoder = encoder::open(manifest, &options)?;
+        tracing::debug!(backend = %chosen.backend, why = %chosen.reason, "host encoder loaded");
         let pre = Preprocessor::new(&manifest.preprocessing, encoder.info().layout);
         Ok(Self {
             encoder,
             pre,
             dim: manifest.latent_dim,
         })
+    }
+
+    /// Which backend and precision were loaded.
+    pub fn info(&self) -> &encoder::EncoderInfo {
+        self.encoder.info()
     }
 
     /// The latent of an RGB image.

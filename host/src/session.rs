@@ -6,7 +6,7 @@
 //! ([`Replay`]: `classify`, `train`) — goes through these, so all accept
 //! exactly the same things.
 
-use latentcam_firmware::manifest::Manifest;
+use latentcam_firmware::manifest::{FileEntry, Manifest};
 use latentcam_wire::{AuthScheme, Codec, Hello, Latent, Message, PROTOCOL_VERSION, WelcomeStatus};
 
 use crate::auth::HostAuth;
@@ -116,12 +116,8 @@ pub fn check_hello_for(
             ),
         );
     }
-    let sha = hex::encode(hello.model.encoder_sha256);
-    let known = manifest
-        .files
-        .iter()
-        .any(|f| f.role == "encoder" && f.sha256.eq_ignore_ascii_case(&sha));
-    if !known {
+    if encoder_file(manifest, &hello.model.encoder_sha256).is_none() {
+        let sha = hex::encode(hello.model.encoder_sha256);
         return refuse(
             WelcomeStatus::UnknownModel,
             format!(
@@ -146,6 +142,16 @@ pub fn check_hello_for(
         );
     }
     Ok(admit)
+}
+
+/// The manifest's encoder file with this SHA-256 (what a device's `Hello`
+/// says it loaded), if any.
+pub fn encoder_file<'m>(manifest: &'m Manifest, sha256: &[u8; 32]) -> Option<&'m FileEntry> {
+    let sha = hex::encode(sha256);
+    manifest
+        .files
+        .iter()
+        .find(|f| f.role == "encoder" && f.sha256.eq_ignore_ascii_case(&sha))
 }
 
 /// What an accepted `Hello` fixes for the device's latents.

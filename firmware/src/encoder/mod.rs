@@ -182,6 +182,121 @@ impl FromStr for Precision {
     }
 }
 
+impl Backend {
+    /// The precision `precision = "auto"` gives this backend: int8 where
+    /// the runtime has fast int8 kernels (LiteRT's XNNPACK), fp32 where
+    /// int8 is slower than fp32 (tract, and the TF 2.6 library of tflitec).
+    pub fn default_precision(self) -> Precision {
+        match self {
+            Backend::Litert => Precision::Int8,
+            Backend::Tract | Backend::Tflite => Precision::Fp32,
+        }
+    }
+}
+
+/// A configured backend: one by name, or `auto`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum BackendChoice {
+    /// LiteRT where this build has it and its model file is present,
+    /// tract otherwise (see [`choose`]).
+    Auto,
+    /// This backend, or an error when it cannot run.
+    Named(Backend),
+}
+
+impl FromStr for BackendChoice {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "auto" => Ok(BackendChoice::Auto),
+            other => other.parse().map(BackendChoice::Named).map_err(|_| {
+                format!("unknown backend {other:?} (expected auto, tract, tflite or litert)")
+            }),
+        }
+    }
+}
+
+/// A configured precision: one by name, or `auto` (the backend's
+/// [`Backend::default_precision`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PrecisionChoice {
+    /// The chosen backend's default precision.
+    Auto,
+    /// This precision.
+    Named(Precision),
+}
+
+impl FromStr for PrecisionChoice {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "auto" => Ok(PrecisionChoice::Auto),
+            other => other
+                .parse()
+                .map(PrecisionChoice::Named)
+                .map_err(|_| format!("unknown precision {other:?} (expected auto, fp32 or int8)")),
+        }
+    }
+}
+
+/// The backend and precision a configuration comes to on this build and
+/// machine, and why (for the start-up log and `doctor`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Chosen {
+    /// Backend to load.
+    pub backend: Backend,
+    /// Precision to load.
+    pub precision: Precision,
+    /// Why, in words: "configured", or what `auto` found.
+    pub reason: String,
+}
+
+/// Resolves `auto` in a configured backend and precision.
+///
+/// `auto` picks LiteRT when this build has it (cargo feature `litert`) and
+/// the `.tflite` file for the precision is present (beside the manifest
+/// or in the build cache); otherwise tract, saying which of the two was
+/// missing. A named backend is taken as it is: [`open`] then reports what
+/// stops it. A missing file is the only thing `auto` looks at; a file
+/// that is present but fails its SHA-256 check is an error, never a
+/// silent fallback.
+pub fn choose(manifest: &Manifest, backend: BackendChoice, precision: PrecisionChoice) -> Chosen {
+    let precision_for = |b: Backend| match precision {
+        PrecisionChoice::Auto => b.default_precision(),
+        PrecisionChoice::Named(p) => p,
+    };
+    let (backend, reason) = match backend {
+        BackendChoice::Named(b) => (b, "configured".to_owned()),
+        BackendChoice::Auto if !Backend::Litert.is_compiled() => (
+            Backend::Tract,
+            "auto: this build has no LiteRT (cargo feature `litert`; LiteRT ships no \
+             library for 32-bit ARM)"
+                .to_owned(),
+        ),
+        BackendChoice::Auto => {
+            let p = precision_for(Backend::Litert);
+            match manifest.encoder(Backend::Litert.format(), p.name()) {
+                Ok(entry) if locate(manifest, entry).is_some() => {
+                    (Backend::Litert, "auto: LiteRT is built in".to_owned())
+                }
+                Ok(entry) => (
+                    Backend::Tract,
+                    format!(
+                        "auto: {} is not built (`bash models/build/build.sh --tflite`), so not LiteRT",
+                        entry.path.display()
+                    ),
+                ),
+                Err(e) => (Backend::Tract, format!("auto: no LiteRT model: {e}")),
+            }
+        }
+    };
+    Chosen {
+        backend,
+        precision: precision_for(backend),
+        reason,
+    }
+}
+
 /// What identifies a loaded encoder (goes into `Hello`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EncoderInfo {

@@ -217,6 +217,10 @@ pub struct Timings {
 /// What a run did.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Report {
+    /// Inference backend that ran the encoder (`tract`, `tflite`, `litert`).
+    pub backend: String,
+    /// Precision of the encoder file (`fp32`, `int8`).
+    pub precision: String,
     /// Wall time of the run, seconds.
     pub elapsed_s: f64,
     /// Frames the source delivered.
@@ -363,6 +367,7 @@ pub fn run(
         link,
         spool,
     } = parts;
+    let info = encoder.info().clone();
     let hello = hello_frame_offering(
         encoder.info(),
         &settings.device_id,
@@ -460,6 +465,8 @@ pub fn run(
     let get = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
     let c = &shared.counters;
     let report = Report {
+        backend: info.backend.name().to_owned(),
+        precision: info.precision.name().to_owned(),
         elapsed_s: elapsed,
         captured: get(&c.captured),
         dropped: get(&c.dropped),

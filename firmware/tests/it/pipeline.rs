@@ -320,10 +320,18 @@ fn assert_exactly_once(state: &HostState, n: u64) {
 
 // ------------------------------------------------------ reference photos
 
-/// The recipe's reference photos (real JPEGs; their fp32 latents were
-/// computed by onnxruntime from Pillow preprocessing) gathered into one
-/// directory, with the reference latents in the directory's sorted order.
-fn reference_photos(dir: &Path) -> Vec<(String, Vec<f32>)> {
+/// One reference photo: its name and onnxruntime's fp32 and int8 latents.
+struct Reference {
+    name: String,
+    fp32: Vec<f32>,
+    int8: Vec<f32>,
+}
+
+/// The recipe's reference photos (real JPEGs; their fp32 and int8 latents
+/// were computed by onnxruntime from Pillow preprocessing) gathered into
+/// one directory, with the reference latents in the directory's sorted
+/// order.
+fn reference_photos(dir: &Path) -> Vec<Reference> {
     let fixtures = repo().join("models/efficientnet-lite0/fixtures");
     let reference: Value =
         serde_json::from_str(&std::fs::read_to_string(fixtures.join("reference.json")).unwrap())
@@ -341,26 +349,45 @@ fn reference_photos(dir: &Path) -> Vec<(String, Vec<f32>)> {
             source.display()
         );
         std::fs::copy(&source, dir.join(&name)).unwrap();
-        let latent = photo["fp32_latent"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v.as_f64().unwrap() as f32)
-            .collect();
-        out.push((name, latent));
+        let latent = |key: &str| -> Vec<f32> {
+            photo[key]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_f64().unwrap() as f32)
+                .collect()
+        };
+        out.push(Reference {
+            fp32: latent("fp32_latent"),
+            int8: latent("int8_latent"),
+            name,
+        });
     }
-    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out.sort_by(|a, b| a.name.cmp(&b.name));
     out
 }
 
-fn check_against_reference(received: &[Received], reference: &[(String, Vec<f32>)], min: f64) {
+/// Checks each latent against onnxruntime's latent of the same precision
+/// (`fp32` or `int8`, as the edge's report says it ran).
+fn check_against_reference(
+    received: &[Received],
+    reference: &[Reference],
+    precision: &str,
+    min: f64,
+) {
     assert_eq!(received.len(), reference.len());
     let mut worst = f64::INFINITY;
-    for (got, (name, expected)) in received.iter().zip(reference) {
+    for (got, photo) in received.iter().zip(reference) {
         let latent = got.codec.decode_to_vec(&got.payload).unwrap();
+        let expected = match precision {
+            "fp32" => &photo.fp32,
+            "int8" => &photo.int8,
+            other => panic!("the edge reports precision {other:?}"),
+        };
         let c = cosine(&latent, expected);
+        let name = &photo.name;
         eprintln!(
-            "{name}: cosine to the Python reference {c:.6} ({:?})",
+            "{name}: cosine to the Python {precision} reference {c:.6} ({:?})",
             got.codec
         );
         assert!(c >= min, "{name}: cosine {c} < {min}");
@@ -407,9 +434,17 @@ fn tcp_photos_arrive_and_match_the_python_reference() {
     assert_exactly_once(&state, reference.len() as u64);
     assert_eq!(state.hellos, 1);
     assert_eq!(state.byes, 1, "a clean end says Bye");
-    // U8 quantisation costs a little; tract + Rust preprocessing match the
-    // onnxruntime + Pillow reference to 1e-4 before it (encoder_parity.rs).
-    check_against_reference(&state.latents, &reference, 0.999);
+    // The edge's default backend (`auto`: LiteRT int8 in a build with it,
+    // tract fp32 otherwise), against onnxruntime's latent of that
+    // precision. fp32: U8 quantisation costs a little; tract + Rust
+    // preprocessing match the onnxruntime + Pillow reference to 1e-4 before
+    // it (encoder_parity.rs). int8: two int8 runtimes round differently;
+    // the encoder suite's tolerance (encoder_backends.rs).
+    let backend = r.pointer("/backend").and_then(Value::as_str).unwrap();
+    let precision = r.pointer("/precision").and_then(Value::as_str).unwrap();
+    eprintln!("default backend: {backend} {precision}");
+    let min = if precision == "int8" { 0.99 } else { 0.999 };
+    check_against_reference(&state.latents, &reference, precision, min);
 }
 
 #[test]
@@ -701,11 +736,13 @@ fn file_recording_of_photos_reads_back_and_matches_the_python_reference() {
     let reference = reference_photos(&photos);
     let recording = dir.join("photos.lcr");
     run_ok(
-        edge_line("--source replay --unpaced --codec f32 --link file")
-            .arg("--input")
-            .arg(&photos)
-            .arg("--link-path")
-            .arg(&recording),
+        edge_line(
+            "--source replay --unpaced --codec f32 --link file --backend tract --precision fp32",
+        )
+        .arg("--input")
+        .arg(&photos)
+        .arg("--link-path")
+        .arg(&recording),
         Duration::from_secs(120),
     );
     let bytes = std::fs::read(&recording).unwrap();
@@ -718,9 +755,10 @@ fn file_recording_of_photos_reads_back_and_matches_the_python_reference() {
     assert_eq!(state.hellos, 1);
     assert_eq!(state.byes, 1);
     assert_exactly_once(&state, reference.len() as u64);
-    // F32 on the wire: only the JPEG decoder (zune-jpeg vs libjpeg-turbo)
-    // and float summation order separate us from the reference.
-    check_against_reference(&state.latents, &reference, 0.999);
+    // F32 on the wire and tract fp32 (named: the test above runs the
+    // default): only the JPEG decoder (zune-jpeg vs libjpeg-turbo) and
+    // float summation order separate us from the reference.
+    check_against_reference(&state.latents, &reference, "fp32", 0.999);
 }
 
 #[test]

@@ -492,7 +492,15 @@ impl Conn {
         if let Some(hello) = self.awaiting_handshake.take() {
             match message {
                 Message::Handshake(handshake) => {
-                    self.on_handshake(&hello, handshake.payload, now, registry, host_id, out);
+                    self.on_handshake(
+                        &hello,
+                        handshake.payload,
+                        now,
+                        manifest,
+                        registry,
+                        host_id,
+                        out,
+                    );
                 }
                 // The one-way device's Handshake was lost: its next Hello
                 // starts over.
@@ -525,7 +533,7 @@ impl Conn {
                 }
                 Err(refusal) => self.refuse(hello.device_id, &refusal, None, host_id, out),
                 Ok(Admit::Now) => {
-                    self.admit(hello, None, now, registry, host_id, out);
+                    self.admit(hello, None, now, manifest, registry, host_id, out);
                 }
                 Ok(Admit::AfterHandshake) if hello.auth.scheme != self.handshake_scheme() => {
                     let refusal = Refusal {
@@ -600,11 +608,13 @@ impl Conn {
     /// The device's first handshake message for the `Hello` (`kind ‖
     /// body`) it sent before: the key it proves must be the one registered
     /// for its id, read from the device list now.
+    #[allow(clippy::too_many_arguments)]
     fn on_handshake(
         &mut self,
         hello: &[u8],
         payload: &[u8],
         now: Instant,
+        manifest: &Manifest,
         registry: &Registry,
         host_id: &str,
         out: &mut Vec<Step>,
@@ -629,7 +639,9 @@ impl Conn {
             return;
         };
         if self.one_way {
-            self.on_one_way_handshake(&hello, host_key, payload, now, registry, host_id, out);
+            self.on_one_way_handshake(
+                &hello, host_key, payload, now, manifest, registry, host_id, out,
+            );
             return;
         }
         let pending = match latentcam_secure::respond(host_key, &hello, payload) {
@@ -691,7 +703,15 @@ impl Conn {
             .unwrap_or_default();
         self.channel = Some(channel);
         tracing::debug!(peer = %self.peer, device = ?device, "device authenticated");
-        self.admit(&hello, Some(handshake), now, registry, host_id, out);
+        self.admit(
+            &hello,
+            Some(handshake),
+            now,
+            manifest,
+            registry,
+            host_id,
+            out,
+        );
     }
 
     /// The scheme an authenticating device must offer on this connection.
@@ -715,6 +735,7 @@ impl Conn {
         host_key: &latentcam_secure::StaticKey,
         payload: &[u8],
         now: Instant,
+        manifest: &Manifest,
         registry: &Registry,
         host_id: &str,
         out: &mut Vec<Step>,
@@ -750,7 +771,7 @@ impl Conn {
             Ok(channel) => {
                 self.channel = Some(channel);
                 tracing::debug!(peer = %self.peer, device = ?device, "device authenticated (one-way)");
-                self.admit(hello, None, now, registry, host_id, out);
+                self.admit(hello, None, now, manifest, registry, host_id, out);
             }
             Err((reason, detail)) if self.channel.is_some() => {
                 self.auth.count_failure();
@@ -772,11 +793,13 @@ impl Conn {
 
     /// Admits a device that passed every check: registers it and welcomes
     /// it (after the host's `Handshake`, if there was one, and then sealed).
+    #[allow(clippy::too_many_arguments)]
     fn admit(
         &mut self,
         hello: &Hello<'_>,
         handshake: Option<Vec<u8>>,
         now: Instant,
+        manifest: &Manifest,
         registry: &Registry,
         host_id: &str,
         out: &mut Vec<Step>,
@@ -799,6 +822,10 @@ impl Conn {
                 return;
             }
         };
+        let precision = session::encoder_file(manifest, &hello.model.encoder_sha256)
+            .and_then(|f| f.precision.clone())
+            .unwrap_or_default();
+        registry.update(&device, |r| r.precision = precision);
         let bytes = self.welcome(WelcomeStatus::Accepted, "welcome", host_id, acked);
         out.push(Step::Reply(bytes));
         self.device = Some(Accepted {

@@ -749,7 +749,7 @@ table{border-collapse:collapse}td,th{padding:.3em .8em;border-bottom:1px solid #
 </style></head><body>
 <h1>latentcam host</h1>
 <p id="summary">loading…</p>
-<table><thead><tr><th>device</th><th>model</th><th class="num">fps</th><th class="num">latents</th><th class="num">missing</th><th>latest</th><th>few-shot</th><th>anomaly</th></tr></thead>
+<table><thead><tr><th>device</th><th>model</th><th>encoder</th><th class="num">fps</th><th class="num">latents</th><th class="num">missing</th><th>latest</th><th>few-shot</th><th>anomaly</th></tr></thead>
 <tbody id="devices"></tbody></table>
 <script>
 const SHOWN=200;
@@ -767,7 +767,7 @@ async function refresh(){
       const few=heads.fewshot&&heads.fewshot.label?heads.fewshot.label:'—';
       const a=heads.anomaly;
       const anomaly=!a||a.error?'—':!a.warm?'warming up':`${a.score.toFixed(3)}${a.alarm?' ALARM':''}`;
-      tr.append(cell(d.id),cell(d.record.model),cell(d.fps.toFixed(1),'num'),cell(d.record.latents,'num'),
+      tr.append(cell(d.id),cell(d.record.model),cell(`${d.record.backend} ${d.record.precision}`.trim()||'—'),cell(d.fps.toFixed(1),'num'),cell(d.record.latents,'num'),
         cell(d.record.missing,'num'),cell(top?`${top.label} ${(top.p*100).toFixed(0)}%`:'—'),cell(few),
         cell(anomaly,'num'));
       body.append(tr);

@@ -108,6 +108,9 @@ pub struct DeviceRecord {
     pub codec: String,
     /// Backend from the last `Hello`.
     pub backend: String,
+    /// Precision (`fp32`, `int8`) of the encoder file the last `Hello`
+    /// named, as the host's manifest lists it.
+    pub precision: String,
     /// Firmware version from the last `Hello`.
     pub firmware: String,
     /// Where the last `Hello` came from.
