@@ -1,20 +1,28 @@
 //! The edge pipeline: capture → preprocess → encoder → codec → link.
 //!
-//! Three threads joined by two queues:
+//! Four threads joined by three queues:
 //!
 //! ```text
-//!  capture ──LatestQueue(n)──▶ encode ──channel(64)──▶ link session ──▶ host
-//!  (source)   oldest dropped   (preprocess,            (spool, Hello/Welcome,
-//!                               encoder, codec)          Ack, resend, heartbeat)
+//!  capture ──LatestQueue(n)──▶ preprocess ──channel(1)──▶ encode ──channel(64)──▶ link ──▶ host
+//!  (source:  oldest dropped    (resize, crop,             (encoder,              (spool, Hello/Welcome,
+//!   decode)                     normalise)                  codec)                 Ack, resend, heartbeat)
 //! ```
 //!
 //! * Capture never waits for the encoder: the queue between them keeps the
 //!   newest `n` frames and evicts the oldest (counted as dropped).
+//! * Decoding and preprocessing overlap with inference: while the encoder
+//!   runs frame *k*, the preprocess thread prepares frame *k+1* and capture
+//!   decodes *k+2*. With a LiteRT int8 encoder (about 5 ms per frame on
+//!   one x86 core) decoding (about 2 ms) and preprocessing (about 1.7 ms)
+//!   on the encoder's thread would cost over a third of the frame rate.
+//!   The channel between preprocess and encode holds one tensor, so only
+//!   the frame the encoder will take next is preprocessed ahead; the
+//!   others wait (or are dropped) as frames, not as tensors.
 //! * The encoder never waits for the network: the link thread drains its
 //!   channel every few milliseconds, and while the host is away latents go
 //!   to the on-disk [`Spool`] instead of the link.
-//! * Frame buffers circulate between capture and encoder, so after warm-up
-//!   no frame is allocated.
+//! * Frame buffers circulate between capture and preprocess, and tensors
+//!   between preprocess and encode, so after warm-up neither is allocated.
 //!
 //! [`run`] returns when the source ends, when `stop` is set (SIGINT/SIGTERM
 //! in the binary) or on a fatal error; on the way out the link thread
@@ -411,6 +419,28 @@ pub fn run(
             })
             .expect("spawning a thread")
     };
+    // At most three tensors exist: one being preprocessed, one waiting in
+    // the channel, one in the encoder.
+    let (prepared_tx, prepared_rx) = mpsc::sync_channel::<Prepared>(1);
+    let (free_input_tx, free_input_rx) = mpsc::channel::<Vec<f32>>();
+    let input_len = encoder.info().input_len;
+    let preprocess = {
+        let (shared, queue) = (Arc::clone(&shared), Arc::clone(&queue));
+        thread::Builder::new()
+            .name("preprocess".into())
+            .spawn(move || {
+                preprocess_loop(
+                    preprocessor,
+                    input_len,
+                    &queue,
+                    &free_tx,
+                    &free_input_rx,
+                    &prepared_tx,
+                    &shared,
+                )
+            })
+            .expect("spawning a thread")
+    };
     let encode = {
         let (shared, queue) = (Arc::clone(&shared), Arc::clone(&queue));
         let codec = settings.codec;
@@ -419,16 +449,15 @@ pub fn run(
             .spawn(move || {
                 let result = encode_loop(
                     encoder,
-                    preprocessor,
                     codec,
-                    &queue,
-                    &free_tx,
+                    &prepared_rx,
+                    &free_input_tx,
                     &latent_tx,
                     &shared,
                 );
                 if result.1.is_err() {
-                    // Stop capture too; the link thread drains and exits
-                    // when this thread's sender is dropped.
+                    // Stop capture and preprocessing too; the link thread
+                    // drains and exits when this thread's sender is dropped.
                     queue.close();
                 }
                 result
@@ -452,6 +481,9 @@ pub fn run(
     let capture = capture
         .join()
         .map_err(|_| PipelineError::Panicked("capture"))?;
+    let preprocess_timing = preprocess
+        .join()
+        .map_err(|_| PipelineError::Panicked("preprocess"))?;
     let encode = encode
         .join()
         .map_err(|_| PipelineError::Panicked("encode"))?;
@@ -477,7 +509,7 @@ pub fn run(
         timings: Timings {
             capture: capture_timing,
             queue_wait: encode_timings.queue_wait,
-            preprocess: encode_timings.preprocess,
+            preprocess: preprocess_timing,
             encode: encode_timings.encode,
             codec: encode_timings.codec,
             send: session.send,
@@ -608,52 +640,105 @@ fn capture_loop(
 
 struct EncodeTimings {
     queue_wait: StageTiming,
-    preprocess: StageTiming,
     encode: StageTiming,
     codec: StageTiming,
     errors: u64,
 }
 
+/// A preprocessed frame on its way to the encoder.
+struct Prepared {
+    input: Vec<f32>,
+    capture_us: u64,
+    width: u32,
+    height: u32,
+    index: u64,
+    captured_at: Instant,
+}
+
+/// Takes the newest frames, preprocesses them into recycled tensors and
+/// hands them to the encoder. Ends when the queue closes (the source
+/// ended, or the encoder stopped).
+fn preprocess_loop(
+    mut preprocessor: Preprocessor,
+    input_len: usize,
+    queue: &LatestQueue<Captured>,
+    free_frames: &Sender<Frame>,
+    free_inputs: &Receiver<Vec<f32>>,
+    prepared: &SyncSender<Prepared>,
+    shared: &Shared,
+) -> StageTiming {
+    let mut pre = Stage::new();
+    loop {
+        let Captured { frame, at } = match queue.pop(Duration::from_millis(100)) {
+            Pop::Item(item) => item,
+            Pop::Empty => continue,
+            Pop::Closed => break,
+        };
+        let t0 = Instant::now();
+        let mut input = free_inputs
+            .try_recv()
+            .unwrap_or_else(|_| vec![0f32; input_len]);
+        match preprocessor.run(&frame.rgb, frame.width, frame.height) {
+            Ok(tensor) if tensor.len() == input.len() => input.copy_from_slice(tensor),
+            Ok(tensor) => {
+                // The manifest's crop and the encoder's input disagree: the
+                // encoder reports the shape error for every frame.
+                input.clear();
+                input.extend_from_slice(tensor);
+            }
+            Err(e) => {
+                Counters::bump(&shared.counters.corrupt);
+                tracing::warn!("skipped frame {}: {e}", frame.index);
+                let _ = free_frames.send(frame);
+                continue;
+            }
+        }
+        pre.record(t0.elapsed());
+        let item = Prepared {
+            input,
+            capture_us: frame.capture_us,
+            width: frame.width,
+            height: frame.height,
+            index: frame.index,
+            captured_at: at,
+        };
+        let _ = free_frames.send(frame);
+        if prepared.send(item).is_err() {
+            // The encoder stopped (a fatal error): stop capture too.
+            queue.close();
+            break;
+        }
+    }
+    pre.finish()
+}
+
 fn encode_loop(
     mut encoder: Box<dyn Encoder>,
-    mut preprocessor: Preprocessor,
     codec: Codec,
-    queue: &LatestQueue<Captured>,
-    free_tx: &Sender<Frame>,
+    prepared: &Receiver<Prepared>,
+    free_inputs: &Sender<Vec<f32>>,
     latent_tx: &SyncSender<Encoded>,
     shared: &Shared,
 ) -> (EncodeTimings, Result<(), PipelineError>) {
-    let (mut wait, mut pre, mut enc, mut cod) =
-        (Stage::new(), Stage::new(), Stage::new(), Stage::new());
+    let (mut wait, mut enc, mut cod) = (Stage::new(), Stage::new(), Stage::new());
     let dim = encoder.info().latent_dim;
     let mut latent = vec![0f32; dim];
     let payload_len = codec.payload_len(dim).unwrap_or(dim * 4);
     let mut errors = 0u64;
     let mut in_a_row = 0u32;
     let result = loop {
-        let Captured { frame, at } = match queue.pop(Duration::from_millis(100)) {
-            Pop::Item(item) => item,
-            Pop::Empty => continue,
-            Pop::Closed => break Ok(()),
-        };
-        let t0 = Instant::now();
-        wait.record(t0 - at);
-        let input = match preprocessor.run(&frame.rgb, frame.width, frame.height) {
-            Ok(input) => input,
-            Err(e) => {
-                Counters::bump(&shared.counters.corrupt);
-                tracing::warn!("skipped frame {}: {e}", frame.index);
-                let _ = free_tx.send(frame);
-                continue;
-            }
+        // Ends when the preprocess thread is done and the channel drained.
+        let Ok(item) = prepared.recv() else {
+            break Ok(());
         };
         let t1 = Instant::now();
-        pre.record(t1 - t0);
-        if let Err(e) = encoder.encode(input, &mut latent) {
+        wait.record(t1 - item.captured_at);
+        let encoded = encoder.encode(&item.input, &mut latent);
+        let _ = free_inputs.send(item.input);
+        if let Err(e) = encoded {
             errors += 1;
             in_a_row += 1;
-            tracing::warn!("encoder failed on frame {}: {e}", frame.index);
-            let _ = free_tx.send(frame);
+            tracing::warn!("encoder failed on frame {}: {e}", item.index);
             if in_a_row >= MAX_CONSECUTIVE_ENCODER_ERRORS {
                 shared.led(LedState::Error);
                 break Err(PipelineError::Encoder {
@@ -675,13 +760,12 @@ fn encode_loop(
         cod.record(t2.elapsed());
         let item = Encoded {
             payload,
-            capture_us: frame.capture_us,
-            width: frame.width,
-            height: frame.height,
-            captured_at: at,
+            capture_us: item.capture_us,
+            width: item.width,
+            height: item.height,
+            captured_at: item.captured_at,
             encode_us: u32::try_from((t2 - t1).as_micros()).unwrap_or(u32::MAX),
         };
-        let _ = free_tx.send(frame);
         if latent_tx.send(item).is_err() {
             // The link thread is gone (it only exits early on a panic).
             break Ok(());
@@ -689,7 +773,6 @@ fn encode_loop(
     };
     let timings = EncodeTimings {
         queue_wait: wait.finish(),
-        preprocess: pre.finish(),
         encode: enc.finish(),
         codec: cod.finish(),
         errors,
