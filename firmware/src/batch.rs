@@ -3,7 +3,7 @@
 //! `latentcam-edge encode` (enrolment photos, demos, offline datasets).
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Instant;
 
 use latentcam_wire::{Codec, Latent, Message, frame};
@@ -15,14 +15,6 @@ use crate::preprocess::Preprocessor;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum BatchError {
-    /// Listing an input directory failed.
-    #[error("cannot list {path}: {source}")]
-    List {
-        /// The directory.
-        path: PathBuf,
-        /// Why.
-        source: std::io::Error,
-    },
     /// Writing the recording failed (disk full, closed pipe).
     #[error("cannot write the recording: {0}")]
     Write(#[source] std::io::Error),
@@ -49,38 +41,6 @@ pub struct BatchReport {
     pub preprocess_seconds: f64,
     /// Seconds spent in the encoder.
     pub encode_seconds: f64,
-}
-
-/// Expands files and directories (one level, sorted) into image paths.
-pub fn expand_inputs(inputs: &[PathBuf]) -> Result<Vec<PathBuf>, BatchError> {
-    let mut out = Vec::new();
-    for input in inputs {
-        if input.is_dir() {
-            let mut entries: Vec<PathBuf> = std::fs::read_dir(input)
-                .map_err(|source| BatchError::List {
-                    path: input.clone(),
-                    source,
-                })?
-                .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| is_image(p))
-                .collect();
-            entries.sort();
-            out.extend(entries);
-        } else {
-            out.push(input.clone());
-        }
-    }
-    Ok(out)
-}
-
-fn is_image(path: &Path) -> bool {
-    matches!(
-        path.extension()
-            .and_then(|e| e.to_str())
-            .map(|e| e.to_ascii_lowercase())
-            .as_deref(),
-        Some("jpg" | "jpeg" | "png")
-    )
 }
 
 /// Settings of a batch run.

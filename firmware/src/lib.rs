@@ -6,19 +6,19 @@
 /// Firmware version reported in `Hello`.
 pub const FIRMWARE_VERSION: &str = env!("CARGO_PKG_VERSION");
 
+// The model layer lives in its own crate (shared with the host); its
+// modules keep their paths here.
+pub use latentcam_model::{encoder, manifest, picture, preprocess};
+
 pub mod assemble;
 pub mod backoff;
 pub mod batch;
 pub mod config;
 pub mod doctor;
-pub mod encoder;
 pub mod led;
 pub mod link;
-pub mod manifest;
 pub mod notify;
-pub mod picture;
 pub mod pipeline;
-pub mod preprocess;
 pub mod source;
 pub mod spool;
 pub mod stats;

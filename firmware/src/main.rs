@@ -358,7 +358,7 @@ fn main() -> anyhow::Result<()> {
             let mut encoder = encoder::open(&manifest, &options).context("loading the encoder")?;
             let mut preprocessor =
                 Preprocessor::new(&manifest.preprocessing, encoder.info().layout);
-            let images = batch::expand_inputs(&images)?;
+            let images = latentcam_firmware::picture::expand_inputs(&images)?;
             if images.is_empty() {
                 bail!("no JPEG or PNG images found in the given paths");
             }

@@ -2,7 +2,7 @@
 
 use std::io::Read;
 
-use latentcam_firmware::manifest::Manifest;
+use latentcam_model::manifest::Manifest;
 use latentcam_wire::Message;
 
 use crate::heads::imagenet::{ImagenetHead, Prediction};

@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 
-use latentcam_firmware::encoder::cosine;
+use latentcam_model::encoder::cosine;
 
 use crate::heads::HeadError;
 use crate::heads::imagenet::ImagenetHead;

@@ -4,12 +4,12 @@
 
 use std::path::Path;
 
-use latentcam_firmware::encoder::{
+use latentcam_model::encoder::{
     self, BackendChoice, Encoder, EncoderError, EncoderOptions, Precision, PrecisionChoice,
 };
-use latentcam_firmware::manifest::Manifest;
-use latentcam_firmware::picture::{self, PictureError};
-use latentcam_firmware::preprocess::{PreprocessError, Preprocessor};
+use latentcam_model::manifest::Manifest;
+use latentcam_model::picture::{self, PictureError};
+use latentcam_model::preprocess::{PreprocessError, Preprocessor};
 
 /// Why an image could not be encoded.
 #[derive(Debug, thiserror::Error)]

@@ -6,7 +6,6 @@
 pub mod auth;
 pub mod classify;
 pub mod compare;
-pub mod demo;
 pub mod encode;
 pub mod heads;
 pub mod ingest;

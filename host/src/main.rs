@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use latentcam_firmware::manifest::{Manifest, default_models_dir};
+use latentcam_host::auth;
 use latentcam_host::encode::HostEncoder;
 use latentcam_host::heads::Head;
 use latentcam_host::heads::anomaly::{AnomalyHead, AnomalyOptions};
@@ -18,7 +18,7 @@ use latentcam_host::heads::trained;
 use latentcam_host::ingest::registry::RegistryLimits;
 use latentcam_host::ingest::{self, Limits, Registry, ServeOptions, http};
 use latentcam_host::recorder::{Recorder, RecorderConfig};
-use latentcam_host::{auth, demo};
+use latentcam_model::manifest::{Manifest, default_models_dir};
 
 #[derive(Parser)]
 #[command(
@@ -32,26 +32,6 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// The whole system on this machine: an in-process host and edge on
-    /// loopback TCP, replaying a real video; prints each latent's result and
-    /// a summary of bytes per frame against JPEG.
-    Demo {
-        /// Video file or image directory to replay.
-        #[arg(
-            long,
-            default_value = "/usr/share/doc/opencv-doc/examples/data/vtest.avi"
-        )]
-        video: PathBuf,
-        /// Models directory (holding manifest.toml).
-        #[arg(long, default_value_os_t = default_models_dir())]
-        models: PathBuf,
-        /// Frames to replay (0: all).
-        #[arg(long, default_value_t = 200)]
-        frames: u64,
-        /// JPEG quality for the size comparison.
-        #[arg(long, default_value_t = 85)]
-        jpeg_quality: u8,
-    },
     /// Serve devices: accept TCP connections, run the heads on every latent,
     /// write one JSON line per latent, acknowledge. Stops on SIGINT/SIGTERM.
     Serve(Box<ServeArgs>),
@@ -645,7 +625,7 @@ fn main() -> anyhow::Result<()> {
             let manifest = load_manifest(&models)?;
             let mut encoder = HostEncoder::open(&manifest).context("loading the encoder")?;
             let mut set = FewShotStore::load_or_default(&store, manifest.latent_dim)?;
-            let paths = latentcam_firmware::batch::expand_inputs(&images)?;
+            let paths = latentcam_model::picture::expand_inputs(&images)?;
             let mut added = 0;
             for path in &paths {
                 let latent = encoder
@@ -659,45 +639,6 @@ fn main() -> anyhow::Result<()> {
                 "{}: {added} example(s) of {label:?} added; {} label(s) enrolled",
                 store.display(),
                 set.len()
-            );
-        }
-        Command::Demo {
-            video,
-            models,
-            frames,
-            jpeg_quality,
-        } => {
-            if !video.exists() {
-                anyhow::bail!(
-                    "{} not found: install Debian's opencv-doc (scripts/setup.sh does) or pass --video",
-                    video.display()
-                );
-            }
-            let options = demo::DemoOptions {
-                video,
-                models,
-                frames,
-                jpeg_quality,
-            };
-            let manifest = Manifest::load(&options.models)?;
-            let anomaly = AnomalyHead::new(manifest.latent_dim, AnomalyOptions::default())?;
-            let summary = demo::run(&options, vec![Box::new(anomaly)], |line| println!("{line}"))?;
-            let e = &summary.edge;
-            println!(
-                "\n{} frames encoded ({} dropped), {:.1} fps end to end in {:.1} s; {} results from the host",
-                e.encoded,
-                e.dropped,
-                e.encoded as f64 / summary.seconds.max(1e-9),
-                summary.seconds,
-                summary.host.processed
-            );
-            println!(
-                "bytes per frame on the link: {:.0} (U8 latent, framing and session messages included); \
-                 the same frames as JPEG q{}: {:.0} — {:.1}x smaller",
-                summary.latent_bytes,
-                options.jpeg_quality,
-                summary.jpeg_bytes,
-                summary.jpeg_bytes / summary.latent_bytes.max(1.0)
             );
         }
         Command::Keys { command } => keys(command)?,
@@ -887,9 +828,9 @@ fn main() -> anyhow::Result<()> {
                     username: mqtt_user,
                     password: std::env::var("LATENTCAM_MQTT_PASSWORD").ok(),
                     ca_file: mqtt_ca,
-                    client_cert: mqtt_cert.zip(mqtt_key).map(|(cert, key)| {
-                        latentcam_firmware::link::mqtt::ClientCert { cert, key }
-                    }),
+                    client_cert: mqtt_cert
+                        .zip(mqtt_key)
+                        .map(|(cert, key)| latentcam_secure::tls::ClientCert { cert, key }),
                     publish_results: !no_mqtt_results,
                 }));
             }

@@ -5,7 +5,7 @@
 use std::io::{Read, Write};
 use std::sync::Arc;
 
-use latentcam_firmware::manifest::Manifest;
+use latentcam_model::manifest::Manifest;
 
 use crate::heads::Head;
 use crate::ingest::{Context, Job, Limits, Live, Registry, WorkerStats, run_heads};

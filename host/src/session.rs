@@ -6,7 +6,7 @@
 //! ([`Replay`]: `classify`, `train`) — goes through these, so all accept
 //! exactly the same things.
 
-use latentcam_firmware::manifest::{FileEntry, Manifest};
+use latentcam_model::manifest::{FileEntry, Manifest};
 use latentcam_wire::{AuthScheme, Codec, Hello, Latent, Message, PROTOCOL_VERSION, WelcomeStatus};
 
 use crate::auth::HostAuth;

@@ -32,10 +32,12 @@
 //! | [`Stamps`] | freshness stamps, so a recorded handshake cannot be replayed |
 //! | [`Channel`] | sealing and opening messages after the handshake |
 //! | [`ReplayWindow`] | which counters were already accepted |
+//! | [`tls`] | TLS client identities for `mqtts://` brokers (rustls), edge and host alike |
 
 mod channel;
 mod handshake;
 mod keys;
+pub mod tls;
 mod window;
 
 pub use channel::Channel;

@@ -25,6 +25,12 @@ pub const ROOT: &str = "latentcam";
 /// edge and a host can never disagree about it.
 pub const PARTITIONS: u16 = 64;
 
+/// Port of a broker address given without one.
+pub const DEFAULT_PORT: u16 = 1883;
+
+/// The broker's port for `mqtts://` when none is given.
+pub const DEFAULT_TLS_PORT: u16 = 8883;
+
 /// Longest site, device, group or worker name accepted as a topic level.
 pub const MAX_LEVEL_LEN: usize = 64;
 
@@ -123,7 +129,9 @@ mod owned {
     use alloc::format;
     use alloc::string::String;
 
-    use super::{ROOT, partition, valid_level};
+    use alloc::string::ToString;
+
+    use super::{DEFAULT_PORT, DEFAULT_TLS_PORT, ROOT, partition, valid_level};
 
     /// Every topic one device uses, built once.
     #[derive(Debug, Clone, PartialEq, Eq)]
@@ -193,6 +201,78 @@ mod owned {
     /// partition's devices (read by a worker taking the partition over).
     pub fn ack_filter(partition: u16) -> String {
         format!("{ROOT}/+/+/ack/{partition}")
+    }
+
+    /// A broker address, parsed.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub struct Broker {
+        /// Host name or address (IPv6 in brackets).
+        pub host: String,
+        /// Port.
+        pub port: u16,
+        /// `mqtts://`: the connection is TLS, and the broker's certificate is
+        /// checked against its host name.
+        pub tls: bool,
+    }
+
+    /// Splits a broker address into host and port: `host:port`, `host`
+    /// (port [`DEFAULT_PORT`]), either with an `mqtt://` prefix; IPv6 as
+    /// `[addr]:port`. TLS addresses are refused here; [`parse_broker`] takes
+    /// them. The error says what is wrong.
+    pub fn parse_address(address: &str) -> Result<(String, u16), String> {
+        match parse_broker(address)? {
+            Broker { tls: true, .. } => Err(format!(
+                "{address}: a TLS address where a plain one is needed"
+            )),
+            Broker { host, port, .. } => Ok((host, port)),
+        }
+    }
+
+    /// [`parse_address`], plus `mqtts://host[:port]` for TLS (port
+    /// [`DEFAULT_TLS_PORT`] by default).
+    pub fn parse_broker(address: &str) -> Result<Broker, String> {
+        let (rest, tls) = match address.split_once("://") {
+            None => (address, false),
+            Some(("mqtt", rest)) => (rest, false),
+            Some(("mqtts", rest)) => (rest, true),
+            Some((scheme, _)) => {
+                return Err(format!(
+                    "scheme `{scheme}://` is not supported: write host:port, mqtt://host:port or \
+                     mqtts://host:port"
+                ));
+            }
+        };
+        let rest = rest.strip_suffix('/').unwrap_or(rest);
+        let (host, port) = if let Some(bracketed) = rest.strip_prefix('[') {
+            let (inside, after) = bracketed
+                .split_once(']')
+                .ok_or("an IPv6 address needs its closing `]`")?;
+            let port = match after {
+                "" => None,
+                p => Some(p.strip_prefix(':').ok_or("expected `:port` after `]`")?),
+            };
+            (format!("[{inside}]"), port)
+        } else {
+            match rest.rsplit_once(':') {
+                Some((host, port)) => (host.to_string(), Some(port)),
+                None => (rest.to_string(), None),
+            }
+        };
+        if host.is_empty() || host == "[]" {
+            return Err("no broker host: write host:port, e.g. 192.168.1.10:1883".into());
+        }
+        if host.contains(['/', ' ']) {
+            return Err(format!("`{host}` is not a host name"));
+        }
+        let port = match port {
+            None if tls => DEFAULT_TLS_PORT,
+            None => DEFAULT_PORT,
+            Some(p) => match p.parse::<u16>() {
+                Ok(p) if p > 0 => p,
+                _ => return Err(format!("port `{p}` is not a number from 1 to 65535")),
+            },
+        };
+        Ok(Broker { host, port, tls })
     }
 }
 
@@ -291,5 +371,47 @@ mod tests {
             shared_latent_filter("g", 7),
             "$share/g/latentcam/+/+/latent/7"
         );
+    }
+
+    #[test]
+    fn addresses() {
+        assert_eq!(parse_address("broker:1884"), Ok(("broker".into(), 1884)));
+        assert_eq!(parse_address("broker"), Ok(("broker".into(), DEFAULT_PORT)));
+        assert_eq!(
+            parse_address("mqtt://10.0.0.2:1883/"),
+            Ok(("10.0.0.2".into(), 1883))
+        );
+        assert_eq!(parse_address("[::1]:1885"), Ok(("[::1]".into(), 1885)));
+        assert_eq!(parse_address("[::1]"), Ok(("[::1]".into(), DEFAULT_PORT)));
+        for bad in [
+            "",
+            ":1883",
+            "broker:0",
+            "broker:x",
+            "broker:70000",
+            "tcp://broker:1883",
+            "mqtts://broker",
+            "[::1",
+        ] {
+            assert!(parse_address(bad).is_err(), "{bad:?} accepted");
+        }
+        let broker = |host: &str, port, tls| Broker {
+            host: host.into(),
+            port,
+            tls,
+        };
+        assert_eq!(
+            parse_broker("mqtts://broker"),
+            Ok(broker("broker", DEFAULT_TLS_PORT, true))
+        );
+        assert_eq!(
+            parse_broker("mqtts://[::1]:8884/"),
+            Ok(broker("[::1]", 8884, true))
+        );
+        assert_eq!(
+            parse_broker("mqtt://broker"),
+            Ok(broker("broker", DEFAULT_PORT, false))
+        );
+        assert!(parse_broker("ssl://broker").is_err());
     }
 }

@@ -31,25 +31,25 @@
 //! new `Welcome` re-sends what its spool still holds.
 
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
+pub use latentcam_secure::tls::{ClientCert, tls_client_config};
+pub use latentcam_wire::mqtt::{
+    Broker, DEFAULT_PORT, DEFAULT_TLS_PORT, parse_address, parse_broker,
+};
 use latentcam_wire::mqtt::{DeviceTopics, valid_level};
 use latentcam_wire::{Message, frame};
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::mqttbytes::v5::{Filter, LastWill, Packet};
 use rumqttc::v5::{Client, ClientError, Connection, Event, MqttOptions};
 use rumqttc::{Outgoing, TlsConfiguration, Transport};
-use tokio_rustls::rustls::{ClientConfig, RootCertStore};
 
 use super::{Backoff, Incoming, IncomingDecoder, Link, LinkError, LinkStats};
-
-/// Port of a broker address given without one.
-pub const DEFAULT_PORT: u16 = 1883;
 
 /// Keep-alive interval: a dead broker connection is noticed within ~1.5×.
 const KEEP_ALIVE: Duration = Duration::from_secs(10);
@@ -130,195 +130,6 @@ impl MqttConfig {
             backoff: Backoff::default(),
         }
     }
-}
-
-/// The broker's port for `mqtts://` when none is given.
-pub const DEFAULT_TLS_PORT: u16 = 8883;
-
-/// A broker address, parsed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Broker {
-    /// Host name or address (IPv6 in brackets).
-    pub host: String,
-    /// Port.
-    pub port: u16,
-    /// `mqtts://`: the connection is TLS, and the broker's certificate is
-    /// checked against its host name.
-    pub tls: bool,
-}
-
-/// Splits a broker address into host and port: `host:port`, `host`
-/// (port [`DEFAULT_PORT`]), either with an `mqtt://` prefix; IPv6 as
-/// `[addr]:port`. TLS addresses are refused here; [`parse_broker`] takes
-/// them. The error says what is wrong.
-pub fn parse_address(address: &str) -> Result<(String, u16), String> {
-    match parse_broker(address)? {
-        Broker { tls: true, .. } => Err(format!(
-            "{address}: a TLS address where a plain one is needed"
-        )),
-        Broker { host, port, .. } => Ok((host, port)),
-    }
-}
-
-/// [`parse_address`], plus `mqtts://host[:port]` for TLS (port
-/// [`DEFAULT_TLS_PORT`] by default).
-pub fn parse_broker(address: &str) -> Result<Broker, String> {
-    let (rest, tls) = match address.split_once("://") {
-        None => (address, false),
-        Some(("mqtt", rest)) => (rest, false),
-        Some(("mqtts", rest)) => (rest, true),
-        Some((scheme, _)) => {
-            return Err(format!(
-                "scheme `{scheme}://` is not supported: write host:port, mqtt://host:port or \
-                 mqtts://host:port"
-            ));
-        }
-    };
-    let rest = rest.strip_suffix('/').unwrap_or(rest);
-    let (host, port) = if let Some(bracketed) = rest.strip_prefix('[') {
-        let (inside, after) = bracketed
-            .split_once(']')
-            .ok_or("an IPv6 address needs its closing `]`")?;
-        let port = match after {
-            "" => None,
-            p => Some(p.strip_prefix(':').ok_or("expected `:port` after `]`")?),
-        };
-        (format!("[{inside}]"), port)
-    } else {
-        match rest.rsplit_once(':') {
-            Some((host, port)) => (host.to_string(), Some(port)),
-            None => (rest.to_string(), None),
-        }
-    };
-    if host.is_empty() || host == "[]" {
-        return Err("no broker host: write host:port, e.g. 192.168.1.10:1883".into());
-    }
-    if host.contains(['/', ' ']) {
-        return Err(format!("`{host}` is not a host name"));
-    }
-    let port = match port {
-        None if tls => DEFAULT_TLS_PORT,
-        None => DEFAULT_PORT,
-        Some(p) => match p.parse::<u16>() {
-            Ok(p) if p > 0 => p,
-            _ => return Err(format!("port `{p}` is not a number from 1 to 65535")),
-        },
-    };
-    Ok(Broker { host, port, tls })
-}
-
-/// A client certificate and its private key (PEM files): the identity a
-/// client proves to a broker that requires certificates (`mqtts://`). A
-/// broker set up as the README's security section says takes the
-/// certificate's common name as the client's user name and lets it publish
-/// only under its own device id (devices) or answer devices (host workers).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ClientCert {
-    /// The certificate chain, leaf first.
-    pub cert: PathBuf,
-    /// The private key (PKCS#8, SEC1 or PKCS#1); readable by its owner only.
-    pub key: PathBuf,
-}
-
-/// The TLS client configuration for `mqtts://` brokers: rustls on ring
-/// (TLS 1.3 and 1.2), trusting the certificate authorities in `ca_file`
-/// (PEM) if given, else the system's roots, and proving `identity` when
-/// given. The error says which file or store failed.
-pub fn tls_client_config(
-    ca_file: Option<&Path>,
-    identity: Option<&ClientCert>,
-) -> Result<Arc<ClientConfig>, String> {
-    use tokio_rustls::rustls::pki_types::pem::PemObject;
-    use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
-
-    let mut roots = RootCertStore::empty();
-    match ca_file {
-        Some(path) => {
-            let certs = CertificateDer::pem_file_iter(path)
-                .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
-                .map_err(|e| format!("cannot read the CA file {}: {e}", path.display()))?;
-            if certs.is_empty() {
-                return Err(format!(
-                    "the CA file {} holds no certificate",
-                    path.display()
-                ));
-            }
-            for cert in certs {
-                roots.add(cert).map_err(|e| {
-                    format!(
-                        "the CA file {} holds a bad certificate: {e}",
-                        path.display()
-                    )
-                })?;
-            }
-        }
-        None => {
-            let found = rustls_native_certs::load_native_certs();
-            let (added, _) = roots.add_parsable_certificates(found.certs);
-            if added == 0 {
-                return Err(format!(
-                    "no trusted certificate authority found in the system's store{} \
-                     (install ca-certificates, or give the broker's CA file)",
-                    found
-                        .errors
-                        .first()
-                        .map(|e| format!(" ({e})"))
-                        .unwrap_or_default()
-                ));
-            }
-        }
-    }
-    let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
-    let builder = ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| format!("TLS set-up failed: {e}"))?
-        .with_root_certificates(roots);
-    let config = match identity {
-        None => builder.with_no_client_auth(),
-        Some(ClientCert { cert, key }) => {
-            let chain = CertificateDer::pem_file_iter(cert)
-                .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
-                .map_err(|e| format!("cannot read the certificate {}: {e}", cert.display()))?;
-            if chain.is_empty() {
-                return Err(format!(
-                    "the certificate file {} holds no certificate",
-                    cert.display()
-                ));
-            }
-            private_to_owner(key)?;
-            let private = PrivateKeyDer::from_pem_file(key)
-                .map_err(|e| format!("cannot read the private key {}: {e}", key.display()))?;
-            builder.with_client_auth_cert(chain, private).map_err(|e| {
-                format!(
-                    "the certificate {} and the key {} do not make a client identity: {e}",
-                    cert.display(),
-                    key.display()
-                )
-            })?
-        }
-    };
-    Ok(Arc::new(config))
-}
-
-/// Refuses a private key file that its group or others may read (or
-/// write): the key is the device's identity.
-fn private_to_owner(path: &Path) -> Result<(), String> {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(path)
-            .map_err(|e| format!("cannot read the private key {}: {e}", path.display()))?
-            .permissions()
-            .mode();
-        if mode & 0o077 != 0 {
-            return Err(format!(
-                "the private key {} is open to other users (mode {:o}): `chmod 600` it",
-                path.display(),
-                mode & 0o777
-            ));
-        }
-    }
-    Ok(())
 }
 
 /// True for `localhost` and loopback addresses (brackets allowed).
@@ -860,72 +671,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn addresses() {
-        assert_eq!(parse_address("broker:1884"), Ok(("broker".into(), 1884)));
-        assert_eq!(parse_address("broker"), Ok(("broker".into(), DEFAULT_PORT)));
-        assert_eq!(
-            parse_address("mqtt://10.0.0.2:1883/"),
-            Ok(("10.0.0.2".into(), 1883))
-        );
-        assert_eq!(parse_address("[::1]:1885"), Ok(("[::1]".into(), 1885)));
-        assert_eq!(parse_address("[::1]"), Ok(("[::1]".into(), DEFAULT_PORT)));
-        for bad in [
-            "",
-            ":1883",
-            "broker:0",
-            "broker:x",
-            "broker:70000",
-            "tcp://broker:1883",
-            "mqtts://broker",
-            "[::1",
-        ] {
-            assert!(parse_address(bad).is_err(), "{bad:?} accepted");
-        }
-        let broker = |host: &str, port, tls| Broker {
-            host: host.into(),
-            port,
-            tls,
-        };
-        assert_eq!(
-            parse_broker("mqtts://broker"),
-            Ok(broker("broker", DEFAULT_TLS_PORT, true))
-        );
-        assert_eq!(
-            parse_broker("mqtts://[::1]:8884/"),
-            Ok(broker("[::1]", 8884, true))
-        );
-        assert_eq!(
-            parse_broker("mqtt://broker"),
-            Ok(broker("broker", DEFAULT_PORT, false))
-        );
-        assert!(parse_broker("ssl://broker").is_err());
+    fn loopback_hosts() {
         assert!(is_loopback_host("[::1]") && is_loopback_host("LOCALHOST"));
         assert!(!is_loopback_host("broker") && !is_loopback_host("10.0.0.1"));
-    }
-
-    #[test]
-    fn tls_needs_a_readable_ca_file_with_a_certificate() {
-        let dir = std::env::temp_dir().join(format!("latentcam-mqtt-ca-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let missing = tls_client_config(Some(&dir.join("none.pem")), None).unwrap_err();
-        assert!(missing.contains("cannot read the CA file"), "{missing}");
-        let empty = dir.join("empty.pem");
-        std::fs::write(&empty, "no certificate here\n").unwrap();
-        let err = tls_client_config(Some(&empty), None).unwrap_err();
-        assert!(err.contains("holds no certificate"), "{err}");
-        // A client key that others can read is refused before it is used.
-        let key = dir.join("c.key");
-        std::fs::write(&key, "-----BEGIN PRIVATE KEY-----\n").unwrap();
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
-            let err = private_to_owner(&key).unwrap_err();
-            assert!(err.contains("open to other users (mode 644)"), "{err}");
-            std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
-        }
-        assert_eq!(private_to_owner(&key), Ok(()));
-        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -66,6 +66,12 @@ impl Frame {
     }
 }
 
+impl crate::picture::RgbBuffer for Frame {
+    fn resize(&mut self, width: u32, height: u32) -> &mut [u8] {
+        Frame::resize(self, width, height)
+    }
+}
+
 /// What [`FrameSource::next_frame`] produced.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]

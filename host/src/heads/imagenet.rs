@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use latentcam_firmware::manifest::{Manifest, ManifestError};
+use latentcam_model::manifest::{Manifest, ManifestError};
 
 use super::linear::{HeadError, LinearHead};
 

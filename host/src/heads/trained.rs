@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use latentcam_firmware::manifest::Manifest;
+use latentcam_model::manifest::Manifest;
 use latentcam_wire::Message;
 use serde_json::json;
 

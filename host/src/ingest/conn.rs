@@ -23,7 +23,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use latentcam_firmware::manifest::Manifest;
+use latentcam_model::manifest::Manifest;
 use latentcam_secure::Channel;
 use latentcam_wire::frame::MAX_FRAME_LEN;
 use latentcam_wire::{

@@ -26,7 +26,7 @@
 //! [`HttpLimits::body_timeout`], at most [`MAX_IMAGE_BYTES`] per photo and
 //! [`MAX_UPLOADS_IN_FLIGHT`] photos being received or encoded at once,
 //! photos of at most 40 megapixels (checked from their header, see
-//! `latentcam_firmware::picture`), and pages of at most
+//! `latentcam_model::picture`), and pages of at most
 //! [`MAX_PAGE`] devices.
 
 pub mod auth;
@@ -47,7 +47,7 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use http_body_util::BodyExt as _;
-use latentcam_firmware::picture::PictureError;
+use latentcam_model::picture::PictureError;
 use serde_json::{Value, json};
 use tokio::sync::{Semaphore, mpsc, watch};
 

@@ -357,7 +357,7 @@ pub fn run_heads(
 #[derive(Debug)]
 pub struct Context {
     /// The model manifest devices are checked against.
-    pub manifest: latentcam_firmware::manifest::Manifest,
+    pub manifest: latentcam_model::manifest::Manifest,
     /// Devices.
     pub registry: Arc<Registry>,
     /// Per-connection limits.

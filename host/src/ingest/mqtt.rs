@@ -41,8 +41,9 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use latentcam_firmware::link::mqtt::{Broker, ClientCert, parse_broker, tls_client_config};
+use latentcam_secure::tls::{ClientCert, tls_client_config};
 use latentcam_wire::mqtt::{self as topics, DeviceTopics, PARTITIONS, TopicKind};
+use latentcam_wire::mqtt::{Broker, parse_broker};
 use latentcam_wire::{Ack, MAX_SEQ, Message, WelcomeStatus, frame};
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::mqttbytes::v5::{Filter, LastWill, Packet, Publish};

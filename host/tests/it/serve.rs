@@ -604,28 +604,6 @@ fn api_metrics_and_the_live_page_in_headless_chromium() {
 }
 
 #[test]
-fn the_demo_runs_end_to_end_on_real_video() {
-    let out = Command::new(env!("CARGO_BIN_EXE_latentcam-host"))
-        .args(["demo", "--frames", "12", "--video", VTEST, "--models"])
-        .arg(repo().join("models"))
-        .env("LATENTCAM_LOG", "warn")
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_eq!(
-        stdout.lines().filter(|l| l.starts_with("demo-cam")).count(),
-        12
-    );
-    assert!(stdout.contains("12 results from the host"), "{stdout}");
-    assert!(stdout.contains("x smaller"), "{stdout}");
-}
-
-#[test]
 fn udp_devices_are_served_without_a_back_channel() {
     let dir = scratch("udp");
     let jsonl = dir.join("results.jsonl");

@@ -26,7 +26,9 @@ use std::path::PathBuf;
 use std::sync::OnceLock;
 
 use latentcam_firmware::batch::{self, BatchSettings};
-use latentcam_firmware::encoder::{self, EncoderOptions};
+use latentcam_firmware::encoder::{
+    self, BackendChoice, EncoderOptions, Precision, PrecisionChoice,
+};
 use latentcam_firmware::manifest::{Manifest, default_models_dir};
 use latentcam_firmware::preprocess::Preprocessor;
 use latentcam_wire::frame::MAX_FRAME_LEN;
@@ -202,7 +204,19 @@ fn encode(manifest: &Manifest) -> Vec<f32> {
 
 /// The latents of `paths` in order, through a recording in memory.
 fn encode_part(manifest: &Manifest, paths: &[PathBuf]) -> Vec<f32> {
-    let mut encoder = encoder::open(manifest, &EncoderOptions::default()).unwrap();
+    // The host's own encoder choice (fp32 on LiteRT where built, else
+    // tract): the latents enrolment photos get.
+    let chosen = encoder::choose(
+        manifest,
+        BackendChoice::Auto,
+        PrecisionChoice::Named(Precision::Fp32),
+    );
+    let options = EncoderOptions {
+        backend: chosen.backend,
+        precision: chosen.precision,
+        ..EncoderOptions::default()
+    };
+    let mut encoder = encoder::open(manifest, &options).unwrap();
     let mut pre = Preprocessor::new(&manifest.preprocessing, encoder.info().layout);
     let mut recording = Vec::new();
     let report = batch::encode_images(

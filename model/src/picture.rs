@@ -30,8 +30,6 @@ use std::path::{Path, PathBuf};
 
 use image::{ImageDecoder, RgbImage};
 
-use crate::source::Frame;
-
 /// The largest decoded image, in bytes (the `image` crate's default
 /// allocation limit, applied to both decoders): a hostile 65535×65535 header
 /// is refused instead of allocating 12 GiB.
@@ -54,6 +52,14 @@ pub enum PictureError {
         /// The file.
         path: PathBuf,
         /// The I/O error.
+        source: std::io::Error,
+    },
+    /// A directory of images could not be listed.
+    #[error("cannot list {path}: {source}")]
+    List {
+        /// The directory.
+        path: PathBuf,
+        /// Why.
         source: std::io::Error,
     },
     /// Not a JPEG or PNG this build decodes, or a corrupt one.
@@ -109,6 +115,39 @@ pub fn decode_rgb(bytes: &[u8]) -> Result<RgbImage, PictureError> {
     Ok(rgb)
 }
 
+/// Expands files and directories (one level, sorted; `.jpg`, `.jpeg` and
+/// `.png` by name) into image paths.
+pub fn expand_inputs(inputs: &[PathBuf]) -> Result<Vec<PathBuf>, PictureError> {
+    let mut out = Vec::new();
+    for input in inputs {
+        if input.is_dir() {
+            let mut entries: Vec<PathBuf> = std::fs::read_dir(input)
+                .map_err(|source| PictureError::List {
+                    path: input.clone(),
+                    source,
+                })?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| is_image(p))
+                .collect();
+            entries.sort();
+            out.extend(entries);
+        } else {
+            out.push(input.clone());
+        }
+    }
+    Ok(out)
+}
+
+fn is_image(path: &Path) -> bool {
+    matches!(
+        path.extension()
+            .and_then(|e| e.to_str())
+            .map(|e| e.to_ascii_lowercase())
+            .as_deref(),
+        Some("jpg" | "jpeg" | "png")
+    )
+}
+
 /// Reads and decodes an image file; the format is taken from the content,
 /// not the file name.
 pub fn open_rgb(path: &Path) -> Result<RgbImage, PictureError> {
@@ -119,10 +158,17 @@ pub fn open_rgb(path: &Path) -> Result<RgbImage, PictureError> {
     decode_rgb(&bytes)
 }
 
+/// A reusable RGB8 pixel buffer that a decoder writes into: a camera
+/// frame keeps its allocation from one frame to the next.
+pub trait RgbBuffer {
+    /// Sets the size and returns the `width × height × 3` bytes to fill.
+    fn resize(&mut self, width: u32, height: u32) -> &mut [u8];
+}
+
 /// Decodes JPEG or PNG bytes into `frame`, writing straight into its buffer
 /// when the image is 8-bit RGB (every colour camera JPEG is), so a replay or
 /// MJPEG camera loop does not allocate per frame.
-pub fn decode_into(bytes: &[u8], frame: &mut Frame) -> Result<(), PictureError> {
+pub fn decode_into(bytes: &[u8], frame: &mut impl RgbBuffer) -> Result<(), PictureError> {
     if separate_scans(bytes)? {
         let rgb = decode_separate_scans(bytes)?;
         frame

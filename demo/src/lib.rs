@@ -1,8 +1,9 @@
-//! `latentcam-host demo`: the whole system on one machine. A host (ingest +
+//! `latentcam-demo`: the whole system on one machine. A host (ingest +
 //! heads) and an edge pipeline run in this process and talk over loopback
 //! TCP; the edge replays a real video; every latent's result is printed as
 //! it arrives, and a summary compares the bytes each frame cost on the
 //! wire with the same frame sent as JPEG.
+#![deny(missing_docs)]
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -17,9 +18,9 @@ use latentcam_firmware::pipeline::{self, PipelineError, Report};
 use latentcam_firmware::source::{Frame, FrameSource, SourceError, SourceEvent};
 use serde_json::Value;
 
-use crate::heads::Head;
-use crate::heads::imagenet::{ImagenetHead, LoadError, TopK};
-use crate::ingest::{self, Limits, Live, Registry, ServeError, ServeOptions, WorkerStats};
+use latentcam_host::heads::Head;
+use latentcam_host::heads::imagenet::{ImagenetHead, LoadError, TopK};
+use latentcam_host::ingest::{self, Limits, Live, Registry, ServeError, ServeOptions, WorkerStats};
 
 /// Errors of a demo run.
 #[derive(Debug, thiserror::Error)]
@@ -199,7 +200,7 @@ pub fn run(
             fewshot: None,
             encoder: None,
             // Host and edge on loopback in one process.
-            auth: Arc::new(crate::auth::HostAuth::none()),
+            auth: Arc::new(latentcam_host::auth::HostAuth::none()),
         };
         let options = ServeOptions {
             ingests: vec![Box::new(ingest::tcp::TcpIngest {
