@@ -1,14 +1,20 @@
-//! With the `tflite` feature, lets the edge binary find
-//! libtensorflowlite_c.so beside itself or in `../lib` when run directly
-//! (deployed, or from target/<profile>/ after scripts/with-tflite.sh copied
-//! the library there). `cargo run`/`test`/`bench` need no rpath: cargo puts
-//! tflitec's output directory on the library path. See firmware/TFLITE.md.
+//! With the `tflite` or `litert` feature, lets the edge binary find
+//! libtensorflowlite_c.so / libLiteRt.so without a system install: beside
+//! itself (target/<profile>/ after scripts/with-tflite.sh copied the library
+//! there), in `../lib/latentcam` (where a package's install.sh puts it, the
+//! binary being in /usr/bin) or in `../lib`. `cargo run`/`test`/`bench`
+//! need no rpath: cargo puts the build scripts' output directories on the
+//! library path. See firmware/TFLITE.md.
 
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
-    let tflite = std::env::var_os("CARGO_FEATURE_TFLITE").is_some();
+    let native = ["CARGO_FEATURE_TFLITE", "CARGO_FEATURE_LITERT"]
+        .iter()
+        .any(|feature| std::env::var_os(feature).is_some());
     let os = std::env::var("CARGO_CFG_TARGET_OS").unwrap_or_default();
-    if tflite && matches!(os.as_str(), "linux" | "android") {
-        println!("cargo:rustc-link-arg-bins=-Wl,-rpath,$ORIGIN:$ORIGIN/../lib");
+    if native && matches!(os.as_str(), "linux" | "android") {
+        println!(
+            "cargo:rustc-link-arg-bins=-Wl,-rpath,$ORIGIN:$ORIGIN/../lib/latentcam:$ORIGIN/../lib"
+        );
     }
 }

@@ -4,13 +4,14 @@
 # Called by scripts/test.sh; scripts/setup.sh installs the toolchains.
 #
 # 1. Both targets build with the `device-check` profile (the `device`
-#    profile without fat LTO, see Cargo.toml) with tract and V4L2; sizes are
-#    printed. `just package-*` builds releases with `device` itself. The
+#    profile without fat LTO, see Cargo.toml) with tract and V4L2, aarch64
+#    with LiteRT too (its libLiteRt.so from scripts/fetch-litert.sh, copied
+#    beside the binary, where the rpath finds it); sizes are printed. `just package-*` builds releases with `device` itself. The
 #    aarch64 test binaries of step 2 are built here too, on the same
 #    dependency build.
 # 2. aarch64, default features (so the builds without V4L2 and TFLite are
 #    tested too: their clear "rebuild with --features" errors): the wire
-#    crate's tests and the firmware's unit, source, spool, link and doctor
+#    crate's tests, the model crate's and the firmware's unit tests, the source, spool, link and doctor
 #    tests, and the tests of the backends compiled out, run under
 #    qemu-aarch64. Not the pipeline and encoder-parity suites: tract runs
 #    one frame in ~32 s under qemu-user (28 ms natively), and those suites
@@ -18,8 +19,9 @@
 #    are ignored under qemu (serialport's TCGETS2 ioctl fails there); they
 #    run natively.
 # 3. Smoke runs, aarch64 and armv7: the ARM edge's pipeline replays two real
-#    photos through tract into a recording; the x86 host compares it with
-#    the x86 edge's recording of the same photos (cosine ≥ 0.999).
+#    photos on its default backend (aarch64: LiteRT int8; armv7: tract fp32)
+#    into a recording; the x86 host compares it with the x86 edge's
+#    recording of the same photos on the same backend (cosine ≥ 0.999).
 # 4. The aarch64 package: contents, a staged install, the packaged binary's
 #    doctor under qemu, `systemd-analyze verify` of the unit, and a deploy
 #    dry run.
@@ -55,17 +57,24 @@ esac
 # firmware's source, spool, link and doctor suites, and the two tests of
 # the TFLite backend compiled out (they encode nothing).
 QEMU_TESTS=(golden:: roundtrip:: stream:: sources:: spool:: links:: doctor::
-    encoder_backends::tflite_without_the_feature_is_a_clear_error
+    encoder_backends::a_backend_without_its_feature_is_a_clear_error
     encoder_parity::tflite_without_feature_is_a_clear_error)
 # Unit tests and examples of both crates, and their integration tests (one
 # binary each), on the dependencies of the device build.
 test_args() {
-    echo --locked --profile "$profile" --target "$1" -p latentcam-wire -p latentcam-firmware
+    echo --locked --profile "$profile" --target "$1" -p latentcam-wire -p latentcam-model -p latentcam-firmware
 }
+
+# The device builds' features: LiteRT where a library exists (aarch64).
+declare -A FEATURES=(
+    [$A]=latentcam-firmware/v4l,latentcam-firmware/litert
+    [$V]=latentcam-firmware/v4l
+)
+litert_aarch64="$(bash scripts/fetch-litert.sh aarch64)"
 
 if [ "$mode" != check ]; then
     for t in $A $V; do
-        step "device build $t (profile $profile, features v4l)"
+        step "device build $t (profile $profile, features ${FEATURES[$t]})"
         # With the wire crate and the examples in the selection, cargo
         # resolves the dependencies' features as for the test build below
         # (dev-dependencies enable a few more, e.g. regex's Unicode tables),
@@ -73,8 +82,10 @@ if [ "$mode" != check ]; then
         # 13 minutes). Only the features of dependencies differ from a
         # release build; our code and tract's are the same.
         # shellcheck disable=SC2046
-        cargo build $(test_args "$t") --features latentcam-firmware/v4l --bins --examples
+        LITERT_LIB_DIR="$litert_aarch64" LITERT_NO_DOWNLOAD=1 \
+            cargo build $(test_args "$t") --features "${FEATURES[$t]}" --bins --examples
     done
+    cp "$litert_aarch64/libLiteRt.so" "$out/$A/$profile/"
     targets=($A)
     [ "${CROSS_ARMV7_TESTS:-0}" = 1 ] && targets+=($V)
     for t in "${targets[@]}"; do
@@ -121,16 +132,24 @@ cp "${photos[@]}" "$work/photos/"
 # targets cargo leaves the dev-dependencies' features out, which changes
 # the features of shared dependencies, and it rebuilt tract (minutes).
 bash scripts/with-tflite.sh cargo test --workspace --all-features --locked --no-run
-edge_to "$work/x86.lcr" "$out/debug/latentcam-edge"
+# The x86 edge on each ARM build's default backend: LiteRT int8 (the x86
+# default too) and tract fp32 (what armv7 runs, having no LiteRT).
+edge_to "$work/x86-$A.lcr" "$out/debug/latentcam-edge"
+edge_to "$work/x86-$V.lcr" "$out/debug/latentcam-edge" --backend tract --precision fp32
 for t in $A $V; do
-    step "smoke, $t: the ARM edge under qemu against the x86 edge, same photos"
+    step "smoke, $t: the ARM edge under qemu against the x86 edge, same photos and backend"
     # shellcheck disable=SC2086
-    edge_to "$work/$t.lcr" ${QEMU[$t]} "$out/$t/$profile/latentcam-edge"
+    edge_to "$work/$t.lcr" ${QEMU[$t]} "$out/$t/$profile/latentcam-edge" 2>"$work/$t.log" ||
+        { cat "$work/$t.log"; exit 1; }
+    # The default backend is the one this step means to compare.
+    want=$([ "$t" = $A ] && echo "backend=litert precision=int8" || echo "backend=tract precision=fp32")
+    sed 's/\x1b\[[0-9;]*m//g' "$work/$t.log" | grep "encoder loaded" | tee /dev/stderr | grep -qF "$want" ||
+        { echo "cross: the $t edge did not choose $want by default" >&2; exit 1; }
     # The host of this build links the TFLite library too (the workspace
     # build with every feature turns it on for the firmware crate it uses)
     # but, unlike the edge, carries no rpath to the copy beside it.
     LD_LIBRARY_PATH="$out/debug${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" \
-        "$out/debug/latentcam-host" compare --models models "$work/$t.lcr" "$work/x86.lcr"
+        "$out/debug/latentcam-host" compare --models models "$work/$t.lcr" "$work/x86-$t.lcr"
 done
 
 step "package $A: contents, staged install, doctor, systemd-analyze, deploy dry run"
@@ -144,6 +163,11 @@ ${QEMU[$A]} "$work/root/usr/bin/latentcam-edge" doctor --config "$work/root/etc/
     --models "$work/root/usr/share/latentcam/models" --source replay --input "$work/photos" \
     --link file --link-path "$work/doctor.lcr" --spool "$work/spool" | tee "$work/doctor.txt"
 grep -q '^OK    model ' "$work/doctor.txt"
+# The aarch64 package runs LiteRT int8 from its own files: the library it
+# carries and the .tflite beside the manifest.
+tar -tzf "$package" | grep -q '/lib/libLiteRt\.so$'
+tar -tzf "$package" | grep -q '/models/efficientnet-lite0/encoder-int8\.tflite$'
+grep -Eq '^OK +backend +litert int8 ' "$work/doctor.txt"
 unit="$work/root/etc/systemd/system/latentcam-edge.service"
 sed -i "s|/usr/bin/latentcam-edge|$work/root/usr/bin/latentcam-edge|" "$unit"
 verify=$(systemd-analyze verify "$unit" 2>&1) || { echo "$verify"; exit 1; }

@@ -18,6 +18,11 @@ here="$(cd "$(dirname "$0")" && pwd)"
 root="${DESTDIR:-}"
 
 install -D -m 0755 "$here/latentcam-edge" "$root/usr/bin/latentcam-edge"
+# LiteRT's library, for a build with the LiteRT backend (aarch64): where
+# the binary's rpath ($ORIGIN/../lib/latentcam) finds it.
+if [ -f "$here/lib/libLiteRt.so" ]; then
+    install -D -m 0644 "$here/lib/libLiteRt.so" "$root/usr/lib/latentcam/libLiteRt.so"
+fi
 rm -rf "$root/usr/share/latentcam/models"
 mkdir -p "$root/usr/share/latentcam"
 cp -R "$here/models" "$root/usr/share/latentcam/models"
