@@ -1422,6 +1422,18 @@ mod tests {
             sealed.welcome(),
             Some((true, WelcomeStatus::Accepted, AuthScheme::NoiseIk))
         );
+        // Both paths record the backend the Hello names and the precision
+        // of the manifest file whose SHA-256 it gives.
+        let encoder = manifest.files.iter().find(|f| f.role == "encoder").unwrap();
+        let devices = registry.snapshot();
+        for id in ["cam-9", "cam-1"] {
+            assert_eq!(devices[id].backend, "tract", "{id}");
+            assert_eq!(
+                Some(&devices[id].precision),
+                encoder.precision.as_ref(),
+                "{id}"
+            );
+        }
         // Offering authentication is not optional once offered: a bad key
         // is refused, never admitted unauthenticated.
         let mut bad = Session::new(&manifest, &keys.host);
