@@ -18,10 +18,12 @@ fuzz seconds="60":
     bash scripts/fuzz.sh {{seconds}}
 
 # Device build of the edge program for 64-bit Raspberry Pi OS / Jetson
-# (profile `device`: LTO, panic=abort, stripped; V4L2 capture included).
+# (profile `device`: LTO, panic=abort, stripped; V4L2 capture and LiteRT,
+# linked against the pinned aarch64 libLiteRt.so, which must sit beside the
+# binary or in ../lib/latentcam on the device: `just package-aarch64` does that).
 cross-aarch64:
     bash scripts/setup.sh
-    cargo build --profile device --locked --target aarch64-unknown-linux-gnu -p latentcam-firmware --features v4l
+    LITERT_LIB_DIR="$(bash scripts/fetch-litert.sh aarch64)" LITERT_NO_DOWNLOAD=1 cargo build --profile device --locked --target aarch64-unknown-linux-gnu -p latentcam-firmware --features v4l,litert
 
 # Device build of the edge program for 32-bit Raspberry Pi OS.
 cross-armv7:
