@@ -109,13 +109,7 @@ pub fn encoder_options(
         .parse()
         .map_err(AssembleError::Config)?;
     let chosen = encoder::choose(manifest, backend, precision);
-    let options = EncoderOptions {
-        backend: chosen.backend,
-        precision: chosen.precision,
-        threads: config.model.threads,
-        ..EncoderOptions::default()
-    };
-    Ok((options, chosen))
+    Ok((chosen.options(config.model.threads), chosen))
 }
 
 /// Loads the manifest and the encoder (SHA-256 checked); the last value

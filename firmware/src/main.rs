@@ -12,7 +12,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use latentcam_firmware::assemble;
 use latentcam_firmware::batch::{self, BatchSettings};
 use latentcam_firmware::config::EdgeConfig;
-use latentcam_firmware::encoder::{self, BackendChoice, EncoderOptions, PrecisionChoice};
+use latentcam_firmware::encoder::{self, BackendChoice, PrecisionChoice};
 use latentcam_firmware::led::{self, LedSignal};
 use latentcam_firmware::manifest::{Manifest, default_models_dir};
 use latentcam_firmware::pipeline::{self, Report};
@@ -350,11 +350,7 @@ fn main() -> anyhow::Result<()> {
                 )
             })?;
             let chosen = encoder::choose(&manifest, backend, precision);
-            let options = EncoderOptions {
-                backend: chosen.backend,
-                precision: chosen.precision,
-                ..EncoderOptions::default()
-            };
+            let options = chosen.options(1);
             let mut encoder = encoder::open(&manifest, &options).context("loading the encoder")?;
             let mut preprocessor =
                 Preprocessor::new(&manifest.preprocessing, encoder.info().layout);

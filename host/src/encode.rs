@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use latentcam_model::encoder::{
-    self, BackendChoice, Encoder, EncoderError, EncoderOptions, Precision, PrecisionChoice,
+    self, BackendChoice, Encoder, EncoderError, Precision, PrecisionChoice,
 };
 use latentcam_model::manifest::Manifest;
 use latentcam_model::picture::{self, PictureError};
@@ -45,11 +45,7 @@ impl HostEncoder {
             BackendChoice::Auto,
             PrecisionChoice::Named(Precision::Fp32),
         );
-        let options = EncoderOptions {
-            backend: chosen.backend,
-            precision: chosen.precision,
-            ..EncoderOptions::default()
-        };
+        let options = chosen.options(1);
         let encoder = encoder::open(manifest, &options)?;
         tracing::debug!(backend = %chosen.backend, why = %chosen.reason, "host encoder loaded");
         let pre = Preprocessor::new(&manifest.preprocessing, encoder.info().layout);
@@ -58,11 +54,6 @@ impl HostEncoder {
             pre,
             dim: manifest.latent_dim,
         })
-    }
-
-    /// Which backend and precision were loaded.
-    pub fn info(&self) -> &encoder::EncoderInfo {
-        self.encoder.info()
     }
 
     /// The latent of an RGB image.

@@ -251,6 +251,19 @@ pub struct Chosen {
     pub reason: String,
 }
 
+impl Chosen {
+    /// Options that load this choice with `threads` inference threads and
+    /// every other option at its default.
+    pub fn options(&self, threads: usize) -> EncoderOptions {
+        EncoderOptions {
+            backend: self.backend,
+            precision: self.precision,
+            threads,
+            ..EncoderOptions::default()
+        }
+    }
+}
+
 /// Resolves `auto` in a configured backend and precision.
 ///
 /// `auto` picks LiteRT when this build has it (cargo feature `litert`) and

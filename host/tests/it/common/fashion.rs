@@ -26,9 +26,7 @@ use std::path::PathBuf;
 use std::sync::OnceLock;
 
 use latentcam_firmware::batch::{self, BatchSettings};
-use latentcam_firmware::encoder::{
-    self, BackendChoice, EncoderOptions, Precision, PrecisionChoice,
-};
+use latentcam_firmware::encoder::{self, BackendChoice, Precision, PrecisionChoice};
 use latentcam_firmware::manifest::{Manifest, default_models_dir};
 use latentcam_firmware::preprocess::Preprocessor;
 use latentcam_wire::frame::MAX_FRAME_LEN;
@@ -211,11 +209,7 @@ fn encode_part(manifest: &Manifest, paths: &[PathBuf]) -> Vec<f32> {
         BackendChoice::Auto,
         PrecisionChoice::Named(Precision::Fp32),
     );
-    let options = EncoderOptions {
-        backend: chosen.backend,
-        precision: chosen.precision,
-        ..EncoderOptions::default()
-    };
+    let options = chosen.options(1);
     let mut encoder = encoder::open(manifest, &options).unwrap();
     let mut pre = Preprocessor::new(&manifest.preprocessing, encoder.info().layout);
     let mut recording = Vec::new();
