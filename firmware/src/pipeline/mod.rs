@@ -677,12 +677,12 @@ fn preprocess_loop(
         let t0 = Instant::now();
         let mut input = free_inputs
             .try_recv()
-            .unwrap_or_else(|_| vec![0f32; input_len]);
+            .unwrap_or_else(|_| Vec::with_capacity(input_len));
         match preprocessor.run(&frame.rgb, frame.width, frame.height) {
-            Ok(tensor) if tensor.len() == input.len() => input.copy_from_slice(tensor),
+            // A tensor of another length than the encoder's input (the
+            // manifest's crop and the model disagree) goes through as it
+            // is: the encoder reports the shape error for every frame.
             Ok(tensor) => {
-                // The manifest's crop and the encoder's input disagree: the
-                // encoder reports the shape error for every frame.
                 input.clear();
                 input.extend_from_slice(tensor);
             }
