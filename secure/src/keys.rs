@@ -55,6 +55,21 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> KeyError + '_ {
     }
 }
 
+/// Refuses a private key file that group or others may read or write, as
+/// ssh refuses such keys: the key is the device's identity. Every private
+/// key latentcam reads (its own X25519 keys, a TLS client key) goes
+/// through this.
+pub(crate) fn private_to_owner(path: &Path, metadata: &fs::Metadata) -> Result<(), KeyError> {
+    let mode = metadata.permissions().mode();
+    if mode & 0o077 != 0 {
+        return Err(KeyError::Permissions {
+            path: path.to_path_buf(),
+            mode: mode & 0o777,
+        });
+    }
+    Ok(())
+}
+
 /// An X25519 public key, written as 64 hexadecimal digits.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct PublicKey([u8; 32]);
@@ -148,13 +163,7 @@ impl StaticKey {
     pub fn load(path: impl AsRef<Path>) -> Result<Self, KeyError> {
         let path = path.as_ref();
         let file = File::open(path).map_err(io(path))?;
-        let mode = file.metadata().map_err(io(path))?.permissions().mode();
-        if mode & 0o077 != 0 {
-            return Err(KeyError::Permissions {
-                path: path.to_path_buf(),
-                mode: mode & 0o777,
-            });
-        }
+        private_to_owner(path, &file.metadata().map_err(io(path))?)?;
         let mut text = Zeroizing::new(String::new());
         file.take(MAX_KEY_FILE)
             .read_to_string(&mut text)

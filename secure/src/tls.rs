@@ -104,24 +104,11 @@ pub fn tls_client_config(
 }
 
 /// Refuses a private key file that its group or others may read (or
-/// write): the key is the device's identity.
+/// write), with the same rule as the X25519 keys.
 fn private_to_owner(path: &Path) -> Result<(), String> {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(path)
-            .map_err(|e| format!("cannot read the private key {}: {e}", path.display()))?
-            .permissions()
-            .mode();
-        if mode & 0o077 != 0 {
-            return Err(format!(
-                "the private key {} is open to other users (mode {:o}): `chmod 600` it",
-                path.display(),
-                mode & 0o777
-            ));
-        }
-    }
-    Ok(())
+    let metadata = std::fs::metadata(path)
+        .map_err(|e| format!("cannot read the private key {}: {e}", path.display()))?;
+    crate::keys::private_to_owner(path, &metadata).map_err(|e| e.to_string())
 }
 
 #[cfg(test)]
@@ -146,7 +133,10 @@ mod tests {
             use std::os::unix::fs::PermissionsExt;
             std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
             let err = private_to_owner(&key).unwrap_err();
-            assert!(err.contains("open to other users (mode 644)"), "{err}");
+            assert!(
+                err.contains("readable by group or others (mode 644)"),
+                "{err}"
+            );
             std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
         }
         assert_eq!(private_to_owner(&key), Ok(()));
