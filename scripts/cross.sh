@@ -4,11 +4,12 @@
 # Called by scripts/test.sh; scripts/setup.sh installs the toolchains.
 #
 # 1. Both targets build with the `device-check` profile (the `device`
-#    profile without fat LTO, see Cargo.toml) with tract and V4L2, aarch64
-#    with LiteRT too (its libLiteRt.so from scripts/fetch-litert.sh, copied
-#    beside the binary, where the rpath finds it); sizes are printed. `just package-*` builds releases with `device` itself. The
-#    aarch64 test binaries of step 2 are built here too, on the same
-#    dependency build.
+#    profile without fat LTO, dependencies at opt-level 1; Cargo.toml says
+#    why) with tract and V4L2, aarch64 with LiteRT too (its libLiteRt.so
+#    from scripts/fetch-litert.sh, copied beside the binary, where the rpath
+#    finds it); sizes are printed. `just package-*` builds releases with
+#    `device` itself. The aarch64 test binaries of step 2 are built here
+#    too, on the same dependency build.
 # 2. aarch64 with LiteRT and otherwise default features (so the builds
 #    without V4L2 and TFLite are tested too: their clear "rebuild with
 #    --features" errors; LiteRT as in the device build, whose dependencies
@@ -95,21 +96,30 @@ declare -A TEST_QEMU=(
 )
 export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUNNER="${TEST_QEMU[$A]}"
 
+# The targets whose test suites run under qemu (armv7 only with
+# CROSS_ARMV7_TESTS=1: its device build is checked by the smoke run).
+targets=($A)
+[ "${CROSS_ARMV7_TESTS:-0}" = 1 ] && targets+=($V)
+tested() { [[ " ${targets[*]} " == *" $1 "* ]]; }
+
 if [ "$mode" != check ]; then
     for t in $A $V; do
         step "device build $t (profile $profile, features ${FEATURES[$t]})"
-        # With the wire crate and the examples in the selection, cargo
-        # resolves the dependencies' features as for the test build below
-        # (dev-dependencies enable a few more, e.g. regex's Unicode tables),
-        # so that build compiles our crates only, not tract again (it did:
-        # 13 minutes). Only the features of dependencies differ from a
-        # release build; our code and tract's are the same.
+        # For a target whose tests follow: with the wire crate and the
+        # examples in the selection, cargo resolves the dependencies'
+        # features as for the test build below (dev-dependencies enable a
+        # few more, e.g. regex's Unicode tables), so that build compiles our
+        # crates only, not tract again (it did: 13 minutes). Only the
+        # features of dependencies differ from a release build; our code and
+        # tract's are the same. A target without tests builds its programs
+        # alone: the examples would build the dev-dependencies (criterion,
+        # proptest) for nothing.
+        extra=(--bins)
+        tested "$t" && extra+=(--examples)
         # shellcheck disable=SC2046
-        cargo build $(test_args "$t") --features "${FEATURES[$t]}" --bins --examples
+        cargo build $(test_args "$t") --features "${FEATURES[$t]}" "${extra[@]}"
     done
     cp "$litert_aarch64/libLiteRt.so" "$out/$A/$profile/"
-    targets=($A)
-    [ "${CROSS_ARMV7_TESTS:-0}" = 1 ] && targets+=($V)
     for t in "${targets[@]}"; do
         step "$t: build the wire, model and firmware tests (features: ${TEST_FEATURES[$t]:-default})"
         # shellcheck disable=SC2046
