@@ -148,6 +148,17 @@ def main() -> int:
     s = p["session"]
     say(f"\nSession: {s['sent']} sent, {s['sent_from_spool']} from the spool, {p['dropped']} frames dropped "
         f"(latest-frame-wins queue; 0 expected unpaced), {s['link_dropped']} lost on the link.\n")
+    c_path = w / "contention.json"
+    if c_path.exists():
+        c = json.loads(c_path.read_text())
+        say("The encoder shares the machine with the pipeline's other stages. The peer (Python LiteRT "
+            "int8, 1 thread, pinned to CPU 0) with CPU 1 idle, running an arithmetic loop, or copying "
+            "a 64 MiB buffer over and over (bench/contention.py, median of 3 interleaved rounds):\n")
+        say("| CPU 1 | median ms | × idle |")
+        say("|---|---:|---:|")
+        for kind, label in (("idle", "idle"), ("alu", "arithmetic loop"), ("mem", "memory copies")):
+            say(f"| {label} | {c[kind]:.2f} | {c[kind] / c['idle']:.2f} |")
+        say("")
 
     # 3. host
     say("## 3. Host: ingest and every head\n")

@@ -3,7 +3,9 @@
 #   1. edge: tract fp32/int8 interleaved with onnxruntime and LiteRT
 #      (bench/peers.py in the model recipe's venv), 1 thread and all cores;
 #   2. pipeline: the edge program replaying vtest.avi unpaced into a loopback
-#      `latentcam-host serve` (frames/s against bare inference, peak RSS);
+#      `latentcam-host serve` (frames/s against bare inference, peak RSS),
+#      and the peer's bare inference with the other core busy
+#      (bench/contention.py);
 #   3. host: the serve's recording replayed through ingest and every head on
 #      one core (taskset) and on all cores; the ImageNet head's GFLOP/s against
 #      sgemm in the same criterion process;
@@ -82,6 +84,12 @@ host_rss_kib="$(sed -n 's/^VmHWM:[[:space:]]*\([0-9]*\) kB/\1/p' /proc/$serve/st
 kill -INT $serve
 wait $serve || true
 echo "{\"host_peak_rss_kib\": ${host_rss_kib:-0}}" >"$work/host-rss.json"
+# The peer's bare inference with the other core idle, busy with arithmetic,
+# or streaming memory (what the pipeline's other stages do beside the
+# encoder): how much of the gap to bare inference the machine itself costs.
+rounds=3
+[ $quick = 1 ] && rounds=1
+"$python" bench/contention.py --rounds $rounds --json "$work/contention.json" >/dev/null
 
 # --- 3. host: ingest + every head, one core and all cores ---------------------
 ls "$work"/records/* >/dev/null 2>&1 || { echo "bench: the host wrote no recording" >&2; exit 1; }
