@@ -54,8 +54,8 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=10.0, help=argparse.SUPPRESS)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--json", type=Path, help="also write the medians here")
-    ap.add_argument("--model", type=Path,
-                    default=CACHE / "models" / "efficientnet-lite0" / "encoder-int8.tflite")
+    ap.add_argument("--tflite-dir", type=Path, default=CACHE / "models" / "efficientnet-lite0",
+                    help="where models/build/build.sh --tflite wrote the .tflite encoders")
     args = ap.parse_args()
     if args.hog:
         hog(args.hog, args.seconds)
@@ -63,27 +63,16 @@ def main() -> None:
     if len(os.sched_getaffinity(0)) < 2:
         sys.exit("contention.py: needs 2 CPUs")
     sys.path.insert(0, str(HERE))
-    from peers import input_tensor
-    from ai_edge_litert.interpreter import Interpreter
+    from peers import Peer
 
     os.sched_setaffinity(0, {0})
-    interp = Interpreter(model_path=str(args.model), num_threads=1)
-    interp.allocate_tensors()
-    inp = interp.get_input_details()[0]
-    x = input_tensor()
-    if tuple(inp["shape"]) != x.shape:
-        x = np.ascontiguousarray(x.transpose(0, 2, 3, 1))
-    interp.set_tensor(inp["index"], x)
+    # The same peer, input and timed call as the encoder table of `just bench`.
+    peer = Peer("litert", "int8", 1, HERE.parent / "models", args.tflite_dir)
 
     def median_ms() -> float:
-        for _ in range(30):
-            interp.invoke()
-        times = []
-        for _ in range(300):
-            t = time.perf_counter()
-            interp.invoke()
-            times.append(time.perf_counter() - t)
-        return 1e3 * statistics.median(times)
+        peer.run(30)  # settle after the other core changed state
+        seconds, _ = peer.run(300)
+        return 1e3 * statistics.median(seconds)
 
     results: dict[str, list[float]] = {"idle": [], "alu": [], "mem": []}
     for _ in range(args.rounds):
