@@ -49,13 +49,15 @@ struct Axis {
     /// `bounds.len() × ksize` fixed-point weights.
     coeffs: Vec<i32>,
     ksize: usize,
-    /// The same taps as windows of exactly `ksize` inputs (the weights
+    /// The same taps as windows of exactly `window` inputs (the weights
     /// padded with zeros, the window moved left where it would run past
     /// the last input), so the horizontal pass runs a loop of fixed length
-    /// the compiler unrolls; empty when the input is narrower than `ksize`.
+    /// the compiler unrolls. Filled by [`Axis::fixed_windows`].
     starts: Vec<usize>,
-    /// `starts.len() × ksize` weights of those windows.
+    /// `starts.len() × window` weights of those windows.
     padded: Vec<i32>,
+    /// `ksize`, or the input size where that is smaller.
+    window: usize,
 }
 
 impl Axis {
@@ -95,34 +97,39 @@ impl Axis {
             }
             self.bounds.push((xmin, taps));
         }
+    }
+
+    /// Fills `starts`, `padded` and `window` from `bounds` and `coeffs`.
+    /// Every output's taps lie inside `0..in_size` and number at most
+    /// `ksize`, so they fit a window of `ksize.min(in_size)` inputs.
+    fn fixed_windows(&mut self, in_size: usize) {
+        let (ksize, window) = (self.ksize, self.ksize.min(in_size));
+        self.window = window;
         self.starts.clear();
         self.padded.clear();
-        if in_size >= ksize {
-            self.padded.resize(count * ksize, 0);
-            for (i, &(xmin, taps)) in self.bounds.iter().enumerate() {
-                let start = xmin.min(in_size - ksize);
-                let offset = xmin - start;
-                self.padded[i * ksize + offset..][..taps]
-                    .copy_from_slice(&self.coeffs[i * ksize..][..taps]);
-                self.starts.push(start);
-            }
+        self.padded.resize(self.bounds.len() * window, 0);
+        for (i, &(xmin, taps)) in self.bounds.iter().enumerate() {
+            let start = xmin.min(in_size - window);
+            self.padded[i * window + xmin - start..][..taps]
+                .copy_from_slice(&self.coeffs[i * ksize..][..taps]);
+            self.starts.push(start);
         }
     }
 }
 
-/// One row of the horizontal pass over windows of `ksize` RGB pixels.
-/// Inlined into calls with a constant `ksize`, where the tap loop unrolls.
+/// One row of the horizontal pass over windows of `window` RGB pixels.
+/// Inlined into calls with a constant `window`, where the tap loop unrolls.
 #[inline(always)]
-fn horizontal_row(src: &[u8], dst: &mut [u8], starts: &[usize], weights: &[i32], ksize: usize) {
+fn horizontal_row(src: &[u8], dst: &mut [u8], starts: &[usize], weights: &[i32], window: usize) {
     let half = 1i32 << (PRECISION_BITS - 1);
     for ((out, &start), k) in dst
         .chunks_exact_mut(3)
         .zip(starts)
-        .zip(weights.chunks_exact(ksize))
+        .zip(weights.chunks_exact(window))
     {
-        let px = &src[start * 3..start * 3 + ksize * 3];
+        let px = &src[start * 3..start * 3 + window * 3];
         let mut acc = [half; 3];
-        for t in 0..ksize {
+        for t in 0..window {
             let w = k[t];
             acc[0] += i32::from(px[3 * t]) * w;
             acc[1] += i32::from(px[3 * t + 1]) * w;
@@ -201,6 +208,7 @@ impl Preprocessor {
         let top = ((rh - ch) / 2) as usize;
         self.horizontal
             .compute(width as usize, rw as usize, left, cw as usize);
+        self.horizontal.fixed_windows(width as usize);
         self.vertical
             .compute(height as usize, rh as usize, top, ch as usize);
         let first = self.vertical.bounds.first().map_or(0, |b| b.0);
@@ -242,33 +250,17 @@ impl Preprocessor {
         for r in 0..rows {
             let src = &rgb[(self.row_base + r) * stride..][..stride];
             let dst = &mut self.temp[r * cw * 3..][..cw * 3];
-            if !h.starts.is_empty() {
-                let (starts, weights) = (&h.starts[..], &h.padded[..]);
-                // The window sizes of common downscales (up to 6×) get
-                // their own unrolled copy.
-                match h.ksize {
-                    3 => horizontal_row(src, dst, starts, weights, 3),
-                    5 => horizontal_row(src, dst, starts, weights, 5),
-                    7 => horizontal_row(src, dst, starts, weights, 7),
-                    9 => horizontal_row(src, dst, starts, weights, 9),
-                    11 => horizontal_row(src, dst, starts, weights, 11),
-                    13 => horizontal_row(src, dst, starts, weights, 13),
-                    k => horizontal_row(src, dst, starts, weights, k),
-                }
-                continue;
-            }
-            for (x, &(xmin, taps)) in h.bounds.iter().enumerate() {
-                let k = &h.coeffs[x * h.ksize..][..taps];
-                let mut acc = [half; 3];
-                for (t, &w) in k.iter().enumerate() {
-                    let p = &src[(xmin + t) * 3..][..3];
-                    acc[0] += i32::from(p[0]) * w;
-                    acc[1] += i32::from(p[1]) * w;
-                    acc[2] += i32::from(p[2]) * w;
-                }
-                dst[x * 3] = clip8(acc[0]);
-                dst[x * 3 + 1] = clip8(acc[1]);
-                dst[x * 3 + 2] = clip8(acc[2]);
+            let (starts, weights) = (&h.starts[..], &h.padded[..]);
+            // The window sizes of common downscales (up to 6×) get their
+            // own unrolled copy.
+            match h.window {
+                3 => horizontal_row(src, dst, starts, weights, 3),
+                5 => horizontal_row(src, dst, starts, weights, 5),
+                7 => horizontal_row(src, dst, starts, weights, 7),
+                9 => horizontal_row(src, dst, starts, weights, 9),
+                11 => horizontal_row(src, dst, starts, weights, 11),
+                13 => horizontal_row(src, dst, starts, weights, 13),
+                k => horizontal_row(src, dst, starts, weights, k),
             }
         }
 
@@ -374,12 +366,31 @@ mod tests {
         }
     }
 
+    /// Pillow's horizontal pass as written: each output over its own
+    /// taps, of varying number.
+    fn horizontal_by_taps(axis: &Axis, src: &[u8], dst: &mut [u8]) {
+        let half = 1i32 << (PRECISION_BITS - 1);
+        for (x, &(xmin, taps)) in axis.bounds.iter().enumerate() {
+            let k = &axis.coeffs[x * axis.ksize..][..taps];
+            let mut acc = [half; 3];
+            for (t, &w) in k.iter().enumerate() {
+                for (c, a) in acc.iter_mut().enumerate() {
+                    *a += i32::from(src[(xmin + t) * 3 + c]) * w;
+                }
+            }
+            for (c, a) in acc.into_iter().enumerate() {
+                dst[x * 3 + c] = clip8(a);
+            }
+        }
+    }
+
     #[test]
-    fn fixed_windows_give_the_variable_taps_crop_to_the_byte() {
-        // The unrolled horizontal pass (windows padded to ksize, moved off
-        // the right edge) against the plain one it replaces, on a noisy
-        // frame, for windows of 3 (upscales) to 17 taps (the arm without
-        // its own copy) and odd widths.
+    fn fixed_windows_give_pillows_taps_to_the_byte() {
+        // The unrolled horizontal pass (windows padded to a fixed size,
+        // moved off the right edge) against the taps as Pillow sums them,
+        // on a noisy frame, for windows of 1 and 2 pixels (inputs narrower
+        // than the filter), 3 (upscales) to 17 taps (the arm without its
+        // own copy) and odd widths.
         let sizes = [
             (768, 576),
             (640, 480),
@@ -388,19 +399,22 @@ mod tests {
             (2000, 301),
             (2400, 1800),
             (225, 700),
+            (1, 300),
+            (2, 300),
         ];
         for (w, h) in sizes {
             let frame: Vec<u8> = (0..w * h * 3)
                 .map(|i: usize| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
                 .collect();
-            let mut fast = Preprocessor::new(&spec(), Layout::Nhwc);
-            fast.run(&frame, w as u32, h as u32).unwrap();
-            assert!(!fast.horizontal.starts.is_empty(), "{w}x{h}");
-            let mut plain = Preprocessor::new(&spec(), Layout::Nhwc);
-            plain.prepare(w as u32, h as u32);
-            plain.horizontal.starts.clear();
-            plain.run(&frame, w as u32, h as u32).unwrap();
-            assert_eq!(fast.crop(), plain.crop(), "{w}x{h}");
+            let mut pre = Preprocessor::new(&spec(), Layout::Nhwc);
+            pre.run(&frame, w as u32, h as u32).unwrap();
+            let row = pre.spec.crop_width as usize * 3;
+            let mut expected = vec![0u8; row];
+            for (r, got) in pre.temp.chunks_exact(row).enumerate() {
+                let src = &frame[(pre.row_base + r) * w * 3..][..w * 3];
+                horizontal_by_taps(&pre.horizontal, src, &mut expected);
+                assert_eq!(got, &expected[..], "{w}x{h}, row {r}");
+            }
         }
     }
 
