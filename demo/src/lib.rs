@@ -12,7 +12,7 @@ use std::sync::{Arc, mpsc};
 use std::time::Instant;
 
 use latentcam_firmware::assemble::{self, AssembleError};
-use latentcam_firmware::config::EdgeConfig;
+use latentcam_firmware::config::{EdgeConfig, LinkKind, SourceKind};
 use latentcam_firmware::manifest::Manifest;
 use latentcam_firmware::pipeline::{self, PipelineError, Report};
 use latentcam_firmware::source::{Frame, FrameSource, SourceError, SourceEvent};
@@ -233,10 +233,10 @@ pub fn run(
     let mut config = EdgeConfig::default();
     config.device.id = "demo-cam".into();
     config.model.dir = options.models.clone();
-    config.source.kind = "replay".into();
+    config.source.kind = SourceKind::Replay;
     config.source.path = options.video.clone();
     config.source.unpaced = true;
-    config.link.kind = "tcp".into();
+    config.link.kind = LinkKind::Tcp;
     config.link.address = address.to_string();
     config.spool.dir = PathBuf::new();
     let stop = Arc::new(AtomicBool::new(false));

@@ -34,13 +34,7 @@ struct Cli {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let filter = tracing_subscriber::EnvFilter::try_from_env("LATENTCAM_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        .init();
+    latentcam_logging::init("warn");
     if !cli.video.exists() {
         anyhow::bail!(
             "{} not found: install Debian's opencv-doc (scripts/setup.sh does) or pass --video",

@@ -8,13 +8,11 @@ use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use latentcam_secure::{KeyError, StaticKey};
-use latentcam_wire::{AuthScheme, Codec};
+use latentcam_wire::AuthScheme;
 
 use crate::backoff::Backoff;
-use crate::config::EdgeConfig;
-use crate::encoder::{
-    self, BackendChoice, Chosen, Encoder, EncoderError, EncoderOptions, PrecisionChoice,
-};
+use crate::config::{EdgeConfig, LinkKind, SourceKind};
+use crate::encoder::{self, Chosen, Encoder, EncoderError, EncoderOptions};
 use crate::link::mqtt::ClientCert;
 use crate::link::{
     FileLink, FsyncPolicy, Link, LinkError, MqttConfig, MqttLink, SecureLink, SerialConfig,
@@ -94,22 +92,9 @@ pub fn models_dir(config: &EdgeConfig) -> PathBuf {
 
 /// The encoder options the configuration names, with `auto` resolved
 /// against this build and the manifest's files ([`encoder::choose`]).
-pub fn encoder_options(
-    config: &EdgeConfig,
-    manifest: &Manifest,
-) -> Result<(EncoderOptions, Chosen), AssembleError> {
-    let backend: BackendChoice = config
-        .model
-        .backend
-        .parse()
-        .map_err(AssembleError::Config)?;
-    let precision: PrecisionChoice = config
-        .model
-        .precision
-        .parse()
-        .map_err(AssembleError::Config)?;
-    let chosen = encoder::choose(manifest, backend, precision);
-    Ok((chosen.options(config.model.threads), chosen))
+pub fn encoder_options(config: &EdgeConfig, manifest: &Manifest) -> (EncoderOptions, Chosen) {
+    let chosen = encoder::choose(manifest, config.model.backend, config.model.precision);
+    (chosen.options(config.model.threads), chosen)
 }
 
 /// Loads the manifest and the encoder (SHA-256 checked); the last value
@@ -120,22 +105,10 @@ pub fn open_model(
     let dir = models_dir(config);
     let manifest =
         Manifest::load(&dir).map_err(|source| AssembleError::Manifest { dir, source })?;
-    let (options, chosen) = encoder_options(config, &manifest)?;
+    let (options, chosen) = encoder_options(config, &manifest);
     let encoder = encoder::open(&manifest, &options)?;
     let preprocessor = Preprocessor::new(&manifest.preprocessing, encoder.info().layout);
     Ok((manifest, encoder, preprocessor, chosen))
-}
-
-/// The wire codec named in the configuration.
-pub fn codec(config: &EdgeConfig) -> Result<Codec, AssembleError> {
-    match config.model.codec.as_str() {
-        "f32" => Ok(Codec::F32),
-        "f16" => Ok(Codec::F16),
-        "u8" => Ok(Codec::U8Affine),
-        other => Err(AssembleError::Config(format!(
-            "model.codec = {other:?}: one of f32, f16, u8"
-        ))),
-    }
 }
 
 fn log_reopen(notice: &ReopenNotice<'_>) {
@@ -168,8 +141,8 @@ pub fn open_source(
 ) -> Result<Box<dyn FrameSource>, AssembleError> {
     let s = &config.source;
     let backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(10));
-    let source: Box<dyn FrameSource> = match s.kind.as_str() {
-        "replay" => {
+    let source: Box<dyn FrameSource> = match s.kind {
+        SourceKind::Replay => {
             let pace = if s.unpaced {
                 Pace::AsFastAsPossible
             } else if s.fps > 0.0 {
@@ -186,7 +159,7 @@ pub fn open_source(
             )?;
             Box::new(Reopening::new(inner, backoff, None, log_reopen).with_stop(stop))
         }
-        "synthetic" => Box::new(SyntheticSource::new(SyntheticOptions {
+        SourceKind::Synthetic => Box::new(SyntheticSource::new(SyntheticOptions {
             width: if s.width == 0 { 640 } else { s.width },
             height: if s.height == 0 { 480 } else { s.height },
             fps: if s.unpaced {
@@ -195,7 +168,7 @@ pub fn open_source(
                 Some(if s.fps > 0.0 { s.fps } else { 30.0 })
             },
         })?),
-        "v4l" => {
+        SourceKind::V4l => {
             let mut request = CameraRequest::new(&s.path);
             if s.width > 0 && s.height > 0 {
                 request.width = s.width;
@@ -206,11 +179,6 @@ pub fn open_source(
             }
             let camera = V4lSource::open(&request)?;
             Box::new(Reopening::new(camera, backoff, None, log_reopen).with_stop(stop))
-        }
-        other => {
-            return Err(AssembleError::Config(format!(
-                "source.kind = {other:?}: one of v4l, replay, synthetic"
-            )));
         }
     };
     Ok(source)
@@ -230,7 +198,7 @@ pub fn open_link(config: &EdgeConfig) -> Result<Box<dyn Link + Send>, AssembleEr
     let device =
         StaticKey::load(&auth.key_file).map_err(|problem| AssembleError::DeviceKey { problem })?;
     let link = open_plain_link(config)?;
-    if config.link.kind == "udp" {
+    if config.link.kind == LinkKind::Udp {
         return Ok(Box::new(SecureLink::one_way(link, device, auth.host_key)?));
     }
     Ok(Box::new(SecureLink::new(link, device, auth.host_key)?))
@@ -239,7 +207,7 @@ pub fn open_link(config: &EdgeConfig) -> Result<Box<dyn Link + Send>, AssembleEr
 /// The authentication the `Hello` offers for this configuration.
 pub fn auth_scheme(config: &EdgeConfig) -> AuthScheme {
     match config.link.auth() {
-        Ok(Some(_)) if config.link.kind == "udp" => AuthScheme::NoiseK,
+        Ok(Some(_)) if config.link.kind == LinkKind::Udp => AuthScheme::NoiseK,
         Ok(Some(_)) => AuthScheme::NoiseIk,
         _ => AuthScheme::None,
     }
@@ -247,17 +215,12 @@ pub fn auth_scheme(config: &EdgeConfig) -> AuthScheme {
 
 fn open_plain_link(config: &EdgeConfig) -> Result<Box<dyn Link + Send>, AssembleError> {
     let l = &config.link;
-    Ok(match l.kind.as_str() {
-        "tcp" => Box::new(TcpLink::new(TcpConfig::new(&l.address))?),
-        "udp" => Box::new(UdpLink::connect(&l.address)?),
-        "serial" => Box::new(SerialLink::open(SerialConfig::new(&l.path).baud(l.baud))?),
-        "file" => Box::new(FileLink::open(&l.path, FsyncPolicy::default())?),
-        "mqtt" => Box::new(MqttLink::new(mqtt_config(config))?),
-        other => {
-            return Err(AssembleError::Config(format!(
-                "link.kind = {other:?}: one of tcp, udp, serial, file, mqtt"
-            )));
-        }
+    Ok(match l.kind {
+        LinkKind::Tcp => Box::new(TcpLink::new(TcpConfig::new(&l.address))?),
+        LinkKind::Udp => Box::new(UdpLink::connect(&l.address)?),
+        LinkKind::Serial => Box::new(SerialLink::open(SerialConfig::new(&l.path).baud(l.baud))?),
+        LinkKind::File => Box::new(FileLink::open(&l.path, FsyncPolicy::default())?),
+        LinkKind::Mqtt => Box::new(MqttLink::new(mqtt_config(config))?),
     })
 }
 
@@ -282,8 +245,7 @@ pub fn mqtt_config(config: &EdgeConfig) -> MqttConfig {
 /// Opens the spool when the configuration asks for one and the link is
 /// acknowledged (TCP, serial, MQTT); `None` otherwise.
 pub fn open_spool(config: &EdgeConfig) -> Result<Option<Spool>, AssembleError> {
-    let acknowledged = matches!(config.link.kind.as_str(), "tcp" | "serial" | "mqtt");
-    if config.spool.dir.as_os_str().is_empty() || !acknowledged {
+    if config.spool.dir.as_os_str().is_empty() || !config.link.kind.acknowledged() {
         return Ok(None);
     }
     let max_bytes = config.spool.max_megabytes.saturating_mul(1024 * 1024);
@@ -307,14 +269,13 @@ pub fn open_all(
         why = %chosen.reason,
         "encoder loaded"
     );
-    let codec = codec(config)?;
     let spool = open_spool(config)?;
     let link = open_link(config)?;
     let source = open_source(config, stop)?;
     let mut settings = Settings::new(&config.device.id, &manifest.preprocessing.id);
-    settings.codec = codec;
+    settings.codec = config.model.codec.into();
     settings.queue = config.source.queue;
-    settings.lossless = config.source.unpaced && config.source.kind == "replay";
+    settings.lossless = config.source.unpaced && config.source.kind == SourceKind::Replay;
     settings.heartbeat = Duration::from_secs_f64(config.device.heartbeat_seconds);
     settings.auth = auth_scheme(config);
     Ok((

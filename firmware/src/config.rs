@@ -6,6 +6,8 @@
 
 use std::path::{Path, PathBuf};
 
+use latentcam_model::encoder::{BackendChoice, PrecisionChoice};
+use latentcam_wire::Codec;
 use serde::{Deserialize, Serialize};
 
 /// Errors loading or validating a configuration.
@@ -60,6 +62,96 @@ pub struct EdgeConfig {
     pub led: LedConfig,
 }
 
+/// Spells a config choice the way files, flags and logs write it.
+macro_rules! named {
+    ($t:ty { $($variant:ident => $name:literal),+ $(,)? }) => {
+        impl $t {
+            /// The name files and flags use.
+            pub fn name(self) -> &'static str {
+                match self {
+                    $(Self::$variant => $name),+
+                }
+            }
+        }
+
+        impl std::fmt::Display for $t {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.name())
+            }
+        }
+    };
+}
+
+/// `[model] codec`: how latents are written on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum CodecChoice {
+    /// 32-bit floats, exact.
+    F32,
+    /// 16-bit floats.
+    F16,
+    /// 8 bits per dimension with a per-vector offset and scale.
+    U8,
+}
+
+named!(CodecChoice { F32 => "f32", F16 => "f16", U8 => "u8" });
+
+impl From<CodecChoice> for Codec {
+    fn from(choice: CodecChoice) -> Self {
+        match choice {
+            CodecChoice::F32 => Codec::F32,
+            CodecChoice::F16 => Codec::F16,
+            CodecChoice::U8 => Codec::U8Affine,
+        }
+    }
+}
+
+/// `[source] kind`: where frames come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum SourceKind {
+    /// A V4L2 camera (`path` is its device).
+    V4l,
+    /// A video file or a directory of images (`path`).
+    Replay,
+    /// A generated test pattern.
+    Synthetic,
+}
+
+named!(SourceKind { V4l => "v4l", Replay => "replay", Synthetic => "synthetic" });
+
+/// `[link] kind`: how latents reach the host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LinkKind {
+    /// A TCP connection to `address`.
+    Tcp,
+    /// Datagrams to `address`; nothing is acknowledged.
+    Udp,
+    /// A serial line (`path`, `baud`).
+    Serial,
+    /// A recording file (`path`) for the host to read later.
+    File,
+    /// An MQTT broker (`address` and `[mqtt]`).
+    Mqtt,
+}
+
+named!(LinkKind { Tcp => "tcp", Udp => "udp", Serial => "serial", File => "file", Mqtt => "mqtt" });
+
+impl LinkKind {
+    /// Whether the host acknowledges latents over this link, so that a
+    /// spool can hold what is not yet acknowledged.
+    pub fn acknowledged(self) -> bool {
+        matches!(self, LinkKind::Tcp | LinkKind::Serial | LinkKind::Mqtt)
+    }
+
+    /// Whether `[link] host_key` and `key_file` apply (an MQTT device
+    /// proves itself to the broker with a client certificate instead).
+    pub fn authenticated_by_keys(self) -> bool {
+        matches!(self, LinkKind::Tcp | LinkKind::Serial | LinkKind::Udp)
+    }
+}
+
 /// `[device]`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -96,23 +188,23 @@ pub struct ModelConfig {
     pub dir: PathBuf,
     /// `auto` (LiteRT where built in, else tract), `tract`, `tflite` or
     /// `litert`.
-    pub backend: String,
+    pub backend: BackendChoice,
     /// `auto` (int8 on LiteRT, fp32 elsewhere), `fp32` or `int8`.
-    pub precision: String,
+    pub precision: PrecisionChoice,
     /// Inference threads.
     pub threads: usize,
-    /// Latent codec on the wire: `f32`, `f16` or `u8`.
-    pub codec: String,
+    /// Latent codec on the wire.
+    pub codec: CodecChoice,
 }
 
 impl Default for ModelConfig {
     fn default() -> Self {
         Self {
             dir: PathBuf::new(),
-            backend: "auto".into(),
-            precision: "auto".into(),
+            backend: BackendChoice::Auto,
+            precision: PrecisionChoice::Auto,
             threads: 1,
-            codec: "u8".into(),
+            codec: CodecChoice::U8,
         }
     }
 }
@@ -121,8 +213,8 @@ impl Default for ModelConfig {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct SourceConfig {
-    /// `v4l`, `replay` or `synthetic`.
-    pub kind: String,
+    /// Where frames come from.
+    pub kind: SourceKind,
     /// Camera device (`/dev/video0`) or replay file/directory.
     pub path: PathBuf,
     /// Frames per second; 0 = the camera's or file's own rate.
@@ -144,7 +236,7 @@ pub struct SourceConfig {
 impl Default for SourceConfig {
     fn default() -> Self {
         Self {
-            kind: "v4l".into(),
+            kind: SourceKind::V4l,
             path: PathBuf::from("/dev/video0"),
             fps: 0.0,
             width: 640,
@@ -160,8 +252,8 @@ impl Default for SourceConfig {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct LinkConfig {
-    /// `tcp`, `udp`, `serial`, `file` or `mqtt`.
-    pub kind: String,
+    /// The medium.
+    pub kind: LinkKind,
     /// `host:port` for tcp and udp; the broker (`host:port`, `host` or
     /// `mqtt://host:port`, port 1883 by default) for mqtt.
     pub address: String,
@@ -215,10 +307,10 @@ impl LinkConfig {
             }
             (false, false) => {}
         }
-        if !matches!(self.kind.as_str(), "tcp" | "serial" | "udp") {
+        if !self.kind.authenticated_by_keys() {
             return Err(invalid(
                 "link.host_key",
-                format!("(set, with link.kind = {:?})", self.kind),
+                format!("(set, with link.kind = \"{}\")", self.kind),
                 "these keys are for tcp, serial and udp links; an mqtt device proves its id \
                  to the broker with a client certificate ([mqtt] cert_file and key_file, see \
                  the README security section)",
@@ -237,7 +329,7 @@ impl LinkConfig {
 impl Default for LinkConfig {
     fn default() -> Self {
         Self {
-            kind: "tcp".into(),
+            kind: LinkKind::Tcp,
             address: "127.0.0.1:7878".into(),
             path: PathBuf::new(),
             baud: 921_600,
@@ -360,12 +452,45 @@ impl EdgeConfig {
 
     /// Parses and validates config text; `path` is only for messages.
     pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
-        let config: Self = toml::from_str(text).map_err(|e| ConfigError::Parse {
-            path: path.to_path_buf(),
-            message: e.to_string(),
-        })?;
+        let config = Self::parse_unchecked(text, path)?;
         config.validate()?;
         Ok(config)
+    }
+
+    /// Loads `path` (the built-in defaults without one), applies
+    /// `overrides` — a table shaped like the file, such as the
+    /// command-line flags give — and validates the result.
+    pub fn load_with(path: Option<&Path>, overrides: toml::Table) -> Result<Self, ConfigError> {
+        let base = match path {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+                    path: path.to_path_buf(),
+                    source,
+                })?;
+                Self::parse_unchecked(&text, path)?
+            }
+            None => Self::default(),
+        };
+        let config = if overrides.is_empty() {
+            base
+        } else {
+            let flags = |message: String| ConfigError::Parse {
+                path: PathBuf::from("(command-line flags)"),
+                message,
+            };
+            let mut table = toml::Table::try_from(&base).map_err(|e| flags(e.to_string()))?;
+            merge(&mut table, overrides);
+            table.try_into().map_err(|e| flags(e.to_string()))?
+        };
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn parse_unchecked(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })
     }
 
     /// Checks every value; call again after applying command-line overrides.
@@ -390,26 +515,10 @@ impl EdgeConfig {
                 "between 0.1 and 60 (a host closes connections silent for 120 s)",
             ));
         }
-        one_of(
-            "model.backend",
-            &self.model.backend,
-            &["auto", "tract", "tflite", "litert"],
-        )?;
-        one_of(
-            "model.precision",
-            &self.model.precision,
-            &["auto", "fp32", "int8"],
-        )?;
-        one_of("model.codec", &self.model.codec, &["f32", "f16", "u8"])?;
         if !(1..=64).contains(&self.model.threads) {
             return Err(invalid("model.threads", self.model.threads, "1 to 64"));
         }
-        one_of(
-            "source.kind",
-            &self.source.kind,
-            &["v4l", "replay", "synthetic"],
-        )?;
-        if self.source.kind != "synthetic" && self.source.path.as_os_str().is_empty() {
+        if self.source.kind != SourceKind::Synthetic && self.source.path.as_os_str().is_empty() {
             return Err(invalid(
                 "source.path",
                 "\"\"",
@@ -422,31 +531,26 @@ impl EdgeConfig {
         if !(1..=64).contains(&self.source.queue) {
             return Err(invalid("source.queue", self.source.queue, "1 to 64"));
         }
-        one_of(
-            "link.kind",
-            &self.link.kind,
-            &["tcp", "udp", "serial", "file", "mqtt"],
-        )?;
-        match self.link.kind.as_str() {
-            "tcp" | "udp" if !self.link.address.contains(':') => {
+        match self.link.kind {
+            LinkKind::Tcp | LinkKind::Udp if !self.link.address.contains(':') => {
                 return Err(invalid("link.address", &self.link.address, "host:port"));
             }
-            "mqtt" if self.link.address.trim().is_empty() => {
+            LinkKind::Mqtt if self.link.address.trim().is_empty() => {
                 return Err(invalid(
                     "link.address",
                     "\"\"",
                     "the MQTT broker as host:port or mqtt://host:port",
                 ));
             }
-            "serial" | "file" if self.link.path.as_os_str().is_empty() => {
+            LinkKind::Serial | LinkKind::File if self.link.path.as_os_str().is_empty() => {
                 return Err(invalid("link.path", "\"\"", "a serial device or file path"));
             }
             _ => {}
         }
-        if self.link.kind == "serial" && !(1200..=4_000_000).contains(&self.link.baud) {
+        if self.link.kind == LinkKind::Serial && !(1200..=4_000_000).contains(&self.link.baud) {
             return Err(invalid("link.baud", self.link.baud, "1200 to 4000000"));
         }
-        if self.link.kind == "mqtt" {
+        if self.link.kind == LinkKind::Mqtt {
             self.validate_mqtt()?;
         }
         self.link.auth()?;
@@ -549,15 +653,15 @@ impl EdgeConfig {
     }
 }
 
-fn one_of(key: &'static str, value: &str, allowed: &[&str]) -> Result<(), ConfigError> {
-    if allowed.contains(&value) {
-        Ok(())
-    } else {
-        Err(invalid(
-            key,
-            format!("{value:?}"),
-            format!("one of {}", allowed.join(", ")),
-        ))
+/// Sets every key of `overrides` in `table`, section by section.
+fn merge(table: &mut toml::Table, overrides: toml::Table) {
+    for (key, value) in overrides {
+        match (table.get_mut(&key), value) {
+            (Some(toml::Value::Table(section)), toml::Value::Table(inner)) => merge(section, inner),
+            (_, value) => {
+                table.insert(key, value);
+            }
+        }
     }
 }
 
@@ -573,7 +677,7 @@ mod tests {
     fn example_config_parses() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("edge.example.toml");
         let config = EdgeConfig::load(&path).unwrap();
-        assert_eq!(config.link.kind, "tcp");
+        assert_eq!(config.link.kind, LinkKind::Tcp);
         // Rendering and re-parsing gives the same configuration.
         assert_eq!(parse(&config.to_toml()).unwrap(), config);
     }
@@ -581,8 +685,10 @@ mod tests {
     #[test]
     fn empty_file_means_defaults() {
         let config = parse("").unwrap();
-        assert_eq!(config.model.backend, "auto");
-        assert_eq!(config.model.precision, "auto");
+        assert_eq!(config.model.backend, BackendChoice::Auto);
+        assert_eq!(config.model.precision, PrecisionChoice::Auto);
+        assert_eq!(config.model.codec, CodecChoice::U8);
+        assert_eq!(config.source.kind, SourceKind::V4l);
         assert_eq!(config.link.baud, 921_600);
     }
 
@@ -591,10 +697,29 @@ mod tests {
         let err = parse("[model]\nbackend = \"onnxruntime\"\n")
             .unwrap_err()
             .to_string();
+        // The parser's message shows the line (`backend = …`) and the
+        // choice's own message lists the valid names.
         assert!(
-            err.contains("model.backend") && err.contains("tract, tflite"),
+            err.contains("line 2")
+                && err.contains("backend = \"onnxruntime\"")
+                && err.contains("auto, tract, tflite or litert"),
             "{err}"
         );
+        for (text, names) in [
+            ("[model]\nprecision = \"int4\"\n", "auto, fp32 or int8"),
+            ("[model]\ncodec = \"u4\"\n", "`f32`, `f16`, `u8`"),
+            (
+                "[source]\nkind = \"rtsp\"\n",
+                "`v4l`, `replay`, `synthetic`",
+            ),
+            (
+                "[link]\nkind = \"ble\"\n",
+                "`tcp`, `udp`, `serial`, `file`, `mqtt`",
+            ),
+        ] {
+            let err = parse(text).unwrap_err().to_string();
+            assert!(err.contains("test.toml") && err.contains(names), "{err}");
+        }
         let err = parse("[link]\nkind = \"serial\"\n")
             .unwrap_err()
             .to_string();
@@ -603,6 +728,52 @@ mod tests {
         assert!(err.contains("fsp"), "unknown keys are refused: {err}");
         let err = parse("[device]\nid = \"\"\n").unwrap_err().to_string();
         assert!(err.contains("device.id"), "{err}");
+    }
+
+    #[test]
+    fn choices_read_back_as_they_are_written() {
+        let text = "[model]\nbackend = \"tract\"\nprecision = \"int8\"\ncodec = \"f16\"\n\
+                    [source]\nkind = \"synthetic\"\n[link]\nkind = \"udp\"\n";
+        let config = parse(text).unwrap();
+        assert_eq!(config.model.backend.to_string(), "tract");
+        assert_eq!(config.model.precision.to_string(), "int8");
+        assert_eq!(Codec::from(config.model.codec), Codec::F16);
+        assert_eq!(config.source.kind, SourceKind::Synthetic);
+        assert_eq!(config.link.kind, LinkKind::Udp);
+        let shown = config.to_toml();
+        for line in ["backend = \"tract\"", "codec = \"f16\"", "kind = \"udp\""] {
+            assert!(shown.contains(line), "{shown}");
+        }
+        assert_eq!(parse(&shown).unwrap(), config);
+    }
+
+    #[test]
+    fn overrides_replace_single_keys_and_are_validated() {
+        let dir = std::env::temp_dir().join(format!("latentcam-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("edge.toml");
+        std::fs::write(
+            &file,
+            "[device]\nid = \"cam\"\n[link]\nkind = \"udp\"\naddress = \"h:1\"\n",
+        )
+        .unwrap();
+        let flags = |text: &str| text.parse::<toml::Table>().unwrap();
+        let config =
+            EdgeConfig::load_with(Some(&file), flags("[link]\naddress = \"other:2\"\n")).unwrap();
+        // The flag's key changes; the file's neighbouring keys stay.
+        assert_eq!(config.link.address, "other:2");
+        assert_eq!(config.link.kind, LinkKind::Udp);
+        assert_eq!(config.device.id, "cam");
+        let err = EdgeConfig::load_with(Some(&file), flags("[link]\nkind = \"serial\"\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("link.path"),
+            "a flag is validated with the file: {err}"
+        );
+        let none = EdgeConfig::load_with(None, toml::Table::new()).unwrap();
+        assert_eq!(none, EdgeConfig::default());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

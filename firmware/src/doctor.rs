@@ -21,7 +21,7 @@ use latentcam_wire::frame::{self, MAX_FRAME_LEN};
 use latentcam_wire::{AuthScheme, Bye, ByeReason, FrameDecoder, Message, WelcomeStatus};
 
 use crate::assemble;
-use crate::config::{EdgeConfig, LinkAuth};
+use crate::config::{EdgeConfig, LinkAuth, LinkKind, SourceKind};
 use crate::encoder::{Encoder, EncoderInfo};
 use crate::link::{Incoming, Link, SecureLink, TcpConfig, TcpLink};
 
@@ -103,7 +103,7 @@ pub fn run(config: &EdgeConfig) -> Vec<Check> {
     let mut checks = Vec::new();
     let encoder = check_model(config, &mut checks);
     checks.push(check_source(config));
-    if config.link.kind == "serial" {
+    if config.link.kind == LinkKind::Serial {
         checks.push(check_device_file(
             "serial",
             &config.link.path,
@@ -184,9 +184,9 @@ fn check_model(config: &EdgeConfig, checks: &mut Vec<Check>) -> Option<Box<dyn E
 
 fn check_source(config: &EdgeConfig) -> Check {
     let path = &config.source.path;
-    match config.source.kind.as_str() {
-        "v4l" => check_camera(path),
-        "replay" => {
+    match config.source.kind {
+        SourceKind::V4l => check_camera(path),
+        SourceKind::Replay => {
             if !path.exists() {
                 return Check::fail(
                     "source",
@@ -206,12 +206,7 @@ fn check_source(config: &EdgeConfig) -> Check {
             }
             Check::ok("source", format!("replay of {}", path.display()))
         }
-        "synthetic" => Check::ok("source", "synthetic test pattern"),
-        other => Check::fail(
-            "source",
-            format!("unknown [source] kind {other:?}"),
-            "one of v4l, replay, synthetic",
-        ),
+        SourceKind::Synthetic => Check::ok("source", "synthetic test pattern"),
     }
 }
 
@@ -378,8 +373,8 @@ fn check_link(
 ) -> Check {
     let address = &config.link.address;
     let keyed = !config.link.host_key.trim().is_empty();
-    match config.link.kind.as_str() {
-        "tcp" => match (info, key) {
+    match config.link.kind {
+        LinkKind::Tcp => match (info, key) {
             (Some(info), Some((device, host))) => check_host_secure(config, info, device, host),
             (Some(_), None) if keyed => match connect(address) {
                 Ok(_) => Check::warn(
@@ -399,7 +394,7 @@ fn check_link(
                 Err(check) => check,
             },
         },
-        "udp" => match address.to_socket_addrs() {
+        LinkKind::Udp => match address.to_socket_addrs() {
             Ok(_) => Check::warn(
                 "host",
                 format!("UDP to {address}: one-way, delivery cannot be checked from here"),
@@ -411,7 +406,7 @@ fn check_link(
                 "check [link] address (host:port) and DNS",
             ),
         },
-        "file" => {
+        LinkKind::File => {
             let dir = config
                 .link
                 .path
@@ -431,16 +426,16 @@ fn check_link(
                 )
             }
         }
-        "serial" if keyed => Check::ok(
+        LinkKind::Serial if keyed => Check::ok(
             "host",
             "serial link: the host answers once the device streams (see the serial line \
              above); its Noise handshake is not checked here",
         ),
-        "serial" => Check::ok(
+        LinkKind::Serial => Check::ok(
             "host",
             "serial link: the host answers once the device streams (see the serial line above)",
         ),
-        "mqtt" => match crate::link::mqtt::parse_broker(address) {
+        LinkKind::Mqtt => match crate::link::mqtt::parse_broker(address) {
             Ok(crate::link::mqtt::Broker { host, port, .. }) => {
                 match connect(&format!("{host}:{port}")) {
                     Ok(_) => Check::ok(
@@ -460,11 +455,6 @@ fn check_link(
                 "check [link] address (the broker as host:port)",
             ),
         },
-        other => Check::fail(
-            "host",
-            format!("unknown [link] kind {other:?}"),
-            "one of tcp, udp, serial, file, mqtt",
-        ),
     }
 }
 
@@ -670,8 +660,7 @@ fn check_host_secure(
 
 /// The `Hello` a run would send, or the check that says why there is none.
 fn hello_for(config: &EdgeConfig, info: &EncoderInfo, auth: AuthScheme) -> Result<Vec<u8>, Check> {
-    let codec = assemble::codec(config)
-        .map_err(|e| Check::fail("host", e.to_string(), "fix [model] codec"))?;
+    let codec = config.model.codec.into();
     let preprocessing_id = crate::manifest::Manifest::load(assemble::models_dir(config))
         .map(|m| m.preprocessing.id)
         .unwrap_or_default();

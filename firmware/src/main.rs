@@ -8,16 +8,15 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
 use anyhow::{Context, bail};
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand};
 use latentcam_firmware::assemble;
 use latentcam_firmware::batch::{self, BatchSettings};
-use latentcam_firmware::config::EdgeConfig;
+use latentcam_firmware::config::{CodecChoice, EdgeConfig, LinkKind, SourceKind};
 use latentcam_firmware::encoder::{self, BackendChoice, PrecisionChoice};
 use latentcam_firmware::led::{self, LedSignal};
-use latentcam_firmware::manifest::{Manifest, default_models_dir};
+use latentcam_firmware::manifest::Manifest;
 use latentcam_firmware::pipeline::{self, Report};
-use latentcam_firmware::preprocess::Preprocessor;
-use latentcam_wire::Codec;
+use serde::Serialize;
 
 /// Without a subcommand, `latentcam-edge` runs the pipeline: frames from the
 /// configured source are encoded and sent over the configured link until
@@ -35,102 +34,14 @@ struct Cli {
     run: RunArgs,
 }
 
-/// Run-mode flags; each overrides the same key of the config file.
+/// Run-mode flags.
 #[derive(Args, Default)]
 struct RunArgs {
     /// Configuration file (TOML); without it, built-in defaults.
     #[arg(long, short)]
     config: Option<PathBuf>,
-    /// Config `[device]` id.
-    #[arg(long)]
-    device_id: Option<String>,
-    /// Config `[device]` heartbeat_seconds.
-    #[arg(long)]
-    heartbeat_seconds: Option<f64>,
-    /// Config `[model]` dir: models directory holding manifest.toml.
-    #[arg(long)]
-    models: Option<PathBuf>,
-    /// Config `[model]` backend: auto, tract, tflite or litert.
-    #[arg(long)]
-    backend: Option<String>,
-    /// Config `[model]` precision: auto, fp32 or int8.
-    #[arg(long)]
-    precision: Option<String>,
-    /// Config `[model]` threads.
-    #[arg(long)]
-    threads: Option<usize>,
-    /// Config `[model]` codec: f32, f16 or u8.
-    #[arg(long)]
-    codec: Option<String>,
-    /// Config `[source]` kind: v4l, replay or synthetic.
-    #[arg(long)]
-    source: Option<String>,
-    /// Config `[source]` path: camera device, video file or image directory.
-    #[arg(long)]
-    input: Option<PathBuf>,
-    /// Config `[source]` fps (0: the camera's or file's own rate).
-    #[arg(long)]
-    fps: Option<f64>,
-    /// Config `[source]` loop: restart a replay at its end.
-    #[arg(long = "loop")]
-    looping: bool,
-    /// Config `[source]` unpaced: replay as fast as frames decode.
-    #[arg(long)]
-    unpaced: bool,
-    /// Config `[source]` queue: frames waiting for the encoder.
-    #[arg(long)]
-    queue: Option<usize>,
-    /// Config `[link]` kind: tcp, udp, serial, file or mqtt.
-    #[arg(long)]
-    link: Option<String>,
-    /// Config `[link]` address (tcp/udp host:port; mqtt broker host:port).
-    #[arg(long)]
-    address: Option<String>,
-    /// Config `[link]` path (serial device or recording file).
-    #[arg(long)]
-    link_path: Option<PathBuf>,
-    /// Config `[link]` baud (serial).
-    #[arg(long)]
-    baud: Option<u32>,
-    /// Config `[link]` host_key: the host's public key (64 hex digits);
-    /// with --key-file, sessions are authenticated and encrypted.
-    #[arg(long)]
-    host_key: Option<String>,
-    /// Config `[link]` key_file: this device's private key (see `keygen`).
-    #[arg(long)]
-    key_file: Option<PathBuf>,
-    /// Config `[mqtt]` site: the site level of the device's MQTT topics.
-    #[arg(long)]
-    mqtt_site: Option<String>,
-    /// Config `[mqtt]` username (the password comes from the file or
-    /// $LATENTCAM_MQTT_PASSWORD, never from the command line).
-    #[arg(long)]
-    mqtt_username: Option<String>,
-    /// Config `[mqtt]` ack_timeout_seconds: say Hello again after this long
-    /// without an acknowledgement from a host worker.
-    #[arg(long)]
-    mqtt_ack_timeout: Option<f64>,
-    /// Config `[mqtt]` session_expiry_seconds.
-    #[arg(long)]
-    mqtt_session_expiry: Option<u64>,
-    /// Config `[mqtt]` inflight: QoS 1 publishes awaiting the broker at once.
-    #[arg(long)]
-    mqtt_inflight: Option<u16>,
-    /// Config `[spool]` dir: where unacknowledged latents wait.
-    #[arg(long, conflicts_with = "no_spool")]
-    spool: Option<PathBuf>,
-    /// Run without a spool (latents sent while the link is down are lost).
-    #[arg(long)]
-    no_spool: bool,
-    /// Config `[spool]` max_megabytes.
-    #[arg(long)]
-    spool_mb: Option<u64>,
-    /// Config `[led]` chip (e.g. /dev/gpiochip0).
-    #[arg(long)]
-    led_chip: Option<PathBuf>,
-    /// Config `[led]` line.
-    #[arg(long)]
-    led_line: Option<u32>,
+    #[command(flatten)]
+    flags: ConfigFlags,
     /// Stop after this many captured frames.
     #[arg(long)]
     max_frames: Option<u64>,
@@ -145,69 +56,187 @@ struct RunArgs {
 impl RunArgs {
     /// The config file (or defaults) with every given flag applied, validated.
     fn config(&self) -> anyhow::Result<EdgeConfig> {
-        let mut c = match &self.config {
-            Some(path) => EdgeConfig::load(path)?,
-            None => EdgeConfig::default(),
-        };
-        fn set<T: Clone>(slot: &mut T, value: &Option<T>) {
-            if let Some(v) = value {
-                *slot = v.clone();
+        Ok(EdgeConfig::load_with(
+            self.config.as_deref(),
+            self.flags.table()?,
+        )?)
+    }
+}
+
+/// Flags that override keys of the configuration file. They are laid out
+/// like the file and serialize to a table of the keys given, which
+/// [`EdgeConfig::load_with`] merges over the file: a flag is parsed and
+/// validated exactly as its key is.
+#[derive(Args, Serialize, Default)]
+struct ConfigFlags {
+    #[command(flatten)]
+    device: DeviceFlags,
+    #[command(flatten)]
+    model: ModelFlags,
+    #[command(flatten)]
+    source: SourceFlags,
+    #[command(flatten)]
+    link: LinkFlags,
+    #[command(flatten)]
+    mqtt: MqttFlags,
+    #[command(flatten)]
+    spool: SpoolFlags,
+    #[command(flatten)]
+    led: LedFlags,
+}
+
+impl ConfigFlags {
+    fn table(&self) -> anyhow::Result<toml::Table> {
+        let mut table = toml::Table::try_from(self).context("reading the command-line flags")?;
+        if self.spool.no_spool {
+            if let Some(toml::Value::Table(spool)) = table.get_mut("spool") {
+                spool.insert("dir".into(), toml::Value::String(String::new()));
             }
         }
-        set(&mut c.device.id, &self.device_id);
-        set(&mut c.device.heartbeat_seconds, &self.heartbeat_seconds);
-        set(&mut c.model.dir, &self.models);
-        set(&mut c.model.backend, &self.backend);
-        set(&mut c.model.precision, &self.precision);
-        set(&mut c.model.threads, &self.threads);
-        set(&mut c.model.codec, &self.codec);
-        set(&mut c.source.kind, &self.source);
-        set(&mut c.source.path, &self.input);
-        set(&mut c.source.fps, &self.fps);
-        set(&mut c.source.queue, &self.queue);
-        c.source.looping |= self.looping;
-        c.source.unpaced |= self.unpaced;
-        set(&mut c.link.kind, &self.link);
-        set(&mut c.link.address, &self.address);
-        set(&mut c.link.path, &self.link_path);
-        set(&mut c.link.baud, &self.baud);
-        set(&mut c.link.host_key, &self.host_key);
-        set(&mut c.link.key_file, &self.key_file);
-        set(&mut c.mqtt.site, &self.mqtt_site);
-        set(&mut c.mqtt.username, &self.mqtt_username);
-        set(&mut c.mqtt.ack_timeout_seconds, &self.mqtt_ack_timeout);
-        set(
-            &mut c.mqtt.session_expiry_seconds,
-            &self.mqtt_session_expiry,
-        );
-        set(&mut c.mqtt.inflight, &self.mqtt_inflight);
-        set(&mut c.spool.dir, &self.spool);
-        if self.no_spool {
-            c.spool.dir = PathBuf::new();
-        }
-        set(&mut c.spool.max_megabytes, &self.spool_mb);
-        set(&mut c.led.chip, &self.led_chip);
-        set(&mut c.led.line, &self.led_line);
-        c.validate()?;
-        Ok(c)
+        Ok(table)
     }
 }
 
-#[derive(Clone, Copy, ValueEnum)]
-enum CodecArg {
-    F32,
-    F16,
-    U8,
+fn is_false(b: &bool) -> bool {
+    !b
 }
 
-impl From<CodecArg> for Codec {
-    fn from(c: CodecArg) -> Self {
-        match c {
-            CodecArg::F32 => Codec::F32,
-            CodecArg::F16 => Codec::F16,
-            CodecArg::U8 => Codec::U8Affine,
-        }
-    }
+#[derive(Args, Serialize, Default)]
+struct DeviceFlags {
+    /// Config `[device]` id.
+    #[arg(long)]
+    #[serde(rename = "id")]
+    device_id: Option<String>,
+    /// Config `[device]` heartbeat_seconds.
+    #[arg(long)]
+    heartbeat_seconds: Option<f64>,
+}
+
+#[derive(Args, Serialize, Default)]
+struct ModelFlags {
+    /// Config `[model]` dir: models directory holding manifest.toml.
+    #[arg(long)]
+    #[serde(rename = "dir")]
+    models: Option<PathBuf>,
+    /// Config `[model]` backend: auto (LiteRT where built in, else tract),
+    /// tract, tflite or litert.
+    #[arg(long)]
+    backend: Option<BackendChoice>,
+    /// Config `[model]` precision: auto (int8 on LiteRT, fp32 elsewhere),
+    /// fp32 or int8.
+    #[arg(long)]
+    precision: Option<PrecisionChoice>,
+    /// Config `[model]` threads.
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Config `[model]` codec: the latent codec on the wire.
+    #[arg(long)]
+    codec: Option<CodecChoice>,
+}
+
+#[derive(Args, Serialize, Default)]
+struct SourceFlags {
+    /// Config `[source]` kind.
+    #[arg(long)]
+    #[serde(rename = "kind")]
+    source: Option<SourceKind>,
+    /// Config `[source]` path: camera device, video file or image directory.
+    #[arg(long)]
+    #[serde(rename = "path")]
+    input: Option<PathBuf>,
+    /// Config `[source]` fps (0: the camera's or file's own rate).
+    #[arg(long)]
+    fps: Option<f64>,
+    /// Config `[source]` loop: restart a replay at its end.
+    #[arg(long = "loop")]
+    #[serde(rename = "loop", skip_serializing_if = "is_false")]
+    looping: bool,
+    /// Config `[source]` unpaced: replay as fast as frames decode.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "is_false")]
+    unpaced: bool,
+    /// Config `[source]` queue: frames waiting for the encoder.
+    #[arg(long)]
+    queue: Option<usize>,
+}
+
+#[derive(Args, Serialize, Default)]
+struct LinkFlags {
+    /// Config `[link]` kind.
+    #[arg(long)]
+    #[serde(rename = "kind")]
+    link: Option<LinkKind>,
+    /// Config `[link]` address (tcp/udp host:port; mqtt broker host:port).
+    #[arg(long)]
+    address: Option<String>,
+    /// Config `[link]` path (serial device or recording file).
+    #[arg(long)]
+    #[serde(rename = "path")]
+    link_path: Option<PathBuf>,
+    /// Config `[link]` baud (serial).
+    #[arg(long)]
+    baud: Option<u32>,
+    /// Config `[link]` host_key: the host's public key (64 hex digits);
+    /// with --key-file, sessions are authenticated and encrypted.
+    #[arg(long)]
+    host_key: Option<String>,
+    /// Config `[link]` key_file: this device's private key (see `keygen`).
+    #[arg(long)]
+    key_file: Option<PathBuf>,
+}
+
+#[derive(Args, Serialize, Default)]
+struct MqttFlags {
+    /// Config `[mqtt]` site: the site level of the device's MQTT topics.
+    #[arg(long)]
+    #[serde(rename = "site")]
+    mqtt_site: Option<String>,
+    /// Config `[mqtt]` username (the password comes from the file or
+    /// $LATENTCAM_MQTT_PASSWORD, never from the command line).
+    #[arg(long)]
+    #[serde(rename = "username")]
+    mqtt_username: Option<String>,
+    /// Config `[mqtt]` ack_timeout_seconds: say Hello again after this long
+    /// without an acknowledgement from a host worker.
+    #[arg(long)]
+    #[serde(rename = "ack_timeout_seconds")]
+    mqtt_ack_timeout: Option<f64>,
+    /// Config `[mqtt]` session_expiry_seconds.
+    #[arg(long)]
+    #[serde(rename = "session_expiry_seconds")]
+    mqtt_session_expiry: Option<u64>,
+    /// Config `[mqtt]` inflight: QoS 1 publishes awaiting the broker at once.
+    #[arg(long)]
+    #[serde(rename = "inflight")]
+    mqtt_inflight: Option<u16>,
+}
+
+#[derive(Args, Serialize, Default)]
+struct SpoolFlags {
+    /// Config `[spool]` dir: where unacknowledged latents wait.
+    #[arg(long, conflicts_with = "no_spool")]
+    #[serde(rename = "dir")]
+    spool: Option<PathBuf>,
+    /// Run without a spool (latents sent while the link is down are lost).
+    #[arg(long)]
+    #[serde(skip)]
+    no_spool: bool,
+    /// Config `[spool]` max_megabytes.
+    #[arg(long)]
+    #[serde(rename = "max_megabytes")]
+    spool_mb: Option<u64>,
+}
+
+#[derive(Args, Serialize, Default)]
+struct LedFlags {
+    /// Config `[led]` chip (e.g. /dev/gpiochip0).
+    #[arg(long)]
+    #[serde(rename = "chip")]
+    led_chip: Option<PathBuf>,
+    /// Config `[led]` line.
+    #[arg(long)]
+    #[serde(rename = "line")]
+    led_line: Option<u32>,
 }
 
 #[derive(Subcommand)]
@@ -248,20 +277,8 @@ enum Command {
         /// Recording to write.
         #[arg(long, short)]
         out: PathBuf,
-        /// Models directory (holding manifest.toml).
-        #[arg(long, default_value_os_t = default_models_dir())]
-        models: PathBuf,
-        /// Inference backend: auto (LiteRT where built in, else tract),
-        /// tract, tflite or litert.
-        #[arg(long, default_value = "auto")]
-        backend: BackendChoice,
-        /// Encoder precision: auto (int8 on LiteRT, fp32 elsewhere), fp32
-        /// or int8.
-        #[arg(long, default_value = "auto")]
-        precision: PrecisionChoice,
-        /// Latent codec on the wire.
-        #[arg(long, value_enum, default_value = "u8")]
-        codec: CodecArg,
+        #[command(flatten)]
+        model: ModelFlags,
         /// Device id sent in Hello.
         #[arg(long, default_value = "edge-batch")]
         device_id: String,
@@ -320,7 +337,7 @@ fn main() -> anyhow::Result<()> {
             let models = assemble::models_dir(&config);
             let manifest = Manifest::load(&models)
                 .with_context(|| format!("model manifest in {}", models.display()))?;
-            let (_, chosen) = assemble::encoder_options(&config, &manifest)?;
+            let (_, chosen) = assemble::encoder_options(&config, &manifest);
             let entry = manifest.encoder(chosen.backend.format(), chosen.precision.name())?;
             let path = encoder::locate(&manifest, entry).unwrap_or_else(|| manifest.resolve(entry));
             manifest.verify_at(entry, path.clone())?;
@@ -337,23 +354,14 @@ fn main() -> anyhow::Result<()> {
         Command::Encode {
             images,
             out,
-            models,
-            backend,
-            precision,
-            codec,
+            model,
             device_id,
         } => {
-            let manifest = Manifest::load(&models).with_context(|| {
-                format!(
-                    "loading the model manifest from {} (set --models or LATENTCAM_MODELS)",
-                    models.display()
-                )
-            })?;
-            let chosen = encoder::choose(&manifest, backend, precision);
-            let options = chosen.options(1);
-            let mut encoder = encoder::open(&manifest, &options).context("loading the encoder")?;
-            let mut preprocessor =
-                Preprocessor::new(&manifest.preprocessing, encoder.info().layout);
+            let mut flags = toml::Table::new();
+            flags.insert("model".into(), toml::Value::try_from(&model)?);
+            let config = EdgeConfig::load_with(None, flags)?;
+            let (manifest, mut encoder, mut preprocessor, chosen) =
+                assemble::open_model(&config).context("loading the encoder")?;
             let images = latentcam_firmware::picture::expand_inputs(&images)?;
             if images.is_empty() {
                 bail!("no JPEG or PNG images found in the given paths");
@@ -362,7 +370,7 @@ fn main() -> anyhow::Result<()> {
                 File::create(&out).with_context(|| format!("cannot create {}", out.display()))?;
             let settings = BatchSettings {
                 device_id,
-                codec: codec.into(),
+                codec: config.model.codec.into(),
                 preprocessing_id: manifest.preprocessing.id.clone(),
             };
             let report = batch::encode_images(
@@ -384,8 +392,8 @@ fn main() -> anyhow::Result<()> {
                 report.skipped.len(),
                 report.latent_frame_bytes as f64 / n,
                 report.preprocess_seconds * 1e3 / n,
-                options.backend,
-                options.precision.name(),
+                chosen.backend,
+                chosen.precision.name(),
                 report.encode_seconds * 1e3 / n,
             );
         }
@@ -393,19 +401,8 @@ fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-fn init_logging() {
-    use tracing_subscriber::EnvFilter;
-    let filter =
-        EnvFilter::try_from_env("LATENTCAM_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        .init();
-}
-
 fn run(args: &RunArgs) -> anyhow::Result<()> {
-    init_logging();
+    latentcam_logging::init("info");
     let config = args.config()?;
     let stop = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {

@@ -18,6 +18,26 @@ use std::str::FromStr;
 
 use crate::manifest::{FileEntry, Layout, Manifest, ManifestError};
 
+/// Serde for a choice written by name in configuration files: through its
+/// `Display` and `FromStr`, so a file, a flag and a log line spell it the
+/// same and a bad name gets the `FromStr` message (which lists the names).
+macro_rules! named_in_config {
+    ($t:ty) => {
+        impl serde::Serialize for $t {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.collect_str(self)
+            }
+        }
+
+        impl<'de> serde::Deserialize<'de> for $t {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let name = String::deserialize(d)?;
+                name.parse().map_err(serde::de::Error::custom)
+            }
+        }
+    };
+}
+
 mod litert;
 mod tflite;
 mod tract;
@@ -216,6 +236,17 @@ impl FromStr for BackendChoice {
     }
 }
 
+impl fmt::Display for BackendChoice {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BackendChoice::Auto => f.write_str("auto"),
+            BackendChoice::Named(b) => b.fmt(f),
+        }
+    }
+}
+
+named_in_config!(BackendChoice);
+
 /// A configured precision: one by name, or `auto` (the backend's
 /// [`Backend::default_precision`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -238,6 +269,17 @@ impl FromStr for PrecisionChoice {
         }
     }
 }
+
+impl fmt::Display for PrecisionChoice {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            PrecisionChoice::Auto => "auto",
+            PrecisionChoice::Named(p) => p.name(),
+        })
+    }
+}
+
+named_in_config!(PrecisionChoice);
 
 /// The backend and precision a configuration comes to on this build and
 /// machine, and why (for the start-up log and `doctor`).
