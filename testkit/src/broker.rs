@@ -1,10 +1,6 @@
 //! A real MQTT broker for tests: Debian's mosquitto on 127.0.0.1 with the
 //! project's configuration (`scripts/mosquitto.conf`), persistence in a
 //! scratch directory so a restart keeps retained messages and sessions.
-//!
-//! Only `std`, so the host's tests include it too, with the rest of this
-//! folder (`host/tests/it/main.rs`).
-#![allow(dead_code)]
 
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -143,7 +139,7 @@ impl Broker {
             Path::new(MOSQUITTO).is_file(),
             "{MOSQUITTO} is missing: run scripts/setup.sh (it installs Debian's mosquitto)"
         );
-        let scripts = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts");
+        let scripts = crate::repo().join("scripts");
         let template = match &self.tls {
             Some(Tls::Mutual { .. }) => scripts.join("mosquitto-mtls.conf"),
             _ => scripts.join("mosquitto.conf"),

@@ -6,22 +6,16 @@
 
 use std::io::{Read, Write};
 use std::net::TcpListener;
-use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::thread;
 use std::time::Duration;
 
-use crate::common;
-
-use crate::common::PtyPair;
+use latentcam_testkit::PtyPair;
+use latentcam_testkit::repo;
 use latentcam_wire::frame::{self, MAX_FRAME_LEN};
 use latentcam_wire::{
     AuthChallenge, AuthScheme, FrameDecoder, Message, PROTOCOL_VERSION, Welcome, WelcomeStatus,
 };
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
 
 fn photos() -> String {
     repo()
@@ -32,7 +26,7 @@ fn photos() -> String {
 
 fn doctor(args: &[&str]) -> (Output, String) {
     let spool = std::env::temp_dir().join(format!("latentcam-doctor-{}", std::process::id()));
-    let out = common::program(env!("CARGO_BIN_EXE_latentcam-edge"))
+    let out = latentcam_testkit::program(env!("CARGO_BIN_EXE_latentcam-edge"))
         .arg("doctor")
         .arg("--models")
         .arg(repo().join("models"))
@@ -206,7 +200,7 @@ fn serial_port_camera_model_and_config_problems_each_get_a_fix() {
     assert!(line(&text, "serial").starts_with("OK"), "{text}");
 
     // No camera, no serial adapter, no models.
-    let out = common::program(env!("CARGO_BIN_EXE_latentcam-edge"))
+    let out = latentcam_testkit::program(env!("CARGO_BIN_EXE_latentcam-edge"))
         .args([
             "doctor",
             "--models",
@@ -237,7 +231,7 @@ fn serial_port_camera_model_and_config_problems_each_get_a_fix() {
     let bad =
         std::env::temp_dir().join(format!("latentcam-doctor-bad-{}.toml", std::process::id()));
     std::fs::write(&bad, "[link]\nkind = 7\n").unwrap();
-    let out = common::program(env!("CARGO_BIN_EXE_latentcam-edge"))
+    let out = latentcam_testkit::program(env!("CARGO_BIN_EXE_latentcam-edge"))
         .args(["doctor", "--config", bad.to_str().unwrap()])
         .output()
         .unwrap();

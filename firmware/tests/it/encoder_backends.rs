@@ -16,7 +16,7 @@ use latentcam_firmware::encoder::{
 use latentcam_firmware::manifest::Manifest;
 use latentcam_firmware::manifest::default_models_dir;
 use latentcam_firmware::preprocess::Preprocessor;
-use serde_json::Value;
+use latentcam_testkit::{Reference, ReferencePhoto};
 
 /// How close two latents must be.
 #[derive(Debug, Clone, Copy)]
@@ -46,18 +46,11 @@ fn against_reference(precision: Precision) -> Tolerance {
     }
 }
 
-fn reference_key(precision: Precision) -> &'static str {
-    match precision {
-        Precision::Fp32 => "fp32_latent",
-        Precision::Int8 => "int8_latent",
-    }
-}
-
 struct Photo {
     name: String,
     /// The 224x224 RGB8 crop the recipe fed onnxruntime.
     crop: Vec<u8>,
-    reference: Value,
+    reference: ReferencePhoto,
 }
 
 struct Fixtures {
@@ -68,23 +61,18 @@ struct Fixtures {
 
 fn fixtures() -> Fixtures {
     let manifest = Manifest::load(default_models_dir()).expect("models/manifest.toml loads");
-    let dir = manifest.root().join("efficientnet-lite0/fixtures");
-    let reference: Value = serde_json::from_str(
-        &std::fs::read_to_string(dir.join("reference.json")).expect("reference.json"),
-    )
-    .expect("reference.json parses");
-    let photos: Vec<Photo> = reference["photos"]
-        .as_array()
-        .expect("photos[]")
+    let reference = Reference::load_from(&manifest.root().join("efficientnet-lite0/fixtures"));
+    let photos: Vec<Photo> = reference
+        .photos
         .iter()
         .map(|photo| {
-            let path = dir.join(photo["crop_png"].as_str().unwrap());
+            let path = reference.crop_path(photo);
             let image = image::open(&path)
                 .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
                 .to_rgb8();
             assert_eq!(image.dimensions(), (224, 224), "{}", path.display());
             Photo {
-                name: photo["name"].as_str().unwrap().to_owned(),
+                name: photo.name.clone(),
                 crop: image.into_raw(),
                 reference: photo.clone(),
             }
@@ -214,13 +202,8 @@ fn encode_all(fixtures: &Fixtures, encoder: &mut dyn Encoder) -> Vec<Vec<f32>> {
         .collect()
 }
 
-fn reference_latent(photo: &Photo, precision: Precision) -> Vec<f32> {
-    photo.reference[reference_key(precision)]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_f64().unwrap() as f32)
-        .collect()
+fn reference_latent(photo: &Photo, precision: Precision) -> &[f32] {
+    photo.reference.latent(precision.name())
 }
 
 /// Every compiled-in backend at one precision: each against onnxruntime,
@@ -257,7 +240,7 @@ fn suite(precision: Precision) {
     for (name, latents) in &runs {
         let mut worst = f64::INFINITY;
         for (photo, latent) in fixtures.photos.iter().zip(latents) {
-            let c = cosine(latent, &reference_latent(photo, precision));
+            let c = cosine(latent, reference_latent(photo, precision));
             assert!(
                 c >= tolerance.min_cosine,
                 "{name} vs onnxruntime on {}: cosine {c:.7} < {}",
@@ -294,7 +277,7 @@ fn suite(precision: Precision) {
     }
 
     for (photo_index, photo) in fixtures.photos.iter().enumerate() {
-        let expected = photo.reference["top5_fp32"][0].as_u64().unwrap() as usize;
+        let expected = photo.reference.top5_fp32[0] as usize;
         for (name, latents) in &runs {
             let top1 = fixtures.head.top1(&latents[photo_index]);
             assert_eq!(
@@ -328,12 +311,8 @@ fn head_reproduces_reference_top1() {
     let fixtures = fixtures();
     for photo in &fixtures.photos {
         for precision in [Precision::Fp32, Precision::Int8] {
-            let key = match precision {
-                Precision::Fp32 => "top5_fp32",
-                Precision::Int8 => "top5_int8",
-            };
-            let expected = photo.reference[key][0].as_u64().unwrap() as usize;
-            let top1 = fixtures.head.top1(&reference_latent(photo, precision));
+            let expected = photo.reference.top5(precision.name())[0] as usize;
+            let top1 = fixtures.head.top1(reference_latent(photo, precision));
             assert_eq!(top1, expected, "{} {precision:?}", photo.name);
         }
     }

@@ -2,40 +2,19 @@
 //! models/efficientnet-lite0/fixtures/reference.json) on real photos, and the
 //! Rust preprocessing against the recipe's Python (Pillow) preprocessing.
 
-use std::path::PathBuf;
+use std::path::Path;
 
 use latentcam_firmware::encoder::{self, EncoderOptions, Precision, cosine};
 use latentcam_firmware::manifest::{Layout, Manifest, default_models_dir};
 use latentcam_firmware::preprocess::Preprocessor;
-use serde_json::Value;
+use latentcam_testkit::Reference;
 
-fn models() -> (Manifest, Value) {
+fn models() -> (Manifest, Reference) {
     let manifest = Manifest::load(default_models_dir()).expect("models/manifest.toml loads");
-    let reference_path = manifest
-        .root()
-        .join("efficientnet-lite0/fixtures/reference.json");
-    let reference: Value =
-        serde_json::from_str(&std::fs::read_to_string(&reference_path).unwrap()).unwrap();
-    (manifest, reference)
+    (manifest, Reference::load())
 }
 
-fn fixture(manifest: &Manifest, relative: &str) -> PathBuf {
-    manifest
-        .root()
-        .join("efficientnet-lite0/fixtures")
-        .join(relative)
-}
-
-fn floats(value: &Value) -> Vec<f32> {
-    value
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_f64().unwrap() as f32)
-        .collect()
-}
-
-fn rgb8(path: &PathBuf) -> (Vec<u8>, u32, u32) {
+fn rgb8(path: &Path) -> (Vec<u8>, u32, u32) {
     let image = image::open(path)
         .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
         .to_rgb8();
@@ -43,7 +22,7 @@ fn rgb8(path: &PathBuf) -> (Vec<u8>, u32, u32) {
     (image.into_raw(), w, h)
 }
 
-fn check_precision(precision: Precision, key: &str, min_cosine: f64) {
+fn check_precision(precision: Precision, min_cosine: f64) {
     let (manifest, reference) = models();
     let mut encoder = encoder::open(
         &manifest,
@@ -54,22 +33,21 @@ fn check_precision(precision: Precision, key: &str, min_cosine: f64) {
     )
     .expect("encoder loads");
     let mut pre = Preprocessor::new(&manifest.preprocessing, Layout::Nchw);
-    let photos = reference["photos"].as_array().unwrap();
+    let photos = &reference.photos;
     assert!(photos.len() >= 5, "need at least 5 reference photos");
     let mut worst = f64::INFINITY;
     for photo in photos {
-        let (crop, w, h) = rgb8(&fixture(&manifest, photo["crop_png"].as_str().unwrap()));
+        let (crop, w, h) = rgb8(&reference.crop_path(photo));
         assert_eq!((w, h), (224, 224));
         let input = pre.normalize_crop(&crop).unwrap().to_vec();
         let mut latent = vec![0f32; manifest.latent_dim];
         encoder.encode(&input, &mut latent).unwrap();
-        let expected = floats(&photo[key]);
-        let c = cosine(&latent, &expected);
-        eprintln!("{precision:?} {}: cosine {c:.7}", photo["name"]);
+        let c = cosine(&latent, photo.latent(precision.name()));
+        eprintln!("{precision:?} {}: cosine {c:.7}", photo.name);
         assert!(
             c >= min_cosine,
             "{}: tract {precision:?} vs onnxruntime cosine {c} < {min_cosine}",
-            photo["name"]
+            photo.name
         );
         worst = worst.min(c);
     }
@@ -81,12 +59,12 @@ fn check_precision(precision: Precision, key: &str, min_cosine: f64) {
 
 #[test]
 fn tract_fp32_matches_onnxruntime() {
-    check_precision(Precision::Fp32, "fp32_latent", 0.9999);
+    check_precision(Precision::Fp32, 0.9999);
 }
 
 #[test]
 fn tract_int8_matches_onnxruntime() {
-    check_precision(Precision::Int8, "int8_latent", 0.99);
+    check_precision(Precision::Int8, 0.99);
 }
 
 /// The Rust resize + crop against Pillow's on the original photos. Both
@@ -97,12 +75,9 @@ fn preprocessing_matches_recipe() {
     let (manifest, reference) = models();
     let mut pre = Preprocessor::new(&manifest.preprocessing, Layout::Nchw);
     let mut checked = 0;
-    for photo in reference["photos"].as_array().unwrap() {
-        let Some(original) = photo["original"].as_str() else {
-            continue;
-        };
-        let (rgb, w, h) = rgb8(&fixture(&manifest, original));
-        let (expected, _, _) = rgb8(&fixture(&manifest, photo["crop_png"].as_str().unwrap()));
+    for photo in reference.originals() {
+        let (rgb, w, h) = rgb8(&reference.original_path(photo));
+        let (expected, _, _) = rgb8(&reference.crop_path(photo));
         pre.run(&rgb, w, h).unwrap();
         let diffs: Vec<u32> = pre
             .crop()
@@ -115,11 +90,11 @@ fn preprocessing_matches_recipe() {
         let exact = diffs.iter().filter(|&&d| d == 0).count() as f64 / diffs.len() as f64;
         eprintln!(
             "{}: mean |Δ| {mean:.3}, max |Δ| {max}, identical {:.1}%",
-            photo["name"],
+            photo.name,
             exact * 100.0
         );
-        assert!(mean < 0.5, "{}: mean abs difference {mean}", photo["name"]);
-        assert!(max <= 8, "{}: max abs difference {max}", photo["name"]);
+        assert!(mean < 0.5, "{}: mean abs difference {mean}", photo.name);
+        assert!(max <= 8, "{}: max abs difference {max}", photo.name);
         checked += 1;
     }
     assert!(checked >= 2, "reference.json has too few original photos");

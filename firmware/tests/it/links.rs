@@ -10,15 +10,15 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::common::PtyPair;
 use latentcam_firmware::link::{
     Backoff, FileLink, FsyncPolicy, Incoming, Link, LinkError, SerialConfig, SerialLink, TcpConfig,
     TcpLink, UdpLink,
 };
+use latentcam_testkit::PtyPair;
 use latentcam_wire::frame::{self, MAX_ENCODED_LEN};
 use latentcam_wire::{
-    Ack, AuthChallenge, AuthOffer, AuthScheme, Codec, FeedResult, FrameDecoder, Hello, Latent,
-    Message, ModelIdentity, PROTOCOL_VERSION, Welcome, WelcomeStatus,
+    Ack, AuthChallenge, AuthScheme, Codec, FeedResult, FrameDecoder, Latent, Message,
+    PROTOCOL_VERSION, Welcome, WelcomeStatus,
 };
 
 // ---------------------------------------------------------------- helpers
@@ -46,25 +46,12 @@ fn latent_frame_dim(seq: u64, dim: usize, codec: Codec) -> Vec<u8> {
 }
 
 fn hello_frame() -> Vec<u8> {
-    frame::encode_to_vec(&Message::Hello(Hello {
-        protocol: u16::from(PROTOCOL_VERSION),
-        device_id: "links-test-cam",
-        firmware_version: latentcam_firmware::FIRMWARE_VERSION,
-        model: ModelIdentity {
-            model_id: "efficientnet-lite0",
-            encoder_sha256: [7; 32],
-            latent_dim: 1280,
-            preprocessing: "imagenet-224",
-        },
-        backend: "tract",
-        codec: Codec::U8Affine,
-        auth: AuthOffer {
-            scheme: AuthScheme::None,
-            key_id: "",
-            device_nonce: [0; 16],
-        },
-    }))
-    .unwrap()
+    latentcam_testkit::hello::hello_frame(
+        "links-test-cam",
+        "efficientnet-lite0",
+        [7; 32],
+        PROTOCOL_VERSION.into(),
+    )
 }
 
 fn welcome_frame(acked: Option<u64>) -> Vec<u8> {

@@ -3,8 +3,6 @@
 //! subject; `common` holds what several share (a socat pty pair, the
 //! mosquitto broker, the qemu runner for cross builds).
 
-mod common;
-
 mod doctor;
 mod encoder_backends;
 mod encoder_parity;

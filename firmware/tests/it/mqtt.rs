@@ -16,17 +16,16 @@ use std::sync::{Arc, Mutex, mpsc};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-#[allow(dead_code)]
-use crate::common;
-
-use crate::common::broker::Broker;
 use latentcam_firmware::link::{MqttConfig, MqttLink};
 use latentcam_firmware::pipeline::{EncodedLatent, Settings, run_link};
 use latentcam_firmware::spool::{Spool, SpoolConfig};
+use latentcam_testkit::Broker;
+#[allow(dead_code)]
+use latentcam_testkit::repo;
 use latentcam_wire::mqtt::{DeviceTopics, TopicKind, hello_filter, parse_device_topic};
 use latentcam_wire::{
-    Ack, AuthChallenge, AuthOffer, AuthScheme, Codec, Hello, Message, ModelIdentity,
-    PROTOCOL_VERSION, Welcome, WelcomeStatus, frame,
+    Ack, AuthChallenge, AuthScheme, Codec, Hello, Message, ModelIdentity, PROTOCOL_VERSION,
+    Welcome, WelcomeStatus, frame,
 };
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::mqttbytes::v5::{Filter, Packet};
@@ -34,21 +33,13 @@ use rumqttc::v5::{Client, Event, MqttOptions};
 use serde_json::Value;
 
 const VTEST: &str = "/usr/share/doc/opencv-doc/examples/data/vtest.avi";
-const OPENCV_DATA: &str = "/usr/share/doc/opencv-doc/examples/data";
 const DEVICE: &str = "mqtt-test-cam";
 const SITE: &str = "shop";
 
 // ------------------------------------------------------------- the edge
 
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
 fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("latentcam-mqtt-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+    latentcam_testkit::scratch("mqtt", name)
 }
 
 fn vtest() -> &'static str {
@@ -67,7 +58,7 @@ fn edge(address: &str, args: &[&str]) -> Command {
 
 /// [`edge`] with another device id.
 fn edge_as(device: &str, address: &str, args: &[&str]) -> Command {
-    let mut cmd = common::program(env!("CARGO_BIN_EXE_latentcam-edge"));
+    let mut cmd = latentcam_testkit::program(env!("CARGO_BIN_EXE_latentcam-edge"));
     cmd.arg("--models")
         .arg(repo().join("models"))
         .args(["--device-id", device, "--mqtt-site", SITE, "--link", "mqtt"])
@@ -349,25 +340,9 @@ fn retained(broker: &Broker, topics: &[&str]) -> Vec<(String, Vec<u8>)> {
 /// The recipe's reference photos (the ones the TCP pipeline test checks
 /// against the Python reference), copied into `dir`; returns their count.
 fn reference_photos(dir: &Path) -> usize {
-    let fixtures = repo().join("models/efficientnet-lite0/fixtures");
-    let reference: Value =
-        serde_json::from_str(&std::fs::read_to_string(fixtures.join("reference.json")).unwrap())
-            .unwrap();
-    let photos = reference["photos"].as_array().unwrap();
-    for photo in photos {
-        let name = photo["name"].as_str().unwrap();
-        let source = match photo["original"].as_str() {
-            Some(relative) => fixtures.join(relative),
-            None => Path::new(OPENCV_DATA).join(name),
-        };
-        assert!(
-            source.is_file(),
-            "{} missing (opencv-doc installs it)",
-            source.display()
-        );
-        std::fs::copy(&source, dir.join(name)).unwrap();
-    }
-    photos.len()
+    latentcam_testkit::Reference::load()
+        .copy_originals(dir)
+        .len()
 }
 
 // ------------------------------------------------------------ the tests
@@ -626,23 +601,15 @@ fn run_link_streams_latents_encoded_elsewhere() {
     config.ack_timeout = Duration::from_secs(5);
     let link = MqttLink::new(config).unwrap();
     let spool = Spool::open(dir.join("spool"), SpoolConfig::default()).unwrap();
+    let hello = latentcam_testkit::hello::hello("run-link-cam", "none", [0; 32], 1);
+    let model = ModelIdentity {
+        latent_dim: 8,
+        ..hello.model
+    };
     let hello = frame::encode_to_vec(&Message::Hello(Hello {
         protocol: u16::from(PROTOCOL_VERSION),
-        device_id: "run-link-cam",
-        firmware_version: "test",
-        model: ModelIdentity {
-            model_id: "none",
-            encoder_sha256: [0; 32],
-            latent_dim: 8,
-            preprocessing: "none",
-        },
-        backend: "test",
-        codec: Codec::U8Affine,
-        auth: AuthOffer {
-            scheme: AuthScheme::None,
-            key_id: "",
-            device_nonce: [0; 16],
-        },
+        model,
+        ..hello
     }))
     .unwrap();
     let mut settings = Settings::new("run-link-cam", "none");

@@ -16,10 +16,9 @@ use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use crate::common;
-
-use crate::common::PtyPair;
 use latentcam_firmware::encoder::cosine;
+use latentcam_testkit::PtyPair;
+use latentcam_testkit::{Reference, ReferencePhoto, repo};
 use latentcam_wire::frame::{self, MAX_FRAME_LEN};
 use latentcam_wire::{
     Ack, AuthChallenge, AuthScheme, Codec, FrameDecoder, Message, PROTOCOL_VERSION, Welcome,
@@ -28,20 +27,11 @@ use latentcam_wire::{
 use serde_json::Value;
 
 const VTEST: &str = "/usr/share/doc/opencv-doc/examples/data/vtest.avi";
-const OPENCV_DATA: &str = "/usr/share/doc/opencv-doc/examples/data";
 
 // ------------------------------------------------------------- the edge
 
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
 fn scratch(name: &str) -> PathBuf {
-    let dir =
-        std::env::temp_dir().join(format!("latentcam-pipeline-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+    latentcam_testkit::scratch("pipeline", name)
 }
 
 fn vtest() -> &'static str {
@@ -54,7 +44,7 @@ fn vtest() -> &'static str {
 
 /// `latentcam-edge` with the repository's models and `args`.
 fn edge(args: &[&str]) -> Command {
-    let mut cmd = common::program(env!("CARGO_BIN_EXE_latentcam-edge"));
+    let mut cmd = latentcam_testkit::program(env!("CARGO_BIN_EXE_latentcam-edge"));
     cmd.arg("--models")
         .arg(repo().join("models"))
         .args(["--device-id", "pipeline-test-cam"])
@@ -320,58 +310,11 @@ fn assert_exactly_once(state: &HostState, n: u64) {
 
 // ------------------------------------------------------ reference photos
 
-/// One reference photo: its name and onnxruntime's fp32 and int8 latents.
-struct Reference {
-    name: String,
-    fp32: Vec<f32>,
-    int8: Vec<f32>,
-}
-
-/// The recipe's reference photos (real JPEGs; their fp32 and int8 latents
-/// were computed by onnxruntime from Pillow preprocessing) gathered into
-/// one directory, with the reference latents in the directory's sorted
-/// order.
-fn reference_photos(dir: &Path) -> Vec<Reference> {
-    let fixtures = repo().join("models/efficientnet-lite0/fixtures");
-    let reference: Value =
-        serde_json::from_str(&std::fs::read_to_string(fixtures.join("reference.json")).unwrap())
-            .unwrap();
-    let mut out = Vec::new();
-    for photo in reference["photos"].as_array().unwrap() {
-        let name = photo["name"].as_str().unwrap().to_string();
-        let source = match photo["original"].as_str() {
-            Some(relative) => fixtures.join(relative),
-            None => Path::new(OPENCV_DATA).join(&name),
-        };
-        assert!(
-            source.is_file(),
-            "{} missing (opencv-doc installs it)",
-            source.display()
-        );
-        std::fs::copy(&source, dir.join(&name)).unwrap();
-        let latent = |key: &str| -> Vec<f32> {
-            photo[key]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|v| v.as_f64().unwrap() as f32)
-                .collect()
-        };
-        out.push(Reference {
-            fp32: latent("fp32_latent"),
-            int8: latent("int8_latent"),
-            name,
-        });
-    }
-    out.sort_by(|a, b| a.name.cmp(&b.name));
-    out
-}
-
 /// Checks each latent against onnxruntime's latent of the same precision
 /// (`fp32` or `int8`, as the edge's report says it ran).
 fn check_against_reference(
     received: &[Received],
-    reference: &[Reference],
+    reference: &[&ReferencePhoto],
     precision: &str,
     min: f64,
 ) {
@@ -379,12 +322,7 @@ fn check_against_reference(
     let mut worst = f64::INFINITY;
     for (got, photo) in received.iter().zip(reference) {
         let latent = got.codec.decode_to_vec(&got.payload).unwrap();
-        let expected = match precision {
-            "fp32" => &photo.fp32,
-            "int8" => &photo.int8,
-            other => panic!("the edge reports precision {other:?}"),
-        };
-        let c = cosine(&latent, expected);
+        let c = cosine(&latent, photo.latent(precision));
         let name = &photo.name;
         eprintln!(
             "{name}: cosine to the Python {precision} reference {c:.6} ({:?})",
@@ -403,7 +341,8 @@ fn tcp_photos_arrive_and_match_the_python_reference() {
     let dir = scratch("tcp-photos");
     let photos = dir.join("photos");
     std::fs::create_dir_all(&photos).unwrap();
-    let reference = reference_photos(&photos);
+    let fixtures = Reference::load();
+    let reference = fixtures.copy_originals(&photos);
     // A damaged file among the photos (sorted last) is skipped and counted.
     std::fs::write(
         photos.join("zz-damaged.jpg"),
@@ -733,7 +672,8 @@ fn file_recording_of_photos_reads_back_and_matches_the_python_reference() {
     let dir = scratch("file");
     let photos = dir.join("photos");
     std::fs::create_dir_all(&photos).unwrap();
-    let reference = reference_photos(&photos);
+    let fixtures = Reference::load();
+    let reference = fixtures.copy_originals(&photos);
     let recording = dir.join("photos.lcr");
     run_ok(
         edge_line(
@@ -865,7 +805,7 @@ fn missing_model_port_and_camera_are_one_clear_error_each() {
     // A models directory without a manifest.
     let empty = scratch("no-models");
     let out = wait(
-        common::program(env!("CARGO_BIN_EXE_latentcam-edge"))
+        latentcam_testkit::program(env!("CARGO_BIN_EXE_latentcam-edge"))
             .args([
                 "--source",
                 "synthetic",

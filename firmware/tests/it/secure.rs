@@ -16,14 +16,16 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::common;
 use latentcam_firmware::link::{Incoming, Link, SecureLink, TcpConfig, TcpLink};
 use latentcam_firmware::pipeline::{EncodedLatent, Settings, run_link};
 use latentcam_secure::{Channel, Initiator, PublicKey, StaticKey, respond};
+use latentcam_testkit::PtyPair;
+use latentcam_testkit::hello::hello;
+use latentcam_testkit::repo;
 use latentcam_wire::frame::{self, MAX_FRAME_LEN};
 use latentcam_wire::{
     Ack, AuthChallenge, AuthOffer, AuthScheme, Bye, ByeReason, Codec, FrameDecoder, Handshake,
-    Hello, Latent, Message, MessageKind, ModelIdentity, PROTOCOL_VERSION, Welcome, WelcomeStatus,
+    Hello, Latent, Message, MessageKind, PROTOCOL_VERSION, Welcome, WelcomeStatus,
 };
 
 const LIMIT: Duration = Duration::from_secs(10);
@@ -31,25 +33,17 @@ const LIMIT: Duration = Duration::from_secs(10);
 // ---------------------------------------------------------------- helpers
 
 fn hello_frame(scheme: AuthScheme) -> Vec<u8> {
-    frame::encode_to_vec(&Message::Hello(Hello {
-        protocol: u16::from(PROTOCOL_VERSION),
-        device_id: "secure-test-cam",
-        firmware_version: latentcam_firmware::FIRMWARE_VERSION,
-        model: ModelIdentity {
-            model_id: "efficientnet-lite0",
-            encoder_sha256: [7; 32],
-            latent_dim: 1280,
-            preprocessing: "imagenet-224",
-        },
-        backend: "tract",
-        codec: Codec::U8Affine,
-        auth: AuthOffer {
-            scheme,
-            key_id: "",
-            device_nonce: [0; 16],
-        },
-    }))
-    .unwrap()
+    let hello = hello(
+        "secure-test-cam",
+        "efficientnet-lite0",
+        [7; 32],
+        PROTOCOL_VERSION.into(),
+    );
+    let auth = AuthOffer {
+        scheme,
+        ..hello.auth
+    };
+    frame::encode_to_vec(&Message::Hello(Hello { auth, ..hello })).unwrap()
 }
 
 fn latent_frame(seq: u64) -> Vec<u8> {
@@ -597,7 +591,7 @@ fn secure_link_over_a_serial_line() {
     use latentcam_firmware::link::{SerialConfig, SerialLink};
     use linux_embedded_hal::serialport;
 
-    let pty = common::PtyPair::new();
+    let pty = PtyPair::new();
     let (device, host) = (StaticKey::generate(), StaticKey::generate());
     let (device_public, host_public) = (*device.public(), *host.public());
     let port = serialport::new(&pty.paths[1], DEFAULT_BAUD)
@@ -759,7 +753,7 @@ fn secure_keygen_writes_a_private_key_once_and_prints_the_public_key() {
     let dir = temp_dir("keygen");
     let key = dir.join("device.key");
     let keygen = || {
-        common::program(env!("CARGO_BIN_EXE_latentcam-edge"))
+        latentcam_testkit::program(env!("CARGO_BIN_EXE_latentcam-edge"))
             .args(["keygen", "--out"])
             .arg(&key)
             .output()
@@ -791,13 +785,9 @@ fn secure_keygen_writes_a_private_key_once_and_prints_the_public_key() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
 fn doctor(dir: &Path, address: &str, host: &PublicKey, key: &Path) -> String {
     let photos = repo().join("models/efficientnet-lite0/fixtures/originals");
-    let out = common::program(env!("CARGO_BIN_EXE_latentcam-edge"))
+    let out = latentcam_testkit::program(env!("CARGO_BIN_EXE_latentcam-edge"))
         .arg("doctor")
         .arg("--models")
         .arg(repo().join("models"))

@@ -34,10 +34,7 @@ fn originals() -> PathBuf {
 
 /// A fresh scratch directory for one test.
 fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("latentcam-sources-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+    latentcam_testkit::scratch("sources", name)
 }
 
 fn fast(looping: bool) -> ReplayOptions {

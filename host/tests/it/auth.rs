@@ -16,7 +16,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use latentcam_firmware::assemble;
-use latentcam_firmware::config::EdgeConfig;
+use latentcam_firmware::config::{EdgeConfig, LinkKind};
 use latentcam_firmware::link::secure::keygen;
 use latentcam_firmware::pipeline::{self, Report};
 use latentcam_secure::PublicKey;
@@ -26,8 +26,8 @@ use latentcam_wire::{
     Welcome, WelcomeStatus,
 };
 
-use crate::firmware_common as pty;
 use crate::serve::{Host, VTEST, edge_config, results, scratch, seqs_of, wait_for_lines};
+use latentcam_testkit::PtyPair;
 
 /// Runs `latentcam-host ARGS`.
 fn host_cli(args: &[&str]) -> Output {
@@ -448,7 +448,7 @@ fn a_serial_device_authenticates_like_a_tcp_one() {
     let keys_arg = keys.to_str().unwrap();
     let (key, public) = device_key(&dir, "till");
     register(&keys, "till", &public);
-    let line = pty::PtyPair::new();
+    let line = PtyPair::new();
     let host = Host::start_with(
         &jsonl,
         "127.0.0.1:0",
@@ -464,7 +464,7 @@ fn a_serial_device_authenticates_like_a_tcp_one() {
         ],
     );
     let mut config = edge("", &dir.join("spool"), "till", Some((&key, &host_public)));
-    config.link.kind = "serial".into();
+    config.link.kind = LinkKind::Serial;
     config.link.path = PathBuf::from(&line.paths[0]);
     config.link.baud = 921_600;
     let report = run_edge(&config, 6, Duration::from_secs(30));
@@ -633,7 +633,7 @@ fn udp_devices_authenticate_and_forged_or_replayed_datagrams_add_nothing() {
     let udp = host.udp.clone().expect("UDP address");
     let udp_edge = |id: &str, address: &str, keys: Option<(&Path, &PublicKey)>| {
         let mut config = edge(address, Path::new(""), id, keys);
-        config.link.kind = "udp".into();
+        config.link.kind = LinkKind::Udp;
         config
     };
 
@@ -730,15 +730,13 @@ fn an_anonymous_udp_flood_takes_no_slot_from_an_authenticated_camera() {
     let senders = 1024;
     let hellos: Vec<Vec<u8>> = (0..senders)
         .map(|i| {
-            let mut plain = crate::common::hello_frame(
-                &format!("anon-{i:04}"),
+            let id = format!("anon-{i:04}");
+            let hello = latentcam_testkit::hello::hello(
+                &id,
                 "efficientnet-lite0-imagenet-v1",
-                crate::common::encoder_sha(),
+                latentcam_testkit::hello::encoder_sha(),
                 PROTOCOL_VERSION.into(),
             );
-            let Ok(Message::Hello(hello)) = frame::decode_datagram(&mut plain) else {
-                panic!("a Hello");
-            };
             frame::encode_to_vec(&Message::Hello(latentcam_wire::Hello {
                 auth: AuthOffer {
                     scheme: AuthScheme::NoiseK,
@@ -784,7 +782,7 @@ fn an_anonymous_udp_flood_takes_no_slot_from_an_authenticated_camera() {
     );
 
     let mut config = edge(&udp, Path::new(""), "yard", Some((&cam_key, &host_public)));
-    config.link.kind = "udp".into();
+    config.link.kind = LinkKind::Udp;
     let frames = 20;
     let report = run_edge(&config, frames, Duration::from_secs(1));
     assert_eq!(report.session.sent, frames, "{:?}", report.session);
@@ -897,7 +895,7 @@ fn broker_certificate(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
 /// CA, or speaks plain MQTT to the TLS port, delivers nothing.
 #[test]
 fn devices_and_host_workers_reach_a_tls_broker() {
-    use crate::firmware_common::broker::Broker;
+    use latentcam_testkit::Broker;
 
     let dir = scratch("mqtts");
     let (ca, cert, key) = broker_certificate(&dir.join("tls"));
@@ -922,7 +920,7 @@ fn devices_and_host_workers_reach_a_tls_broker() {
     );
     let mqtt_edge = |id: &str, address: &str, ca: Option<&Path>| {
         let mut config = edge(address, &dir.join(format!("spool-{id}")), id, None);
-        config.link.kind = "mqtt".into();
+        config.link.kind = LinkKind::Mqtt;
         config.mqtt.site = "shop".into();
         config.mqtt.ca_file = ca.map(Path::to_path_buf).unwrap_or_default();
         config
@@ -1056,7 +1054,7 @@ fn forge(
 /// "acknowledged" by the forger are all processed, exactly once.
 #[test]
 fn mqtt_devices_prove_their_id_to_the_broker_and_cannot_speak_for_another() {
-    use crate::firmware_common::broker::Broker;
+    use latentcam_testkit::Broker;
     use latentcam_wire::Ack;
     use latentcam_wire::mqtt::{DeviceTopics, partition};
 
@@ -1106,7 +1104,7 @@ fn mqtt_devices_prove_their_id_to_the_broker_and_cannot_speak_for_another() {
     let serve_args: Vec<&str> = serve_args.iter().map(String::as_str).collect();
     let mqtt_edge = |id: &str, cert: Option<&str>, spool: &str| {
         let mut config = edge(&url, &dir.join(spool), id, None);
-        config.link.kind = "mqtt".into();
+        config.link.kind = LinkKind::Mqtt;
         config.mqtt.site = "shop".into();
         config.mqtt.ca_file = ca.clone();
         config.mqtt.ack_timeout_seconds = 1.0;

@@ -24,7 +24,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use latentcam_firmware::assemble;
-use latentcam_firmware::config::EdgeConfig;
+use latentcam_firmware::config::{EdgeConfig, LinkKind, SourceKind};
 use latentcam_firmware::manifest::Manifest;
 use latentcam_firmware::pipeline;
 use latentcam_host::heads::fewshot::FewShotStore;
@@ -33,10 +33,10 @@ use latentcam_wire::frame::MAX_FRAME_LEN;
 use latentcam_wire::{FrameDecoder, Message};
 
 use crate::common::edge::VTEST;
-use crate::common::repo;
+use latentcam_testkit::repo;
 
 fn scratch(name: &str) -> PathBuf {
-    crate::common::scratch("durability", name)
+    latentcam_testkit::scratch("durability", name)
 }
 
 fn models() -> PathBuf {
@@ -474,10 +474,10 @@ fn every_ack_follows_a_sync_of_its_results_in_a_syscall_trace() {
     let mut config = EdgeConfig::default();
     config.device.id = "traced".into();
     config.model.dir = models();
-    config.source.kind = "replay".into();
+    config.source.kind = SourceKind::Replay;
     config.source.path = PathBuf::from(VTEST);
     config.source.unpaced = true;
-    config.link.kind = "tcp".into();
+    config.link.kind = LinkKind::Tcp;
     config.link.address = host.address.clone();
     config.spool.dir = dir.join("spool");
     let stop = Arc::new(AtomicBool::new(false));

@@ -36,11 +36,11 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use crate::common;
 
 use crate::common::edge::{self, EdgeRecording};
-use crate::common::repo;
-use crate::firmware_common::broker::Broker;
 use latentcam_firmware::link::mqtt::{MqttConfig, MqttLink};
 use latentcam_firmware::pipeline::{self, EncodedLatent, Settings};
 use latentcam_firmware::spool::{Spool, SpoolConfig};
+use latentcam_testkit::Broker;
+use latentcam_testkit::repo;
 use latentcam_wire::mqtt::partition;
 use serde_json::Value;
 
@@ -271,7 +271,7 @@ fn percentile(sorted: &[u64], p: f64) -> f64 {
 #[test]
 fn two_hundred_devices_three_workers_a_kill_and_a_broker_restart_lose_nothing() {
     let _alone = common::exclusive();
-    let dir = common::scratch("fleet", "run");
+    let dir = latentcam_testkit::scratch("fleet", "run");
     let edge: Arc<EdgeRecording> = Arc::new(edge::encode_video(&dir, SOURCE_FRAMES));
     let mut broker = Broker::start(&dir.join("broker"));
 

@@ -19,8 +19,8 @@ use latentcam_wire::{
     NONCE_LEN, PROTOCOL_VERSION, Welcome, WelcomeStatus,
 };
 
-use crate::common::{encoder_sha, hello_frame};
 use crate::serve::{Host, VTEST, edge_config, results, run_edge, scratch, seqs_of, wait_for_lines};
+use latentcam_testkit::hello::{encoder_sha, hello_frame};
 
 /// A `Hello` a real device of the shipped model would send, under `id`.
 fn hello_as(id: &str, sha: &[u8; 32]) -> Vec<u8> {

@@ -17,8 +17,8 @@ use latentcam_wire::{FrameDecoder, Message, PROTOCOL_VERSION, WelcomeStatus};
 use serde_json::Value;
 
 use crate::common::http::{self, Api};
-use crate::common::repo;
 use crate::serve::{Host, scratch};
+use latentcam_testkit::repo;
 
 /// The photo a test enrols when it wants one to succeed.
 fn photo() -> Vec<u8> {
@@ -495,8 +495,12 @@ fn devices_come_in_pages() {
 /// Whether the device port answers a `Hello` (with an unknown model, so
 /// the answer is a refusal `Welcome`): an accepted, served connection.
 fn device_port_answers(address: &str) -> bool {
-    let hello =
-        crate::common::hello_frame("probe", "no-such-model", [0; 32], PROTOCOL_VERSION.into());
+    let hello = latentcam_testkit::hello::hello_frame(
+        "probe",
+        "no-such-model",
+        [0; 32],
+        PROTOCOL_VERSION.into(),
+    );
     let Ok(mut stream) = TcpStream::connect(address) else {
         return false;
     };

@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 use crate::common;
 
 use crate::common::edge::{self, EdgeRecording};
-use crate::common::repo;
+use latentcam_testkit::repo;
 
 use latentcam_wire::frame::{self, MAX_FRAME_LEN};
 use latentcam_wire::{Bye, ByeReason, FrameDecoder, Latent, Message, WelcomeStatus};
@@ -55,7 +55,7 @@ fn models() -> PathBuf {
 }
 
 fn scratch(name: &str) -> PathBuf {
-    common::scratch("load", name)
+    latentcam_testkit::scratch("load", name)
 }
 
 // ------------------------------------------------------------ real latents

@@ -1,11 +1,9 @@
 //! The host's integration tests, one binary (each test binary links tract,
 //! and linking them one by one dominated the test build). One module per
-//! subject; `common` holds the host's shared helpers, `firmware_common` the
-//! edge's (a socat pty pair, the mosquitto broker).
+//! subject; `common` holds the host's own helpers, `latentcam-testkit` what
+//! the edge's tests share too (paths, the pty pair, the broker).
 
 mod common;
-#[path = "../../../firmware/tests/it/common/mod.rs"]
-mod firmware_common;
 
 mod auth;
 mod durability;

@@ -14,12 +14,12 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::common;
-use crate::firmware_common as pty;
+use latentcam_testkit::PtyPair;
 
-use crate::common::repo;
+use latentcam_testkit::repo;
 
 use latentcam_firmware::assemble;
-use latentcam_firmware::config::EdgeConfig;
+use latentcam_firmware::config::{EdgeConfig, LinkKind, SourceKind};
 use latentcam_firmware::pipeline::{self, Report};
 use latentcam_wire::frame::{self, MAX_FRAME_LEN};
 use latentcam_wire::{
@@ -30,7 +30,7 @@ use serde_json::{Value, json};
 pub(crate) const VTEST: &str = "/usr/share/doc/opencv-doc/examples/data/vtest.avi";
 
 pub(crate) fn scratch(name: &str) -> PathBuf {
-    common::scratch("serve", name)
+    latentcam_testkit::scratch("serve", name)
 }
 
 /// A `latentcam-host serve` process on an ephemeral loopback port.
@@ -204,9 +204,9 @@ pub(crate) fn edge_config(input: &Path, address: &str, spool: &Path, device: &st
     let mut c = EdgeConfig::default();
     c.device.id = device.to_owned();
     c.model.dir = repo().join("models");
-    c.source.kind = "replay".into();
+    c.source.kind = SourceKind::Replay;
     c.source.path = input.to_path_buf();
-    c.link.kind = "tcp".into();
+    c.link.kind = LinkKind::Tcp;
     c.link.address = address.to_owned();
     c.spool.dir = spool.to_path_buf();
     c
@@ -286,20 +286,9 @@ fn photos_are_classified_like_the_reference() {
     host.stop();
 
     // The reference's onnxruntime top-1 for each original photo.
-    let reference: Value = serde_json::from_str(
-        &std::fs::read_to_string(repo().join("models/efficientnet-lite0/fixtures/reference.json"))
-            .unwrap(),
-    )
-    .unwrap();
-    let mut expected: Vec<(String, u64)> = reference["photos"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|p| p["original"].is_string())
-        .map(|p| {
-            let top1 = p["top5_fp32"][0].as_u64().unwrap();
-            (p["name"].as_str().unwrap().to_owned(), top1)
-        })
+    let mut expected: Vec<(String, u64)> = latentcam_testkit::Reference::load()
+        .originals()
+        .map(|p| (p.name.clone(), u64::from(p.top5_fp32[0])))
         .collect();
     expected.sort();
     let lines = results(&jsonl);
@@ -379,7 +368,7 @@ fn a_host_crash_loses_and_repeats_nothing() {
 // ----------------------------------------------------------- hostile peers
 
 fn hello(model_id: &str, protocol: u16) -> Vec<u8> {
-    common::hello_frame("intruder", model_id, [0; 32], protocol)
+    latentcam_testkit::hello::hello_frame("intruder", model_id, [0; 32], protocol)
 }
 
 /// What the host sends back before closing: (Welcome status, Bye reason).
@@ -610,7 +599,7 @@ fn udp_devices_are_served_without_a_back_channel() {
     let host = Host::start_with(&jsonl, "127.0.0.1:0", &["--udp", "127.0.0.1:0"]);
     let udp = host.udp.clone().expect("UDP address");
     let mut config = edge_config(Path::new(VTEST), &udp, Path::new(""), "yard");
-    config.link.kind = "udp".into();
+    config.link.kind = LinkKind::Udp;
     config.source.unpaced = true;
     let report = run_edge(config, 25).join().unwrap();
     assert_eq!(report.session.sent, 25);
@@ -629,14 +618,14 @@ fn udp_devices_are_served_without_a_back_channel() {
 fn a_serial_device_is_served_with_acks_over_the_line() {
     let dir = scratch("serial");
     let jsonl = dir.join("results.jsonl");
-    let line = pty::PtyPair::new();
+    let line = PtyPair::new();
     let host = Host::start_with(
         &jsonl,
         "127.0.0.1:0",
         &["--serial", &line.paths[1], "--baud", "921600"],
     );
     let mut config = edge_config(Path::new(VTEST), "", &dir.join("spool"), "till");
-    config.link.kind = "serial".into();
+    config.link.kind = LinkKind::Serial;
     config.link.path = PathBuf::from(&line.paths[0]);
     config.link.baud = 921_600;
     config.source.unpaced = true;
@@ -670,7 +659,7 @@ fn a_recording_is_followed_while_the_edge_writes_it() {
     // noise. (Unpaced, so a busy machine encodes every frame.)
     let mut config = edge_config(Path::new(VTEST), "", Path::new(""), "shed");
     config.source.unpaced = true;
-    config.link.kind = "file".into();
+    config.link.kind = LinkKind::File;
     config.link.path = file.clone();
     let report = run_edge(config, 30).join().unwrap();
     assert_eq!(report.encoded, 30);

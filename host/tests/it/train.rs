@@ -5,19 +5,15 @@
 //! recording and a labels file and reports accuracy on a test labels file,
 //! and `replay` runs the new head over the recording.
 
-use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use crate::common::fashion::{self, CLASSES, TEST, TRAIN};
 use latentcam_firmware::encoder::{self, EncoderOptions};
 use latentcam_firmware::manifest::Manifest;
 use latentcam_firmware::pipeline;
+use latentcam_testkit::repo;
 use latentcam_wire::{Codec, Latent, Message, frame};
 use serde_json::Value;
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
 
 /// The linear probe of the models issue on the same images (fp32 latents,
 /// `model_accuracy.rs`; 85.8 % reported in the README).

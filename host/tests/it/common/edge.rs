@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
 use latentcam_firmware::assemble;
-use latentcam_firmware::config::EdgeConfig;
+use latentcam_firmware::config::{EdgeConfig, LinkKind, SourceKind};
 use latentcam_firmware::pipeline;
 use latentcam_wire::frame::{self, MAX_FRAME_LEN};
 use latentcam_wire::{
@@ -51,11 +51,11 @@ pub fn encode_video(dir: &Path, frames: u64) -> EdgeRecording {
     let path = dir.join("edge.lcr");
     let mut config = EdgeConfig::default();
     config.device.id = "encoder".into();
-    config.model.dir = super::repo().join("models");
-    config.source.kind = "replay".into();
+    config.model.dir = latentcam_testkit::repo().join("models");
+    config.source.kind = SourceKind::Replay;
     config.source.path = PathBuf::from(VTEST);
     config.source.unpaced = true;
-    config.link.kind = "file".into();
+    config.link.kind = LinkKind::File;
     config.link.path = path.clone();
     config.spool.dir = PathBuf::new();
     let stop = Arc::new(AtomicBool::new(false));

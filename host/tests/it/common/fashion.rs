@@ -171,7 +171,7 @@ fn cache_key(manifest: &Manifest) -> u64 {
 /// Writes the images as PNG files and encodes them with
 /// [`batch::encode_images`] on a few threads, one encoder each.
 fn encode(manifest: &Manifest) -> Vec<f32> {
-    let dir = super::scratch("fashion", "images");
+    let dir = latentcam_testkit::scratch("fashion", "images");
     let mut paths = Vec::with_capacity(TRAIN + TEST);
     for (split, count) in [("train", TRAIN), ("t10k", TEST)] {
         let (shape, pixels) = idx(&format!("{split}-images-idx3-ubyte.gz"));

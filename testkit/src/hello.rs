@@ -1,0 +1,49 @@
+//! `Hello` messages as a device of the shipped model sends them.
+
+use latentcam_wire::{AuthOffer, AuthScheme, Codec, Hello, Message, ModelIdentity, frame};
+
+/// A `Hello` of device `device_id` running `model_id` (an encoder file
+/// with SHA-256 `sha`, 1280 dimensions, U8Affine, no authentication) in
+/// protocol version `protocol`.
+pub fn hello<'a>(device_id: &'a str, model_id: &'a str, sha: [u8; 32], protocol: u16) -> Hello<'a> {
+    Hello {
+        protocol,
+        device_id,
+        firmware_version: "0",
+        model: ModelIdentity {
+            model_id,
+            encoder_sha256: sha,
+            latent_dim: 1280,
+            preprocessing: "x",
+        },
+        backend: "tract",
+        codec: Codec::U8Affine,
+        auth: AuthOffer {
+            scheme: AuthScheme::None,
+            key_id: "",
+            device_nonce: [0; 16],
+        },
+    }
+}
+
+/// [`hello`], framed for the wire.
+pub fn hello_frame(device_id: &str, model_id: &str, sha: [u8; 32], protocol: u16) -> Vec<u8> {
+    frame::encode_to_vec(&Message::Hello(hello(device_id, model_id, sha, protocol)))
+        .expect("a Hello of valid ids encodes")
+}
+
+/// The encoder SHA-256 a real device of the shipped model announces (the
+/// manifest's fp32 encoder).
+pub fn encoder_sha() -> [u8; 32] {
+    let manifest = latentcam_model::manifest::Manifest::load(crate::models())
+        .expect("models/manifest.toml loads");
+    let file = manifest
+        .files
+        .iter()
+        .find(|f| f.role == "encoder")
+        .expect("the manifest lists an encoder");
+    hex::decode(&file.sha256)
+        .ok()
+        .and_then(|bytes| bytes.try_into().ok())
+        .expect("the manifest's SHA-256 is 64 hex digits")
+}
