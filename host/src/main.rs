@@ -692,7 +692,7 @@ fn main() -> anyhow::Result<()> {
                 .init();
             let mqtt_host = match &mqtt {
                 Some(url) => Some(
-                    ingest::mqtt::parse_url(url)
+                    latentcam_wire::mqtt::parse_url(url)
                         .map_err(anyhow::Error::msg)
                         .context("--mqtt")?
                         .host,

@@ -265,7 +265,8 @@ mod owned {
     /// A broker address, parsed.
     #[derive(Debug, Clone, PartialEq, Eq)]
     pub struct Broker {
-        /// Host name or address (IPv6 in brackets).
+        /// Host name or address: IPv6 in brackets from [`parse_broker`],
+        /// without them from [`parse_url`].
         pub host: String,
         /// Port.
         pub port: u16,
@@ -332,6 +333,25 @@ mod owned {
             },
         };
         Ok(Broker { host, port, tls })
+    }
+
+    /// A host's `--mqtt` URL: [`parse_broker`], plus `tcp://` and `ssl://`
+    /// as synonyms of `mqtt://` and `mqtts://` (the schemes other MQTT
+    /// tools write). The host comes without IPv6 brackets, as MQTT client
+    /// libraries want it. Errors start with the URL.
+    pub fn parse_url(url: &str) -> Result<Broker, String> {
+        let address = if let Some(rest) = url.strip_prefix("tcp://") {
+            format!("mqtt://{rest}")
+        } else if let Some(rest) = url.strip_prefix("ssl://") {
+            format!("mqtts://{rest}")
+        } else {
+            url.to_string()
+        };
+        let broker = parse_broker(&address).map_err(|e| format!("{url}: {e}"))?;
+        Ok(Broker {
+            host: broker.host.trim_matches(['[', ']']).to_string(),
+            ..broker
+        })
     }
 }
 
@@ -585,5 +605,50 @@ mod tests {
             Ok(broker("broker", DEFAULT_PORT, false))
         );
         assert!(parse_broker("ssl://broker").is_err());
+    }
+
+    #[cfg(feature = "alloc")]
+    #[test]
+    fn urls() {
+        let broker = |host: &str, port, tls| Broker {
+            host: host.into(),
+            port,
+            tls,
+        };
+        for (url, expected) in [
+            ("b", broker("b", DEFAULT_PORT, false)),
+            ("b:1884", broker("b", 1884, false)),
+            ("mqtt://b:1884", broker("b", 1884, false)),
+            ("tcp://10.0.0.1", broker("10.0.0.1", DEFAULT_PORT, false)),
+            ("tcp://b:1885/", broker("b", 1885, false)),
+            ("mqtts://b", broker("b", DEFAULT_TLS_PORT, true)),
+            ("ssl://b", broker("b", DEFAULT_TLS_PORT, true)),
+            ("ssl://[::1]:8884", broker("::1", 8884, true)),
+            ("[fe80::1]", broker("fe80::1", DEFAULT_PORT, false)),
+            ("mqtt://[::1]:1885", broker("::1", 1885, false)),
+        ] {
+            assert_eq!(parse_url(url), Ok(expected), "{url:?}");
+        }
+        for (url, error) in [
+            (
+                "http://b",
+                "http://b: scheme `http://` is not supported: write host:port, \
+                 mqtt://host:port or mqtts://host:port",
+            ),
+            (
+                "mqtt://b:x",
+                "mqtt://b:x: port `x` is not a number from 1 to 65535",
+            ),
+            (
+                "tcp://:1883",
+                "tcp://:1883: no broker host: write host:port, e.g. 192.168.1.10:1883",
+            ),
+            (
+                "ssl://[::1",
+                "ssl://[::1: an IPv6 address needs its closing `]`",
+            ),
+        ] {
+            assert_eq!(parse_url(url), Err(error.into()), "{url:?}");
+        }
     }
 }

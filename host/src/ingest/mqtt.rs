@@ -43,7 +43,7 @@ use std::time::{Duration, Instant};
 
 use latentcam_secure::tls::{ClientCert, tls_client_config};
 use latentcam_wire::mqtt::{self as topics, DeviceTopics, PARTITIONS, TopicKind, owner};
-use latentcam_wire::mqtt::{Broker, parse_broker};
+use latentcam_wire::mqtt::{Broker, parse_url};
 use latentcam_wire::{Ack, MAX_SEQ, Message, WelcomeStatus, frame};
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::mqttbytes::v5::{Filter, LastWill, Packet, Publish};
@@ -87,24 +87,6 @@ pub struct MqttIngest {
     pub password: Option<String>,
     /// Publish each result line on `…/result`.
     pub publish_results: bool,
-}
-
-/// Parses an MQTT broker URL: the edge's own parser ([`parse_broker`]),
-/// plus `tcp://` and `ssl://` as synonyms of `mqtt://` and `mqtts://`.
-/// The host comes without IPv6 brackets (as rumqttc wants it).
-pub fn parse_url(url: &str) -> Result<Broker, String> {
-    let address = if let Some(rest) = url.strip_prefix("tcp://") {
-        format!("mqtt://{rest}")
-    } else if let Some(rest) = url.strip_prefix("ssl://") {
-        format!("mqtts://{rest}")
-    } else {
-        url.to_owned()
-    };
-    let broker = parse_broker(&address).map_err(|e| format!("{url}: {e}"))?;
-    Ok(Broker {
-        host: broker.host.trim_matches(['[', ']']).to_owned(),
-        ..broker
-    })
 }
 
 impl Ingest for MqttIngest {
@@ -791,31 +773,6 @@ impl Worker {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn urls() {
-        let broker = |host: &str, port, tls| Broker {
-            host: host.into(),
-            port,
-            tls,
-        };
-        assert_eq!(
-            parse_url("mqtt://b:1884").unwrap(),
-            broker("b", 1884, false)
-        );
-        assert_eq!(parse_url("b").unwrap(), broker("b", 1883, false));
-        assert_eq!(
-            parse_url("tcp://10.0.0.1").unwrap(),
-            broker("10.0.0.1", 1883, false)
-        );
-        assert_eq!(parse_url("mqtts://b").unwrap(), broker("b", 8883, true));
-        assert_eq!(
-            parse_url("ssl://[::1]:8884").unwrap(),
-            broker("::1", 8884, true)
-        );
-        assert!(parse_url("http://b").is_err());
-        assert!(parse_url("mqtt://b:x").is_err());
-    }
 
     #[test]
     fn floor_advances_over_contiguous_finished_latents_only() {
