@@ -565,6 +565,7 @@ mod tests {
         );
     }
 
+    #[cfg(feature = "alloc")]
     #[test]
     fn addresses() {
         assert_eq!(parse_address("broker:1884"), Ok(("broker".into(), 1884)));
