@@ -1,6 +1,10 @@
-//! latentcam edge program: camera → preprocess → encoder → latent codec →
-//! link. This crate is both the `latentcam-edge` binary and a library, so
-//! tests and benchmarks can use its parts.
+//! The latentcam edge program, `latentcam-edge`: frame source → preprocess →
+//! encoder → latent codec → link, with the spool that keeps what the host
+//! has not acknowledged. The binary parses arguments and wires this library
+//! together ([`assemble`] builds the parts from a configuration); the tests,
+//! the demo and the benchmarks use the same parts. Preprocessing, the
+//! encoders and the manifest come from `latentcam-model`, shared with the
+//! host.
 #![deny(missing_docs)]
 
 /// Firmware version reported in `Hello`.

@@ -13,10 +13,14 @@
 //!   stream back into messages ([`frame::FrameDecoder`]), whatever the chunking,
 //!   skipping garbage and resynchronising after corruption.
 //! * [`codec`] packs latent vectors (`F32`, `F16`, `U8Affine`) into payloads.
+//! * [`mqtt`] maps the protocol onto MQTT topics and hashes devices to
+//!   partitions and partitions to host workers.
 //!
-//! The crate is `no_std` and allocation-free by default; the `alloc` feature
-//! adds `Vec`-returning helpers. The byte-level format is specified in
-//! `wire/SPEC.md`.
+//! The crate is `no_std`. Without default features it is also
+//! allocation-free (`scripts/test.sh` checks that build for a
+//! microcontroller target); `alloc` adds the helpers that return `Vec`s and
+//! `String`s, and the default `std` feature only implies `alloc`. The
+//! byte-level format is specified in `wire/SPEC.md`.
 #![no_std]
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]

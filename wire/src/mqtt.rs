@@ -1,5 +1,6 @@
 //! The MQTT mapping of the protocol (`wire/SPEC.md`, section 9): topic names,
-//! the device → partition hash both sides must agree on, and a topic parser.
+//! the device → partition hash both sides must agree on, the partition →
+//! worker hash every worker of a group must agree on, and a topic parser.
 //!
 //! Every MQTT message carries exactly one frame, the same bytes as a UDP
 //! datagram (both delimiters included), except `status`, `_workers` and
@@ -44,6 +45,64 @@ pub fn partition(device_id: &str) -> u16 {
     }
     // The remainder is below PARTITIONS (64), so it fits.
     (hash % u32::from(PARTITIONS)) as u16
+}
+
+/// The owner of `partition` among `members` by rendezvous (highest random
+/// weight) hashing, so every worker of a group computes the same owners from
+/// the same member list, in any order. A member's weight is FNV-1a-64 of
+/// `"<partition in decimal>/<member>"` passed through MurmurHash3's 64-bit
+/// finaliser; the highest wins, ties go to the smaller name; `None` when there
+/// are no members. When a member leaves, only its partitions move; when one
+/// joins, it takes about `1/n` of them.
+///
+/// Workers on different versions must agree, so the result for given
+/// arguments is part of the protocol (`wire/SPEC.md` §9) and pinned by tests.
+pub fn owner<'a>(partition: u16, members: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+    // The decimal digits of `partition`, written without allocating: at most
+    // five for a `u16`, filled from the end.
+    let mut digits = [0u8; 5];
+    let mut start = digits.len();
+    let mut rest = partition;
+    loop {
+        start -= 1;
+        // The remainder is below 10, so it fits.
+        digits[start] = b'0' + (rest % 10) as u8;
+        rest /= 10;
+        if rest == 0 {
+            break;
+        }
+    }
+    let digits = &digits[start..];
+    members
+        .into_iter()
+        .map(|m| {
+            let weight = weight(
+                digits
+                    .iter()
+                    .copied()
+                    .chain(core::iter::once(b'/'))
+                    .chain(m.bytes()),
+            );
+            (weight, core::cmp::Reverse(m))
+        })
+        .max()
+        .map(|(_, core::cmp::Reverse(m))| m)
+}
+
+/// FNV-1a, 64-bit, then MurmurHash3's 64-bit finaliser: FNV alone barely
+/// mixes a last byte into the high bits, so weights of `w1`, `w2`, `w3`
+/// would be correlated and the partitions badly balanced.
+fn weight(bytes: impl IntoIterator<Item = u8>) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in bytes {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    hash ^= hash >> 33;
+    hash = hash.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    hash ^= hash >> 33;
+    hash = hash.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    hash ^ (hash >> 33)
 }
 
 /// True when `level` can be one level of a topic name: 1 to
@@ -206,7 +265,8 @@ mod owned {
     /// A broker address, parsed.
     #[derive(Debug, Clone, PartialEq, Eq)]
     pub struct Broker {
-        /// Host name or address (IPv6 in brackets).
+        /// Host name or address: IPv6 in brackets from [`parse_broker`],
+        /// without them from [`parse_url`].
         pub host: String,
         /// Port.
         pub port: u16,
@@ -274,6 +334,25 @@ mod owned {
         };
         Ok(Broker { host, port, tls })
     }
+
+    /// A host's `--mqtt` URL: [`parse_broker`], plus `tcp://` and `ssl://`
+    /// as synonyms of `mqtt://` and `mqtts://` (the schemes other MQTT
+    /// tools write). The host comes without IPv6 brackets, as MQTT client
+    /// libraries want it. Errors start with the URL.
+    pub fn parse_url(url: &str) -> Result<Broker, String> {
+        let address = if let Some(rest) = url.strip_prefix("tcp://") {
+            format!("mqtt://{rest}")
+        } else if let Some(rest) = url.strip_prefix("ssl://") {
+            format!("mqtts://{rest}")
+        } else {
+            url.to_string()
+        };
+        let broker = parse_broker(&address).map_err(|e| format!("{url}: {e}"))?;
+        Ok(Broker {
+            host: broker.host.trim_matches(['[', ']']).to_string(),
+            ..broker
+        })
+    }
 }
 
 #[cfg(test)]
@@ -287,6 +366,119 @@ mod tests {
         assert_eq!(partition(""), (0x811c_9dc5u32 % 64) as u16);
         assert_eq!(partition("a"), (0xe40c_292cu32 % 64) as u16);
         assert_eq!(partition("foobar"), (0xbf9c_f968u32 % 64) as u16);
+    }
+
+    #[test]
+    fn partition_golden() {
+        // Pinned from the implementation devices run; a change moves devices
+        // between partitions and breaks fleets with mixed versions.
+        for (device, p) in [
+            ("cam-01", 56),
+            ("cam-02", 49),
+            ("cam-03", 30),
+            ("garage", 44),
+            ("shop 3", 8),
+            ("ça-va", 56),
+            ("cam-0123456789", 56),
+        ] {
+            assert_eq!(partition(device), p, "{device:?}");
+        }
+    }
+
+    #[test]
+    fn owner_golden() {
+        // Pinned from the host's implementation before it moved here: workers
+        // of one group on different versions must pick the same owners.
+        let partitions = [0, 1, 7, 9, 10, 42, 63, 100, 999, 65535];
+        let cases: [(&[&str], [&str; 10]); 6] = [
+            (
+                &["w1", "w2"],
+                ["w2", "w1", "w2", "w1", "w1", "w2", "w2", "w1", "w2", "w1"],
+            ),
+            (
+                &["w1", "w2", "w3"],
+                ["w2", "w3", "w2", "w1", "w1", "w3", "w2", "w3", "w2", "w1"],
+            ),
+            // The order of the members does not matter.
+            (
+                &["w3", "w2", "w1"],
+                ["w2", "w3", "w2", "w1", "w1", "w3", "w2", "w3", "w2", "w1"],
+            ),
+            (
+                &["host-a", "host-b", "host-c", "host-d"],
+                [
+                    "host-d", "host-d", "host-b", "host-a", "host-d", "host-c", "host-a", "host-b",
+                    "host-d", "host-b",
+                ],
+            ),
+            (&["", "a"], ["", "", "", "a", "a", "", "a", "", "a", ""]),
+            (
+                &["w1"],
+                ["w1", "w1", "w1", "w1", "w1", "w1", "w1", "w1", "w1", "w1"],
+            ),
+        ];
+        for (members, owners) in cases {
+            for (p, expected) in partitions.into_iter().zip(owners) {
+                assert_eq!(
+                    owner(p, members.iter().copied()),
+                    Some(expected),
+                    "partition {p} among {members:?}"
+                );
+            }
+        }
+        // Every partition, as the digit of its owner `w<digit>`.
+        for (members, table) in [
+            (
+                &["w1", "w2", "w3"][..],
+                "2333323231123233131213212122222132133332233133131221112231113322",
+            ),
+            (
+                &["w1", "w2"][..],
+                "2112221211122222121212212122222112121112212122121221112221112222",
+            ),
+        ] {
+            assert_eq!(table.len(), usize::from(PARTITIONS));
+            for (p, digit) in (0..PARTITIONS).zip(table.bytes()) {
+                let owner = owner(p, members.iter().copied()).unwrap();
+                assert_eq!(
+                    owner.as_bytes()[1],
+                    digit,
+                    "partition {p} among {members:?}"
+                );
+            }
+        }
+        assert_eq!(owner(0, []), None);
+    }
+
+    #[test]
+    fn rendezvous_moves_only_the_leavers_partitions() {
+        let three = ["w1", "w2", "w3"];
+        let two = ["w1", "w2"];
+        let mut counts = [0u32; 3];
+        for p in 0..PARTITIONS {
+            let a = owner(p, three).unwrap();
+            counts[three.iter().position(|&m| m == a).unwrap()] += 1;
+            let b = owner(p, two).unwrap();
+            if a != "w3" {
+                assert_eq!(a, b, "partition {p} moved although its owner stayed");
+            }
+        }
+        // Every member owns a fair share (64 partitions, 3 members).
+        assert!(counts.iter().all(|&n| n >= 16), "{counts:?}");
+    }
+
+    #[test]
+    fn weight_golden() {
+        // FNV-1a-64 then the MurmurHash3 finaliser, pinned from the host's
+        // implementation before it moved here.
+        for (input, expected) in [
+            ("0/w1", 0x150e_6e8e_e80c_bc6f_u64),
+            ("5/cam", 0x351f_5031_57ce_b05e),
+            ("63/", 0x0f84_8190_e01f_b903),
+            ("65535/w1", 0xfb76_a5c9_ff94_e82d),
+        ] {
+            assert_eq!(weight(input.bytes()), expected, "{input:?}");
+        }
     }
 
     #[test]
@@ -373,6 +565,7 @@ mod tests {
         );
     }
 
+    #[cfg(feature = "alloc")]
     #[test]
     fn addresses() {
         assert_eq!(parse_address("broker:1884"), Ok(("broker".into(), 1884)));
@@ -413,5 +606,50 @@ mod tests {
             Ok(broker("broker", DEFAULT_PORT, false))
         );
         assert!(parse_broker("ssl://broker").is_err());
+    }
+
+    #[cfg(feature = "alloc")]
+    #[test]
+    fn urls() {
+        let broker = |host: &str, port, tls| Broker {
+            host: host.into(),
+            port,
+            tls,
+        };
+        for (url, expected) in [
+            ("b", broker("b", DEFAULT_PORT, false)),
+            ("b:1884", broker("b", 1884, false)),
+            ("mqtt://b:1884", broker("b", 1884, false)),
+            ("tcp://10.0.0.1", broker("10.0.0.1", DEFAULT_PORT, false)),
+            ("tcp://b:1885/", broker("b", 1885, false)),
+            ("mqtts://b", broker("b", DEFAULT_TLS_PORT, true)),
+            ("ssl://b", broker("b", DEFAULT_TLS_PORT, true)),
+            ("ssl://[::1]:8884", broker("::1", 8884, true)),
+            ("[fe80::1]", broker("fe80::1", DEFAULT_PORT, false)),
+            ("mqtt://[::1]:1885", broker("::1", 1885, false)),
+        ] {
+            assert_eq!(parse_url(url), Ok(expected), "{url:?}");
+        }
+        for (url, error) in [
+            (
+                "http://b",
+                "http://b: scheme `http://` is not supported: write host:port, \
+                 mqtt://host:port or mqtts://host:port",
+            ),
+            (
+                "mqtt://b:x",
+                "mqtt://b:x: port `x` is not a number from 1 to 65535",
+            ),
+            (
+                "tcp://:1883",
+                "tcp://:1883: no broker host: write host:port, e.g. 192.168.1.10:1883",
+            ),
+            (
+                "ssl://[::1",
+                "ssl://[::1: an IPv6 address needs its closing `]`",
+            ),
+        ] {
+            assert_eq!(parse_url(url), Err(error.into()), "{url:?}");
+        }
     }
 }

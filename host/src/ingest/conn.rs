@@ -1,6 +1,7 @@
-//! One device connection's half of the session, as a pure state machine:
-//! bytes in, replies / latents / a close decision out. The TCP and serial
-//! servers drive it; unit tests drive it with byte strings.
+//! The host's half of one device session, as a pure state machine: bytes
+//! in, replies / latents / a close decision out. The TCP, serial, UDP and
+//! recording ingests drive it (the MQTT worker keeps its own per-device
+//! state, see `mqtt`); unit tests drive it with byte strings.
 //!
 //! With authentication (wire/SPEC.md §7) a device sends a plain `Hello`
 //! offering `NoiseIk`, then a plain `Handshake`; the host checks the static

@@ -1,11 +1,14 @@
 //! Ingest: devices' latents in, heads' results out.
 //!
 //! ```text
-//!  TCP connections ──┐  (one tokio task each: Conn state machine,
-//!  (many devices)    │   Welcome, Acks, limits)
-//!                    ├──▶ bounded job queue ──▶ head worker thread ──▶ JSON lines
-//!                    │                          (every Head on every latent,
-//!                    │                           then Registry::processed)
+//!  tcp, serial, udp, file ──▶ a Conn per device session ──┐
+//!                             (Hello check, Welcome,      │
+//!                              Acks, limits)              ├──▶ bounded job queue
+//!  mqtt (a group worker) ───▶ its own per-device state ───┘            │
+//!                             (the same Hello check)                   ▼
+//!                                               JSON lines ◀── head worker thread
+//!                                                              (every Head on every latent,
+//!                                                               then Registry::processed)
 //! ```
 //!
 //! A latent is acknowledged only after its heads ran and its result line was
@@ -469,10 +472,13 @@ pub struct Started {
 }
 
 /// A way devices' frames reach the host: a TCP listener, a UDP socket, a
-/// serial line, a recording file. Every ingest drives [`Conn`] sessions
-/// (the same `Hello` check, duplicate and gap accounting and limits) and
-/// hands accepted latents to the head worker as [`Job`]s; they differ only
-/// in how bytes arrive and whether `Welcome` and `Ack`s can go back.
+/// serial line, a recording file, an MQTT broker. Every ingest hands
+/// accepted latents to the head worker as [`Job`]s. TCP, UDP, serial and
+/// recordings drive [`Conn`] sessions (the same `Hello` check, duplicate
+/// and gap accounting and limits) and differ only in how bytes arrive and
+/// whether `Welcome` and `Ack`s can go back; the MQTT worker applies the
+/// same [`crate::session`] checks and registry accounting to devices whose
+/// frames arrive as broker messages, with no connection of their own.
 pub trait Ingest: Send {
     /// Which transport this is.
     fn kind(&self) -> IngestKind;

@@ -42,8 +42,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use latentcam_secure::tls::{ClientCert, tls_client_config};
-use latentcam_wire::mqtt::{self as topics, DeviceTopics, PARTITIONS, TopicKind};
-use latentcam_wire::mqtt::{Broker, parse_broker};
+use latentcam_wire::mqtt::{self as topics, DeviceTopics, PARTITIONS, TopicKind, owner};
+use latentcam_wire::mqtt::{Broker, parse_url};
 use latentcam_wire::{Ack, MAX_SEQ, Message, WelcomeStatus, frame};
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::mqttbytes::v5::{Filter, LastWill, Packet, Publish};
@@ -87,61 +87,6 @@ pub struct MqttIngest {
     pub password: Option<String>,
     /// Publish each result line on `…/result`.
     pub publish_results: bool,
-}
-
-/// Parses an MQTT broker URL: the edge's own parser ([`parse_broker`]),
-/// plus `tcp://` and `ssl://` as synonyms of `mqtt://` and `mqtts://`.
-/// The host comes without IPv6 brackets (as rumqttc wants it).
-pub fn parse_url(url: &str) -> Result<Broker, String> {
-    let address = if let Some(rest) = url.strip_prefix("tcp://") {
-        format!("mqtt://{rest}")
-    } else if let Some(rest) = url.strip_prefix("ssl://") {
-        format!("mqtts://{rest}")
-    } else {
-        url.to_owned()
-    };
-    let broker = parse_broker(&address).map_err(|e| format!("{url}: {e}"))?;
-    Ok(Broker {
-        host: broker.host.trim_matches(['[', ']']).to_owned(),
-        ..broker
-    })
-}
-
-/// FNV-1a, 64-bit, then MurmurHash3's 64-bit finaliser: FNV alone barely
-/// mixes a last byte into the high bits, so weights of `w1`, `w2`, `w3`
-/// would be correlated and the partitions badly balanced.
-fn weight(bytes: impl IntoIterator<Item = u8>) -> u64 {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for byte in bytes {
-        hash ^= u64::from(byte);
-        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    hash ^= hash >> 33;
-    hash = hash.wrapping_mul(0xff51_afd7_ed55_8ccd);
-    hash ^= hash >> 33;
-    hash = hash.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
-    hash ^ (hash >> 33)
-}
-
-/// The owner of `partition` among `members` by rendezvous (highest random
-/// weight) hashing: each member's weight is FNV-1a-64 of `"<p>/<member>"`;
-/// ties go to the smaller name. When a member leaves, only its partitions
-/// move; when one joins, it takes about `1/n` of them from the others.
-pub fn owner<'a>(partition: u16, members: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
-    members
-        .into_iter()
-        .map(|m| {
-            let weight = weight(
-                partition
-                    .to_string()
-                    .bytes()
-                    .chain(std::iter::once(b'/'))
-                    .chain(m.bytes()),
-            );
-            (weight, std::cmp::Reverse(m))
-        })
-        .max()
-        .map(|(_, std::cmp::Reverse(m))| m)
 }
 
 impl Ingest for MqttIngest {
@@ -827,53 +772,7 @@ impl Worker {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
-
     use super::*;
-
-    #[test]
-    fn urls() {
-        let broker = |host: &str, port, tls| Broker {
-            host: host.into(),
-            port,
-            tls,
-        };
-        assert_eq!(
-            parse_url("mqtt://b:1884").unwrap(),
-            broker("b", 1884, false)
-        );
-        assert_eq!(parse_url("b").unwrap(), broker("b", 1883, false));
-        assert_eq!(
-            parse_url("tcp://10.0.0.1").unwrap(),
-            broker("10.0.0.1", 1883, false)
-        );
-        assert_eq!(parse_url("mqtts://b").unwrap(), broker("b", 8883, true));
-        assert_eq!(
-            parse_url("ssl://[::1]:8884").unwrap(),
-            broker("::1", 8884, true)
-        );
-        assert!(parse_url("http://b").is_err());
-        assert!(parse_url("mqtt://b:x").is_err());
-    }
-
-    #[test]
-    fn rendezvous_moves_only_the_leavers_partitions() {
-        let three = ["w1", "w2", "w3"];
-        let two = ["w1", "w2"];
-        let mut counts = BTreeMap::new();
-        for p in 0..PARTITIONS {
-            let a = owner(p, three).unwrap();
-            *counts.entry(a).or_insert(0) += 1;
-            let b = owner(p, two).unwrap();
-            if a != "w3" {
-                assert_eq!(a, b, "partition {p} moved although its owner stayed");
-            }
-        }
-        // Every member owns a fair share (64 partitions, 3 members).
-        assert_eq!(counts.len(), 3);
-        assert!(counts.values().all(|&n| n >= 16), "{counts:?}");
-        assert_eq!(owner(0, []), None);
-    }
 
     #[test]
     fn floor_advances_over_contiguous_finished_latents_only() {

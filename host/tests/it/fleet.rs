@@ -282,7 +282,7 @@ fn two_hundred_devices_three_workers_a_kill_and_a_broker_restart_lose_nothing() 
     let killed_partitions: BTreeSet<u16> = {
         let members = ["w1", "w2", "w3"];
         (0..64)
-            .filter(|&p| latentcam_host::ingest::mqtt::owner(p, members) == Some("w3"))
+            .filter(|&p| latentcam_wire::mqtt::owner(p, members) == Some("w3"))
             .collect()
     };
 

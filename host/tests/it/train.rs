@@ -15,8 +15,8 @@ use latentcam_testkit::repo;
 use latentcam_wire::{Codec, Latent, Message, frame};
 use serde_json::Value;
 
-/// The linear probe of the models issue on the same images (fp32 latents,
-/// `model_accuracy.rs`; 85.8 % reported in the README).
+/// The linear probe of `model_accuracy.rs` on the same images (fp32
+/// latents; 85.8 % in the README's model figures).
 const PROBE_ACCURACY: f64 = 85.8;
 
 #[test]
@@ -106,7 +106,7 @@ fn train_then_replay_a_new_head_on_stored_latents() {
         .expect("accuracy in the output");
     assert!(stdout.contains("trained on 2000 latents") && stdout.contains("on 1000"));
     // The head trained later on the device's stored 8-bit latents does at
-    // least as well as the models issue's probe on fp32 latents.
+    // least as well as the linear probe on fp32 latents.
     assert!(
         accuracy >= PROBE_ACCURACY,
         "trained head {accuracy}% < linear probe {PROBE_ACCURACY}%"

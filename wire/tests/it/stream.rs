@@ -164,9 +164,9 @@ fn run(seed: u64, frames: u64, corrupt_frame_percent: f64, byte_error_percent: f
     }
 }
 
-/// The acceptance test of the foundation issue: ≥ 100k frames, random chunks,
-/// garbage, 1% of frames corrupted. Every intact frame comes out, in order;
-/// no corrupted frame does.
+/// The stream decoder's main guarantee at scale: ≥ 100k frames, random
+/// chunks, garbage, 1% of frames corrupted. Every intact frame comes out, in
+/// order; no corrupted frame does.
 #[test]
 fn hundred_thousand_frames_one_percent_corrupted() {
     let outcome = run(0x1a7e_c0de, 100_000, 1.0, 0.0);

@@ -54,7 +54,7 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
     } = args;
     let mqtt_host = match &mqtt {
         Some(url) => Some(
-            ingest::mqtt::parse_url(url)
+            latentcam_wire::mqtt::parse_url(url)
                 .map_err(anyhow::Error::msg)
                 .context("--mqtt")?
                 .host,
