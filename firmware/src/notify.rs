@@ -1,5 +1,8 @@
 //! systemd's notification protocol (`sd_notify(3)`), spoken directly on the
-//! `NOTIFY_SOCKET` datagram socket — no libsystemd on the device.
+//! `NOTIFY_SOCKET` datagram socket — no libsystemd on the device. (The
+//! `sd-notify` crate does the same in as many lines but reads the socket
+//! from the process environment on every call; a [`Notifier`] holds its
+//! address, so a test talks to a socket of its own.)
 //!
 //! Under `Type=notify` with `WatchdogSec=` (see `firmware/deploy/latentcam-edge.service`)
 //! the edge says `READY=1` once its link session runs, then `WATCHDOG=1`
