@@ -1,6 +1,6 @@
-//! `Hello` messages as a device of the shipped model sends them.
+//! Frames as a device of the shipped model sends them: `Hello`, `Latent`.
 
-use latentcam_wire::{AuthOffer, AuthScheme, Codec, Hello, Message, ModelIdentity, frame};
+use latentcam_wire::{AuthOffer, AuthScheme, Codec, Hello, Latent, Message, ModelIdentity, frame};
 
 /// A `Hello` of device `device_id` running `model_id` (an encoder file
 /// with SHA-256 `sha`, 1280 dimensions, U8Affine, no authentication) in
@@ -46,4 +46,22 @@ pub fn encoder_sha() -> [u8; 32] {
         .ok()
         .and_then(|bytes| bytes.try_into().ok())
         .expect("the manifest's SHA-256 is 64 hex digits")
+}
+
+/// A framed `Latent` of a 640×480 frame: `latent` in the U8Affine codec,
+/// sequence number `seq`, capture time `capture_us`.
+pub fn latent_frame(seq: u64, capture_us: u64, latent: &[f32]) -> Vec<u8> {
+    let payload = Codec::U8Affine
+        .encode_to_vec(latent)
+        .expect("a latent of valid length encodes");
+    frame::encode_to_vec(&Message::Latent(Latent {
+        seq,
+        capture_us,
+        frame_width: 640,
+        frame_height: 480,
+        codec: Codec::U8Affine,
+        payload: &payload,
+        mac: &[],
+    }))
+    .expect("a Latent encodes")
 }

@@ -14,7 +14,7 @@ use std::process::Command;
 
 pub use broker::Broker;
 pub use pty::PtyPair;
-pub use reference::{Reference, ReferencePhoto};
+pub use reference::{Reference, ReferencePhoto, VTEST, vtest};
 
 /// The repository root.
 pub fn repo() -> PathBuf {

@@ -10,6 +10,18 @@ use serde::Deserialize;
 /// Where Debian's opencv-doc keeps the sample photos most references name.
 pub const OPENCV_DATA: &str = "/usr/share/doc/opencv-doc/examples/data";
 
+/// Debian opencv-doc's surveillance clip (768×576, 10 frames/s, 795 frames).
+pub const VTEST: &str = "/usr/share/doc/opencv-doc/examples/data/vtest.avi";
+
+/// [`VTEST`], after checking it is installed.
+pub fn vtest() -> &'static str {
+    assert!(
+        Path::new(VTEST).is_file(),
+        "{VTEST} is missing: apt-get install opencv-doc (scripts/setup.sh does)"
+    );
+    VTEST
+}
+
 /// `reference.json`, typed.
 #[derive(Debug, Clone, Deserialize)]
 pub struct Reference {

@@ -21,7 +21,7 @@ use latentcam_firmware::pipeline::{EncodedLatent, Settings, run_link};
 use latentcam_firmware::spool::{Spool, SpoolConfig};
 use latentcam_testkit::Broker;
 #[allow(dead_code)]
-use latentcam_testkit::repo;
+use latentcam_testkit::{repo, vtest};
 use latentcam_wire::mqtt::{DeviceTopics, TopicKind, hello_filter, parse_device_topic};
 use latentcam_wire::{
     Ack, AuthChallenge, AuthScheme, Codec, Hello, Message, ModelIdentity, PROTOCOL_VERSION,
@@ -32,7 +32,6 @@ use rumqttc::v5::mqttbytes::v5::{Filter, Packet};
 use rumqttc::v5::{Client, Event, MqttOptions};
 use serde_json::Value;
 
-const VTEST: &str = "/usr/share/doc/opencv-doc/examples/data/vtest.avi";
 const DEVICE: &str = "mqtt-test-cam";
 const SITE: &str = "shop";
 
@@ -40,14 +39,6 @@ const SITE: &str = "shop";
 
 fn scratch(name: &str) -> PathBuf {
     latentcam_testkit::scratch("mqtt", name)
-}
-
-fn vtest() -> &'static str {
-    assert!(
-        Path::new(VTEST).is_file(),
-        "{VTEST} is missing: apt-get install opencv-doc (scripts/setup.sh does)"
-    );
-    VTEST
 }
 
 /// `latentcam-edge` over MQTT to the broker at `address`, site `shop`,

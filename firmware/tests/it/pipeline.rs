@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use latentcam_firmware::encoder::cosine;
 use latentcam_testkit::PtyPair;
-use latentcam_testkit::{Reference, ReferencePhoto, repo};
+use latentcam_testkit::{Reference, ReferencePhoto, repo, vtest};
 use latentcam_wire::frame::{self, MAX_FRAME_LEN};
 use latentcam_wire::{
     Ack, AuthChallenge, AuthScheme, Codec, FrameDecoder, Message, PROTOCOL_VERSION, Welcome,
@@ -26,20 +26,10 @@ use latentcam_wire::{
 };
 use serde_json::Value;
 
-const VTEST: &str = "/usr/share/doc/opencv-doc/examples/data/vtest.avi";
-
 // ------------------------------------------------------------- the edge
 
 fn scratch(name: &str) -> PathBuf {
     latentcam_testkit::scratch("pipeline", name)
-}
-
-fn vtest() -> &'static str {
-    assert!(
-        Path::new(VTEST).is_file(),
-        "{VTEST} is missing: apt-get install opencv-doc (scripts/setup.sh does)"
-    );
-    VTEST
 }
 
 /// `latentcam-edge` with the repository's models and `args`.

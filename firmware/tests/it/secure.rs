@@ -50,17 +50,7 @@ fn latent_frame(seq: u64) -> Vec<u8> {
     let latent: Vec<f32> = (0..1280)
         .map(|i| ((i as f32 * 0.37 + seq as f32) * 0.11).sin())
         .collect();
-    let payload = Codec::U8Affine.encode_to_vec(&latent).unwrap();
-    frame::encode_to_vec(&Message::Latent(Latent {
-        seq,
-        capture_us: 1_700_000_000_000_000 + seq,
-        frame_width: 640,
-        frame_height: 480,
-        codec: Codec::U8Affine,
-        payload: &payload,
-        mac: &[],
-    }))
-    .unwrap()
+    latentcam_testkit::hello::latent_frame(seq, 1_700_000_000_000_000 + seq, &latent)
 }
 
 fn welcome(status: WelcomeStatus, acked: Option<u64>) -> Message<'static> {

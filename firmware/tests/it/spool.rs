@@ -6,23 +6,12 @@
 use std::path::PathBuf;
 
 use latentcam_firmware::spool::{Spool, SpoolConfig, SpoolError};
-use latentcam_wire::{Codec, Latent, Message, frame};
 
 fn latent_frame(seq: u64) -> Vec<u8> {
     let values: Vec<f32> = (0..1280)
         .map(|i| ((i as u64 * 31 + seq) % 97) as f32)
         .collect();
-    let payload = Codec::U8Affine.encode_to_vec(&values).unwrap();
-    frame::encode_to_vec(&Message::Latent(Latent {
-        seq,
-        capture_us: seq * 1000,
-        frame_width: 640,
-        frame_height: 480,
-        codec: Codec::U8Affine,
-        payload: &payload,
-        mac: &[],
-    }))
-    .unwrap()
+    latentcam_testkit::hello::latent_frame(seq, seq * 1000, &values)
 }
 
 fn temp_dir(name: &str) -> PathBuf {

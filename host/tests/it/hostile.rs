@@ -15,8 +15,8 @@ use latentcam_firmware::assemble;
 use latentcam_firmware::pipeline::{self, Report};
 use latentcam_wire::frame::{self, MAX_FRAME_LEN};
 use latentcam_wire::{
-    Ack, AuthChallenge, AuthScheme, ByeReason, Codec, FrameDecoder, Latent, MAX_SEQ, Message,
-    NONCE_LEN, PROTOCOL_VERSION, Welcome, WelcomeStatus,
+    Ack, AuthChallenge, AuthScheme, ByeReason, FrameDecoder, MAX_SEQ, Message, NONCE_LEN,
+    PROTOCOL_VERSION, Welcome, WelcomeStatus,
 };
 
 use crate::serve::{Host, VTEST, edge_config, results, run_edge, scratch, seqs_of, wait_for_lines};
@@ -34,18 +34,7 @@ fn hello_as(id: &str, sha: &[u8; 32]) -> Vec<u8> {
 
 /// A well-formed U8Affine latent numbered `seq`.
 pub(crate) fn latent(seq: u64) -> Vec<u8> {
-    let values = vec![0.5f32; 1280];
-    let payload = Codec::U8Affine.encode_to_vec(&values).unwrap();
-    frame::encode_to_vec(&Message::Latent(Latent {
-        seq,
-        capture_us: 0,
-        frame_width: 640,
-        frame_height: 480,
-        codec: Codec::U8Affine,
-        payload: &payload,
-        mac: &[],
-    }))
-    .unwrap()
+    latentcam_testkit::hello::latent_frame(seq, 0, &[0.5f32; 1280])
 }
 
 /// What a peer sent, as far as these tests care.

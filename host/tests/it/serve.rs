@@ -27,7 +27,7 @@ use latentcam_wire::{
 };
 use serde_json::{Value, json};
 
-pub(crate) const VTEST: &str = "/usr/share/doc/opencv-doc/examples/data/vtest.avi";
+pub(crate) use latentcam_testkit::VTEST;
 
 pub(crate) fn scratch(name: &str) -> PathBuf {
     latentcam_testkit::scratch("serve", name)
