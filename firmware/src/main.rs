@@ -88,10 +88,10 @@ struct ConfigFlags {
 impl ConfigFlags {
     fn table(&self) -> anyhow::Result<toml::Table> {
         let mut table = toml::Table::try_from(self).context("reading the command-line flags")?;
-        if self.spool.no_spool {
-            if let Some(toml::Value::Table(spool)) = table.get_mut("spool") {
-                spool.insert("dir".into(), toml::Value::String(String::new()));
-            }
+        if self.spool.no_spool
+            && let Some(toml::Value::Table(spool)) = table.get_mut("spool")
+        {
+            spool.insert("dir".into(), toml::Value::String(String::new()));
         }
         Ok(table)
     }

@@ -24,7 +24,7 @@ use latentcam_wire::{
 // ---------------------------------------------------------------- helpers
 
 /// A realistic 1280-dim U8Affine latent frame (~1.3 KB) for `seq`.
-fn latent_frame(seq: u64) -> Vec<u8> {
+pub(crate) fn latent_frame(seq: u64) -> Vec<u8> {
     latent_frame_dim(seq, 1280, Codec::U8Affine)
 }
 
@@ -45,7 +45,7 @@ fn latent_frame_dim(seq: u64, dim: usize, codec: Codec) -> Vec<u8> {
     .unwrap()
 }
 
-fn hello_frame() -> Vec<u8> {
+pub(crate) fn hello_frame() -> Vec<u8> {
     latentcam_testkit::hello::hello_frame(
         "links-test-cam",
         "efficientnet-lite0",
@@ -54,7 +54,7 @@ fn hello_frame() -> Vec<u8> {
     )
 }
 
-fn welcome_frame(acked: Option<u64>) -> Vec<u8> {
+pub(crate) fn welcome_frame(acked: Option<u64>) -> Vec<u8> {
     frame::encode_to_vec(&Message::Welcome(Welcome {
         protocol: u16::from(PROTOCOL_VERSION),
         status: WelcomeStatus::Accepted,
@@ -70,13 +70,13 @@ fn welcome_frame(acked: Option<u64>) -> Vec<u8> {
     .unwrap()
 }
 
-fn ack_frame(up_to: u64) -> Vec<u8> {
+pub(crate) fn ack_frame(up_to: u64) -> Vec<u8> {
     frame::encode_to_vec(&Message::Ack(Ack { up_to })).unwrap()
 }
 
 /// What a receiver saw, in order.
 #[derive(Debug, Clone, PartialEq, Eq)]
-enum Seen {
+pub(crate) enum Seen {
     Hello,
     Latent(u64),
     Other(u8),
@@ -84,7 +84,7 @@ enum Seen {
 }
 
 /// Feeds `bytes` to `decoder`, recording what decodes.
-fn decode_into<const N: usize>(
+pub(crate) fn decode_into<const N: usize>(
     decoder: &mut FrameDecoder<N>,
     mut bytes: &[u8],
     seen: &mut Vec<Seen>,
@@ -108,7 +108,7 @@ fn decode_into<const N: usize>(
     }
 }
 
-fn latents(seen: &[Seen]) -> Vec<u64> {
+pub(crate) fn latents(seen: &[Seen]) -> Vec<u64> {
     seen.iter()
         .filter_map(|s| match s {
             Seen::Latent(seq) => Some(*seq),
@@ -118,7 +118,7 @@ fn latents(seen: &[Seen]) -> Vec<u64> {
 }
 
 /// Polls `link` until `want` has been returned or `limit` passes.
-fn poll_until(
+pub(crate) fn poll_until(
     link: &mut dyn Link,
     limit: Duration,
     all: &mut Vec<Incoming>,

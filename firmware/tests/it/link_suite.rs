@@ -1,0 +1,361 @@
+//! One contract, run over every link transport against its real far end
+//! (a loopback TCP listener, a UDP socket, the other side of a socat pty
+//! pair, the recording file), the way `encoder_backends` runs one suite
+//! over every encoder:
+//!
+//! - a `Hello` and then 50 latents reach the far end intact and in order,
+//!   with `Hello` first (set with `set_hello` on links the host answers on,
+//!   sent like any frame on one-way links);
+//! - the link counts what it sent;
+//! - on a link the host answers on, a `Welcome` and an `Ack` written by the
+//!   far end come back from `poll_incoming`, and line noise before them is
+//!   counted as a frame error, not returned; a one-way link returns nothing
+//!   at once;
+//! - `describe` names the medium.
+//!
+//! The transport-specific behaviour (reconnects, stalls, a full disk) stays
+//! in `links.rs`.
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::{TcpListener, TcpStream, UdpSocket};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use latentcam_firmware::link::{
+    FileLink, FsyncPolicy, Incoming, Link, SerialConfig, SerialLink, TcpConfig, TcpLink, UdpLink,
+};
+use latentcam_testkit::PtyPair;
+use latentcam_wire::frame::{self, MAX_ENCODED_LEN};
+use latentcam_wire::{FrameDecoder, Message};
+
+use crate::links::{
+    Seen, ack_frame, decode_into, hello_frame, latent_frame, latents, poll_until, welcome_frame,
+};
+
+const LATENTS: u64 = 50;
+const LIMIT: Duration = Duration::from_secs(10);
+
+/// What receives a link's frames.
+trait FarEnd {
+    /// Everything decoded so far, waiting up to [`LIMIT`] for `latents`
+    /// latents to have arrived.
+    fn seen(&mut self, latents: usize) -> Vec<Seen>;
+
+    /// Writes host → device bytes; `false` on a one-way medium.
+    fn reply(&mut self, bytes: &[u8]) -> bool;
+}
+
+/// A link under test with its far end.
+struct Medium {
+    link: Box<dyn Link + Send>,
+    far: Box<dyn FarEnd>,
+    /// What `describe` starts with.
+    scheme: &'static str,
+    /// Keeps a pty pair or a scratch directory alive for the test.
+    _keep: Option<Box<dyn std::any::Any>>,
+}
+
+/// A byte stream (a TCP connection, a pty) read by a thread of its own.
+struct StreamEnd {
+    seen: Arc<Mutex<Vec<Seen>>>,
+    writer: Box<dyn Write + Send>,
+}
+
+impl StreamEnd {
+    fn start(mut reader: Box<dyn Read + Send>, writer: Box<dyn Write + Send>) -> Self {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let shared = Arc::clone(&seen);
+        thread::spawn(move || {
+            let mut decoder = FrameDecoder::<{ frame::MAX_FRAME_LEN }>::new();
+            let mut buf = vec![0u8; 8192];
+            let deadline = Instant::now() + LIMIT * 3;
+            while Instant::now() < deadline {
+                match reader.read(&mut buf) {
+                    Ok(0) => return,
+                    Ok(n) => {
+                        let mut seen = shared.lock().unwrap();
+                        decode_into(&mut decoder, &buf[..n], &mut seen);
+                    }
+                    Err(e) if matches!(e.kind(), ErrorKind::TimedOut | ErrorKind::WouldBlock) => {}
+                    Err(_) => return,
+                }
+            }
+        });
+        Self { seen, writer }
+    }
+}
+
+impl FarEnd for StreamEnd {
+    fn seen(&mut self, want: usize) -> Vec<Seen> {
+        wait_for(want, || self.seen.lock().unwrap().clone())
+    }
+
+    fn reply(&mut self, bytes: &[u8]) -> bool {
+        self.writer.write_all(bytes).unwrap();
+        self.writer.flush().unwrap();
+        true
+    }
+}
+
+/// Polls `seen` until it holds `want` latents or [`LIMIT`] passes.
+fn wait_for(want: usize, mut seen: impl FnMut() -> Vec<Seen>) -> Vec<Seen> {
+    let deadline = Instant::now() + LIMIT;
+    loop {
+        let now = seen();
+        if latents(&now).len() >= want || Instant::now() > deadline {
+            return now;
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// A TCP listener that accepts the link's connection.
+struct TcpEnd {
+    listener: Option<TcpListener>,
+    stream: Option<StreamEnd>,
+}
+
+impl TcpEnd {
+    fn stream(&mut self) -> &mut StreamEnd {
+        if self.stream.is_none() {
+            let listener = self.listener.take().expect("one connection");
+            listener.set_nonblocking(false).unwrap();
+            let (stream, _) = accept_within(&listener);
+            stream
+                .set_read_timeout(Some(Duration::from_millis(100)))
+                .unwrap();
+            let writer = stream.try_clone().unwrap();
+            self.stream = Some(StreamEnd::start(Box::new(stream), Box::new(writer)));
+        }
+        self.stream.as_mut().expect("set above")
+    }
+}
+
+fn accept_within(listener: &TcpListener) -> (TcpStream, std::net::SocketAddr) {
+    listener.set_nonblocking(true).unwrap();
+    let deadline = Instant::now() + LIMIT;
+    loop {
+        match listener.accept() {
+            Ok((stream, peer)) => {
+                stream.set_nonblocking(false).unwrap();
+                return (stream, peer);
+            }
+            Err(e) if e.kind() == ErrorKind::WouldBlock && Instant::now() < deadline => {
+                thread::sleep(Duration::from_millis(10));
+            }
+            Err(e) => panic!("the link never connected: {e}"),
+        }
+    }
+}
+
+impl FarEnd for TcpEnd {
+    fn seen(&mut self, want: usize) -> Vec<Seen> {
+        self.stream().seen(want)
+    }
+
+    fn reply(&mut self, bytes: &[u8]) -> bool {
+        self.stream().reply(bytes)
+    }
+}
+
+/// A UDP socket: one frame per datagram.
+struct UdpEnd {
+    socket: UdpSocket,
+    seen: Vec<Seen>,
+}
+
+impl FarEnd for UdpEnd {
+    fn seen(&mut self, want: usize) -> Vec<Seen> {
+        let mut buf = vec![0u8; MAX_ENCODED_LEN + 1];
+        let deadline = Instant::now() + LIMIT;
+        while latents(&self.seen).len() < want && Instant::now() < deadline {
+            let Ok(n) = self.socket.recv(&mut buf) else {
+                continue;
+            };
+            self.seen.push(match frame::decode_datagram(&mut buf[..n]) {
+                Ok(Message::Hello(_)) => Seen::Hello,
+                Ok(Message::Latent(l)) => Seen::Latent(l.seq),
+                Ok(other) => Seen::Other(other.kind() as u8),
+                Err(_) => Seen::Error,
+            });
+        }
+        self.seen.clone()
+    }
+
+    fn reply(&mut self, _: &[u8]) -> bool {
+        false
+    }
+}
+
+/// The recording file, read back as `latentcam-host inspect` reads it.
+struct FileEnd {
+    path: PathBuf,
+}
+
+impl FarEnd for FileEnd {
+    fn seen(&mut self, want: usize) -> Vec<Seen> {
+        wait_for(want, || {
+            let bytes = std::fs::read(&self.path).unwrap_or_default();
+            let mut decoder = FrameDecoder::<{ frame::MAX_FRAME_LEN }>::new();
+            let mut seen = Vec::new();
+            for chunk in bytes.chunks(777) {
+                decode_into(&mut decoder, chunk, &mut seen);
+            }
+            seen
+        })
+    }
+
+    fn reply(&mut self, _: &[u8]) -> bool {
+        false
+    }
+}
+
+fn tcp() -> Medium {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = listener.local_addr().unwrap().to_string();
+    Medium {
+        link: Box::new(TcpLink::new(TcpConfig::new(&address)).unwrap()),
+        far: Box::new(TcpEnd {
+            listener: Some(listener),
+            stream: None,
+        }),
+        scheme: "tcp://",
+        _keep: None,
+    }
+}
+
+fn udp() -> Medium {
+    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let address = socket.local_addr().unwrap().to_string();
+    Medium {
+        link: Box::new(UdpLink::connect(address).unwrap()),
+        far: Box::new(UdpEnd {
+            socket,
+            seen: Vec::new(),
+        }),
+        scheme: "udp://",
+        _keep: None,
+    }
+}
+
+fn serial() -> Medium {
+    use latentcam_firmware::link::serial::DEFAULT_BAUD;
+    use linux_embedded_hal::serialport;
+    let pty = PtyPair::new();
+    let link = SerialLink::open(SerialConfig::new(&pty.paths[0])).unwrap();
+    let host = serialport::new(&pty.paths[1], DEFAULT_BAUD)
+        .timeout(Duration::from_millis(100))
+        .open_native()
+        .expect("open the host end of the pty pair");
+    let writer = host.try_clone_native().unwrap();
+    Medium {
+        link: Box::new(link),
+        far: Box::new(StreamEnd::start(Box::new(host), Box::new(writer))),
+        scheme: "serial:",
+        _keep: Some(Box::new(pty)),
+    }
+}
+
+fn file() -> Medium {
+    let dir = latentcam_testkit::scratch("link-suite", "file");
+    let path = dir.join("recording.lcr");
+    Medium {
+        link: Box::new(FileLink::open(&path, FsyncPolicy::default()).unwrap()),
+        far: Box::new(FileEnd { path }),
+        scheme: "file:",
+        _keep: None,
+    }
+}
+
+/// The contract every link keeps.
+fn contract(medium: Medium) {
+    let Medium {
+        mut link,
+        mut far,
+        scheme,
+        _keep,
+    } = medium;
+    let description = link.describe();
+    assert!(description.starts_with(scheme), "{description}");
+    let answers = link.is_bidirectional();
+    if answers {
+        link.set_hello(hello_frame());
+    } else {
+        link.send(&hello_frame()).unwrap();
+    }
+    for seq in 0..LATENTS {
+        link.send(&latent_frame(seq))
+            .unwrap_or_else(|e| panic!("{description}: {e}"));
+    }
+    let seen = far.seen(LATENTS as usize);
+    assert_eq!(seen.first(), Some(&Seen::Hello), "{description}: {seen:?}");
+    assert!(!seen.contains(&Seen::Error), "{description}: {seen:?}");
+    assert_eq!(
+        latents(&seen),
+        (0..LATENTS).collect::<Vec<_>>(),
+        "{description}"
+    );
+    let sent = if answers { LATENTS } else { LATENTS + 1 };
+    assert_eq!(link.stats().frames_sent, sent, "{description}");
+
+    let mut reply = vec![0x55, 0x13, 0x00];
+    reply.extend(welcome_frame(Some(41)));
+    reply.extend(ack_frame(LATENTS - 1));
+    let replied = far.reply(&reply);
+    assert_eq!(
+        replied, answers,
+        "{description}: a far end answers iff the link listens"
+    );
+    let mut incoming = Vec::new();
+    if answers {
+        assert!(
+            poll_until(link.as_mut(), LIMIT, &mut incoming, |m| {
+                *m == Incoming::Ack { up_to: LATENTS - 1 }
+            }),
+            "{description}: {incoming:?}"
+        );
+        assert!(
+            matches!(
+                incoming[0],
+                Incoming::Welcome {
+                    acked: Some(41),
+                    ..
+                }
+            ),
+            "{description}: {incoming:?}"
+        );
+        assert_eq!(link.stats().frame_errors, 1, "{description}");
+    } else {
+        let nothing = link.poll_incoming(Duration::from_millis(100)).unwrap();
+        assert!(nothing.is_empty(), "{description}: {nothing:?}");
+    }
+}
+
+#[test]
+fn tcp_keeps_the_link_contract() {
+    contract(tcp());
+}
+
+#[test]
+fn udp_keeps_the_link_contract() {
+    contract(udp());
+}
+
+#[test]
+#[cfg_attr(
+    not(target_arch = "x86_64"),
+    ignore = "serialport's TCGETS2 ioctl fails under qemu-user; run natively with --include-ignored"
+)]
+fn serial_keeps_the_link_contract() {
+    contract(serial());
+}
+
+#[test]
+fn file_keeps_the_link_contract() {
+    contract(file());
+}
