@@ -1,11 +1,13 @@
 //! One contract, run over every link transport against its real far end
 //! (a loopback TCP listener, a UDP socket, the other side of a socat pty
-//! pair, the recording file), the way `encoder_backends` runs one suite
+//! pair, the recording file, a host worker's client on a real mosquitto),
+//! the way `encoder_backends` runs one suite
 //! over every encoder:
 //!
 //! - a `Hello` and then 50 latents reach the far end intact and in order,
-//!   with `Hello` first (set with `set_hello` on links the host answers on,
-//!   sent like any frame on one-way links);
+//!   with `Hello` first (set with `set_hello` on the links that send it on
+//!   every new connection, TCP and serial; sent like any frame on the
+//!   others, as the pipeline's session does);
 //! - the link counts what it sent;
 //! - on a link the host answers on, a `Welcome` and an `Ack` written by the
 //!   far end come back from `poll_incoming`, and line noise before them is
@@ -24,11 +26,14 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use latentcam_firmware::link::{
-    FileLink, FsyncPolicy, Incoming, Link, SerialConfig, SerialLink, TcpConfig, TcpLink, UdpLink,
+    FileLink, FsyncPolicy, Incoming, Link, MqttConfig, MqttLink, SerialConfig, SerialLink,
+    TcpConfig, TcpLink, UdpLink,
 };
 use latentcam_testkit::PtyPair;
 use latentcam_wire::frame::{self, MAX_ENCODED_LEN};
+use latentcam_wire::mqtt::DeviceTopics;
 use latentcam_wire::{FrameDecoder, Message};
+use rumqttc::v5::mqttbytes::QoS;
 
 use crate::links::{
     Seen, ack_frame, decode_into, hello_frame, latent_frame, latents, poll_until, welcome_frame,
@@ -43,8 +48,9 @@ trait FarEnd {
     /// latents to have arrived.
     fn seen(&mut self, latents: usize) -> Vec<Seen>;
 
-    /// Writes host → device bytes; `false` on a one-way medium.
-    fn reply(&mut self, bytes: &[u8]) -> bool;
+    /// Writes host → device frames (or noise), each as the medium carries
+    /// one write; `false` on a one-way medium.
+    fn reply(&mut self, writes: &[&[u8]]) -> bool;
 }
 
 /// A link under test with its far end.
@@ -53,6 +59,8 @@ struct Medium {
     far: Box<dyn FarEnd>,
     /// What `describe` starts with.
     scheme: &'static str,
+    /// The link itself sends the `set_hello` frame on every new connection.
+    hello_on_connect: bool,
     /// Keeps a pty pair or a scratch directory alive for the test.
     _keep: Option<Box<dyn std::any::Any>>,
 }
@@ -92,8 +100,10 @@ impl FarEnd for StreamEnd {
         wait_for(want, || self.seen.lock().unwrap().clone())
     }
 
-    fn reply(&mut self, bytes: &[u8]) -> bool {
-        self.writer.write_all(bytes).unwrap();
+    fn reply(&mut self, writes: &[&[u8]]) -> bool {
+        for bytes in writes {
+            self.writer.write_all(bytes).unwrap();
+        }
         self.writer.flush().unwrap();
         true
     }
@@ -155,8 +165,8 @@ impl FarEnd for TcpEnd {
         self.stream().seen(want)
     }
 
-    fn reply(&mut self, bytes: &[u8]) -> bool {
-        self.stream().reply(bytes)
+    fn reply(&mut self, writes: &[&[u8]]) -> bool {
+        self.stream().reply(writes)
     }
 }
 
@@ -184,7 +194,7 @@ impl FarEnd for UdpEnd {
         self.seen.clone()
     }
 
-    fn reply(&mut self, _: &[u8]) -> bool {
+    fn reply(&mut self, _: &[&[u8]]) -> bool {
         false
     }
 }
@@ -207,8 +217,91 @@ impl FarEnd for FileEnd {
         })
     }
 
-    fn reply(&mut self, _: &[u8]) -> bool {
+    fn reply(&mut self, _: &[&[u8]]) -> bool {
         false
+    }
+}
+
+/// A host worker's MQTT client on a real broker, subscribed to the
+/// device's `hello` and `latent` topics; it answers on `welcome` and `ack`.
+struct MqttEnd {
+    client: rumqttc::v5::Client,
+    topics: DeviceTopics,
+    seen: Arc<Mutex<Vec<Seen>>>,
+    _broker: latentcam_testkit::Broker,
+}
+
+impl MqttEnd {
+    fn start(broker: latentcam_testkit::Broker, topics: DeviceTopics) -> Self {
+        use rumqttc::v5::mqttbytes::v5::{Filter, Packet};
+        use rumqttc::v5::{Client, Event, MqttOptions};
+        let mut options = MqttOptions::new("link-suite-worker", "127.0.0.1", broker.port);
+        options.set_keep_alive(Duration::from_secs(5));
+        let (client, mut connection) = Client::new(options, 256);
+        client
+            .subscribe_many([
+                Filter::new(topics.hello.clone(), QoS::AtLeastOnce),
+                Filter::new(topics.latent.clone(), QoS::AtLeastOnce),
+            ])
+            .unwrap();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let (shared, subscribed) = (Arc::clone(&seen), std::sync::mpsc::channel());
+        thread::spawn(move || {
+            let deadline = Instant::now() + LIMIT * 3;
+            while Instant::now() < deadline {
+                match connection.recv_timeout(Duration::from_millis(100)) {
+                    Ok(Ok(Event::Incoming(Packet::SubAck(_)))) => {
+                        let _ = subscribed.0.send(());
+                    }
+                    Ok(Ok(Event::Incoming(Packet::Publish(p)))) => {
+                        let mut payload = p.payload.to_vec();
+                        shared
+                            .lock()
+                            .unwrap()
+                            .push(match frame::decode_datagram(&mut payload) {
+                                Ok(Message::Hello(_)) => Seen::Hello,
+                                Ok(Message::Latent(l)) => Seen::Latent(l.seq),
+                                Ok(other) => Seen::Other(other.kind() as u8),
+                                Err(_) => Seen::Error,
+                            });
+                    }
+                    Ok(Ok(_)) | Err(_) => {}
+                    Ok(Err(_)) => thread::sleep(Duration::from_millis(100)),
+                }
+            }
+        });
+        subscribed
+            .1
+            .recv_timeout(LIMIT)
+            .unwrap_or_else(|_| panic!("the worker did not subscribe:\n{}", broker.log()));
+        Self {
+            client,
+            topics,
+            seen,
+            _broker: broker,
+        }
+    }
+}
+
+impl FarEnd for MqttEnd {
+    fn seen(&mut self, want: usize) -> Vec<Seen> {
+        wait_for(want, || self.seen.lock().unwrap().clone())
+    }
+
+    fn reply(&mut self, writes: &[&[u8]]) -> bool {
+        for bytes in writes {
+            // Acks go where workers publish them, everything else (noise
+            // included) where Welcome goes.
+            let mut copy = bytes.to_vec();
+            let topic = match frame::decode_datagram(&mut copy) {
+                Ok(Message::Ack(_)) => &self.topics.ack,
+                _ => &self.topics.welcome,
+            };
+            self.client
+                .publish(topic.as_str(), QoS::AtLeastOnce, false, bytes.to_vec())
+                .unwrap();
+        }
+        true
     }
 }
 
@@ -222,6 +315,7 @@ fn tcp() -> Medium {
             stream: None,
         }),
         scheme: "tcp://",
+        hello_on_connect: true,
         _keep: None,
     }
 }
@@ -239,6 +333,7 @@ fn udp() -> Medium {
             seen: Vec::new(),
         }),
         scheme: "udp://",
+        hello_on_connect: false,
         _keep: None,
     }
 }
@@ -257,6 +352,7 @@ fn serial() -> Medium {
         link: Box::new(link),
         far: Box::new(StreamEnd::start(Box::new(host), Box::new(writer))),
         scheme: "serial:",
+        hello_on_connect: true,
         _keep: Some(Box::new(pty)),
     }
 }
@@ -268,6 +364,31 @@ fn file() -> Medium {
         link: Box::new(FileLink::open(&path, FsyncPolicy::default()).unwrap()),
         far: Box::new(FileEnd { path }),
         scheme: "file:",
+        hello_on_connect: false,
+        _keep: None,
+    }
+}
+
+fn mqtt() -> Medium {
+    let dir = latentcam_testkit::scratch("link-suite", "mqtt");
+    let broker = latentcam_testkit::Broker::start(&dir.join("broker"));
+    let topics = DeviceTopics::new("suite", "links-test-cam").unwrap();
+    let far = MqttEnd::start(broker, topics);
+    let config = MqttConfig::new(far._broker.address(), "suite", "links-test-cam");
+    let link = MqttLink::new(config).unwrap();
+    let deadline = Instant::now() + LIMIT;
+    while !link.is_connected() {
+        assert!(
+            Instant::now() < deadline,
+            "the link never reached the broker"
+        );
+        thread::sleep(Duration::from_millis(10));
+    }
+    Medium {
+        link: Box::new(link),
+        far: Box::new(far),
+        scheme: "mqtt://",
+        hello_on_connect: false,
         _keep: None,
     }
 }
@@ -278,14 +399,14 @@ fn contract(medium: Medium) {
         mut link,
         mut far,
         scheme,
+        hello_on_connect,
         _keep,
     } = medium;
     let description = link.describe();
     assert!(description.starts_with(scheme), "{description}");
     let answers = link.is_bidirectional();
-    if answers {
-        link.set_hello(hello_frame());
-    } else {
+    link.set_hello(hello_frame());
+    if !hello_on_connect {
         link.send(&hello_frame()).unwrap();
     }
     for seq in 0..LATENTS {
@@ -300,13 +421,18 @@ fn contract(medium: Medium) {
         (0..LATENTS).collect::<Vec<_>>(),
         "{description}"
     );
-    let sent = if answers { LATENTS } else { LATENTS + 1 };
+    let sent = if hello_on_connect {
+        LATENTS
+    } else {
+        LATENTS + 1
+    };
     assert_eq!(link.stats().frames_sent, sent, "{description}");
 
-    let mut reply = vec![0x55, 0x13, 0x00];
-    reply.extend(welcome_frame(Some(41)));
-    reply.extend(ack_frame(LATENTS - 1));
-    let replied = far.reply(&reply);
+    let replied = far.reply(&[
+        &[0x55, 0x13, 0x00],
+        &welcome_frame(Some(41)),
+        &ack_frame(LATENTS - 1),
+    ]);
     assert_eq!(
         replied, answers,
         "{description}: a far end answers iff the link listens"
@@ -358,4 +484,9 @@ fn serial_keeps_the_link_contract() {
 #[test]
 fn file_keeps_the_link_contract() {
     contract(file());
+}
+
+#[test]
+fn mqtt_keeps_the_link_contract() {
+    contract(mqtt());
 }
