@@ -11,6 +11,7 @@
 //! | UDP, one frame per datagram | [`udp`] | device → host | re-creates the socket |
 //! | serial line (`linux-embedded-hal`) | [`serial`] | both | reopens the device |
 //! | recording file | [`file`](mod@file) | device → file | reopens the file |
+//! | in memory, for tests | [`channel`] | both | when the far end allows |
 //!
 //! [`SecureLink`] ([`secure`]) wraps a TCP or serial link and authenticates
 //! and encrypts its sessions (Noise IK, `[link] host_key` and `key_file`).
@@ -19,6 +20,7 @@
 //! link that is down answers [`LinkError::Down`] at once, so the caller keeps
 //! the frame in its spool and tries again later ([`LinkError::is_transient`]).
 
+pub mod channel;
 pub mod file;
 pub mod mqtt;
 pub mod secure;

@@ -1,7 +1,7 @@
 //! One contract, run over every link transport against its real far end
 //! (a loopback TCP listener, a UDP socket, the other side of a socat pty
-//! pair, the recording file, a host worker's client on a real mosquitto),
-//! the way `encoder_backends` runs one suite
+//! pair, the recording file, a host worker's client on a real mosquitto,
+//! and the in-memory channel that tests of the layers above use), the way `encoder_backends` runs one suite
 //! over every encoder:
 //!
 //! - a `Hello` and then 50 latents reach the far end intact and in order,
@@ -25,6 +25,7 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use latentcam_firmware::link::channel::ChannelEnd;
 use latentcam_firmware::link::{
     FileLink, FsyncPolicy, Incoming, Link, MqttConfig, MqttLink, SerialConfig, SerialLink,
     TcpConfig, TcpLink, UdpLink,
@@ -305,6 +306,47 @@ impl FarEnd for MqttEnd {
     }
 }
 
+/// The far end of the in-memory channel.
+struct ChannelFar {
+    end: ChannelEnd,
+    decoder: FrameDecoder<{ frame::MAX_FRAME_LEN }>,
+    seen: Vec<Seen>,
+}
+
+impl FarEnd for ChannelFar {
+    fn seen(&mut self, want: usize) -> Vec<Seen> {
+        let deadline = Instant::now() + LIMIT;
+        while latents(&self.seen).len() < want && Instant::now() < deadline {
+            if let Some(bytes) = self.end.recv(Duration::from_millis(100)) {
+                decode_into(&mut self.decoder, &bytes, &mut self.seen);
+            }
+        }
+        self.seen.clone()
+    }
+
+    fn reply(&mut self, writes: &[&[u8]]) -> bool {
+        for bytes in writes {
+            self.end.send(bytes);
+        }
+        true
+    }
+}
+
+fn channel() -> Medium {
+    let (link, end) = latentcam_firmware::link::channel::pair();
+    Medium {
+        link: Box::new(link),
+        far: Box::new(ChannelFar {
+            end,
+            decoder: FrameDecoder::new(),
+            seen: Vec::new(),
+        }),
+        scheme: "channel:",
+        hello_on_connect: true,
+        _keep: None,
+    }
+}
+
 fn tcp() -> Medium {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let address = listener.local_addr().unwrap().to_string();
@@ -460,6 +502,46 @@ fn contract(medium: Medium) {
         let nothing = link.poll_incoming(Duration::from_millis(100)).unwrap();
         assert!(nothing.is_empty(), "{description}: {nothing:?}");
     }
+}
+
+#[test]
+fn the_channel_keeps_the_link_contract() {
+    contract(channel());
+}
+
+/// What the channel adds for the layers above: a cut connection is down
+/// (transient) until the far end allows it again, and the next connection
+/// starts with `Hello` and none of the old connection's bytes.
+#[test]
+fn a_cut_channel_is_down_until_restored_and_then_says_hello_again() {
+    let (mut link, end) = latentcam_firmware::link::channel::pair();
+    link.set_hello(hello_frame());
+    link.send(&latent_frame(0)).unwrap();
+    let hello = end.recv(LIMIT).unwrap();
+    assert_eq!(hello, hello_frame());
+    assert_eq!(end.recv(LIMIT).unwrap(), latent_frame(0));
+    end.cut();
+    end.send(&ack_frame(0));
+    let err = link.send(&latent_frame(1)).unwrap_err();
+    assert!(err.is_transient(), "{err}");
+    assert!(!link.is_connected());
+    assert!(
+        link.poll_incoming(Duration::ZERO)
+            .unwrap_err()
+            .is_transient()
+    );
+    end.restore();
+    link.send(&latent_frame(1)).unwrap();
+    assert_eq!(end.recv(LIMIT).unwrap(), hello_frame());
+    assert_eq!(end.recv(LIMIT).unwrap(), latent_frame(1));
+    assert!(
+        link.poll_incoming(Duration::from_millis(50))
+            .unwrap()
+            .is_empty(),
+        "the Ack written to the cut connection is not read on the new one"
+    );
+    assert_eq!(link.stats().connects, 2);
+    assert_eq!(link.stats().frames_sent, 2);
 }
 
 #[test]
