@@ -12,6 +12,7 @@ mod fleet;
 mod heads;
 mod hostile;
 mod http_security;
+mod ingest_suite;
 mod load;
 mod model_accuracy;
 mod serve;

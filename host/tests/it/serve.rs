@@ -14,7 +14,6 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::common;
-use latentcam_testkit::PtyPair;
 
 use latentcam_testkit::repo;
 
@@ -590,89 +589,6 @@ fn api_metrics_and_the_live_page_in_headless_chromium() {
     // Three latents are too few for the anomaly head's reference of normal.
     assert!(dom.contains("warming up"), "{dom}");
     host.stop();
-}
-
-#[test]
-fn udp_devices_are_served_without_a_back_channel() {
-    let dir = scratch("udp");
-    let jsonl = dir.join("results.jsonl");
-    let host = Host::start_with(&jsonl, "127.0.0.1:0", &["--udp", "127.0.0.1:0"]);
-    let udp = host.udp.clone().expect("UDP address");
-    let mut config = edge_config(Path::new(VTEST), &udp, Path::new(""), "yard");
-    config.link.kind = LinkKind::Udp;
-    config.source.unpaced = true;
-    let report = run_edge(config, 25).join().unwrap();
-    assert_eq!(report.session.sent, 25);
-    wait_for_lines(&jsonl, 25);
-    // A datagram of noise from another address changes nothing.
-    let noise = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-    noise.send_to(&[0, 1, 2, 3, 0, 9, 9, 0], &udp).unwrap();
-    host.stop();
-    assert_eq!(
-        seqs_of(&results(&jsonl), "yard"),
-        (0..25).collect::<Vec<_>>()
-    );
-}
-
-#[test]
-fn a_serial_device_is_served_with_acks_over_the_line() {
-    let dir = scratch("serial");
-    let jsonl = dir.join("results.jsonl");
-    let line = PtyPair::new();
-    let host = Host::start_with(
-        &jsonl,
-        "127.0.0.1:0",
-        &["--serial", &line.paths[1], "--baud", "921600"],
-    );
-    let mut config = edge_config(Path::new(VTEST), "", &dir.join("spool"), "till");
-    config.link.kind = LinkKind::Serial;
-    config.link.path = PathBuf::from(&line.paths[0]);
-    config.link.baud = 921_600;
-    config.source.unpaced = true;
-    let report = run_edge(config, 20).join().unwrap();
-    assert_eq!(report.encoded, 20);
-    assert_eq!(
-        report.session.spool_pending, 0,
-        "every latent acked over the line"
-    );
-    assert_eq!(report.session.welcomes, 1);
-    host.stop();
-    assert_eq!(
-        seqs_of(&results(&jsonl), "till"),
-        (0..20).collect::<Vec<_>>()
-    );
-}
-
-#[test]
-fn a_recording_is_followed_while_the_edge_writes_it() {
-    let dir = scratch("follow");
-    let jsonl = dir.join("results.jsonl");
-    let file = dir.join("edge.lcr");
-    // Noise ahead of the stream is counted and skipped; what follows is read.
-    std::fs::write(&file, [0xde, 0xad, 0xbe, 0xef, 0, 0, 1, 2, 0]).unwrap();
-    let host = Host::start_with(
-        &jsonl,
-        "127.0.0.1:0",
-        &["--recording", file.to_str().unwrap(), "--follow"],
-    );
-    // The host reads while the file grows: at its start the file held only
-    // noise. (Unpaced, so a busy machine encodes every frame.)
-    let mut config = edge_config(Path::new(VTEST), "", Path::new(""), "shed");
-    config.source.unpaced = true;
-    config.link.kind = LinkKind::File;
-    config.link.path = file.clone();
-    let report = run_edge(config, 30).join().unwrap();
-    assert_eq!(report.encoded, 30);
-    wait_for_lines(&jsonl, 30);
-    host.stop();
-    let lines = results(&jsonl);
-    assert_eq!(seqs_of(&lines, "shed"), (0..30).collect::<Vec<_>>());
-    assert!(
-        lines
-            .iter()
-            .all(|l| l["heads"]["imagenet"][0]["label"].is_string()),
-        "every latent classified"
-    );
 }
 
 #[test]
