@@ -1,19 +1,19 @@
 //! The host: reachable, and answering a real `Hello` (through the Noise
 //! handshake on an authenticated link) the way a run would see it.
 
-use std::io::{ErrorKind, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use latentcam_secure::{PublicKey, StaticKey};
-use latentcam_wire::frame::{self, MAX_FRAME_LEN};
-use latentcam_wire::{AuthScheme, Bye, ByeReason, FrameDecoder, Message, WelcomeStatus};
+use latentcam_wire::{AuthScheme, WelcomeStatus};
 
 use crate::assemble;
 use crate::config::{EdgeConfig, LinkKind};
 use crate::encoder::EncoderInfo;
-use crate::link::{Incoming, Link, SecureLink, TcpConfig, TcpLink};
+use crate::link::{
+    Link, LinkError, ProbeAnswer, ProbeError, SecureLink, TcpConfig, TcpLink, probe,
+};
 
 use super::Check;
 
@@ -26,7 +26,7 @@ pub(super) fn check_link(
     let keyed = !config.link.host_key.trim().is_empty();
     match config.link.kind {
         LinkKind::Tcp => match (info, key) {
-            (Some(info), Some((device, host))) => check_host_secure(config, info, device, host),
+            (Some(info), Some(key)) => check_host(config, info, Some(key)),
             (Some(_), None) if keyed => match connect(address) {
                 Ok(_) => Check::warn(
                     "host",
@@ -35,7 +35,7 @@ pub(super) fn check_link(
                 ),
                 Err(check) => check,
             },
-            (Some(info), None) => check_host(config, info),
+            (Some(info), None) => check_host(config, info, None),
             (None, _) => match connect(address) {
                 Ok(_) => Check::warn(
                     "host",
@@ -135,121 +135,50 @@ fn connect(address: &str) -> Result<TcpStream, Check> {
     ))
 }
 
-/// A real handshake: `Hello` as the pipeline would send it, then the
-/// host's `Welcome`; the session is closed with `Bye`.
-fn check_host(config: &EdgeConfig, info: &EncoderInfo) -> Check {
-    let address = &config.link.address;
-    let mut stream = match connect(address) {
-        Ok(s) => s,
-        Err(check) => return check,
-    };
-    let hello = match hello_for(config, info, AuthScheme::None) {
-        Ok(h) => h,
-        Err(check) => return check,
-    };
-    let _ = stream.set_read_timeout(Some(Duration::from_millis(200)));
-    if let Err(e) = stream.write_all(&hello) {
-        return Check::fail(
-            "host",
-            format!("{address}: sending Hello failed: {e}"),
-            "check the host's logs",
-        );
-    }
-    let mut decoder: Box<FrameDecoder<MAX_FRAME_LEN>> = Box::default();
-    let mut buf = [0u8; 4096];
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let mut answer: Option<Check> = None;
-    while answer.is_none() && Instant::now() < deadline {
-        let n = match stream.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => continue,
-            Err(_) => break,
-        };
-        decoder.feed_all(&buf[..n], |item| {
-            if answer.is_some() {
-                return;
-            }
-            if let Ok(Message::Welcome(w)) = item {
-                answer = Some(if w.status == WelcomeStatus::Accepted {
-                    let acked = w
-                        .acked
-                        .map_or("nothing yet".to_owned(), |a| format!("up to seq {a}"));
-                    Check::ok(
-                        "host",
-                        format!(
-                            "{address}: host {:?} accepted device {:?} (holds {acked})",
-                            w.host_id, config.device.id
-                        ),
-                    )
-                } else {
-                    Check::fail(
-                        "host",
-                        format!("{address}: host {:?} refused ({:?}): {}", w.host_id, w.status, w.reason),
-                        "the host and device must share the model (same manifest and encoder file) and protocol version",
-                    )
-                });
-            }
-        });
-    }
-    if let Ok(bye) = frame::encode_to_vec(&Message::Bye(Bye {
-        reason: ByeReason::Shutdown,
-        detail: "doctor check done",
-    })) {
-        let _ = stream.write_all(&bye);
-    }
-    answer.unwrap_or_else(|| {
-        Check::fail(
-            "host",
-            format!("{address}: connected, but no Welcome within 5 s"),
-            "is a latentcam host listening there (and not another service)?",
-        )
-    })
-}
-
-/// The handshake a run makes on an authenticated link: `Hello` and the
-/// Noise IK handshake through [`SecureLink`], the host's sealed `Welcome`,
-/// then a sealed `Bye`.
-fn check_host_secure(
+/// A real session opening through [`probe`], as a run makes it: `Hello`
+/// (after the Noise IK handshake through [`SecureLink`] when the device has
+/// its key), the host's `Welcome`, then `Bye`.
+fn check_host(
     config: &EdgeConfig,
     info: &EncoderInfo,
-    device: StaticKey,
-    host: PublicKey,
+    key: Option<(StaticKey, PublicKey)>,
 ) -> Check {
     let address = &config.link.address;
-    let device_public = *device.public();
-    let hello = match hello_for(config, info, AuthScheme::NoiseIk) {
+    let scheme = if key.is_some() {
+        AuthScheme::NoiseIk
+    } else {
+        AuthScheme::None
+    };
+    let hello = match hello_for(config, info, scheme) {
         Ok(h) => h,
         Err(check) => return check,
     };
     let mut tcp = TcpConfig::new(address);
     tcp.connect_timeout = Duration::from_secs(3);
-    let mut link = match TcpLink::new(tcp).and_then(|tcp| SecureLink::new(tcp, device, host)) {
+    let device_public = key.as_ref().map(|(device, _)| *device.public());
+    let link = TcpLink::new(tcp).and_then(|tcp| -> Result<Box<dyn Link>, LinkError> {
+        Ok(match key {
+            Some((device, host)) => Box::new(SecureLink::new(tcp, device, host)?),
+            None => Box::new(tcp),
+        })
+    });
+    let mut link = match link {
         Ok(link) => link,
         Err(e) => return Check::fail("host", e.to_string(), "check [link] address (host:port)"),
     };
-    if let Err(e) = link.reconnect().and_then(|()| link.send(&hello)) {
-        return Check::fail(
-            "host",
-            e.to_string(),
-            "start `latentcam-host serve` there, check [link] address and any firewall between",
-        );
-    }
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let mut welcome = None;
-    let mut lost = None;
-    while welcome.is_none() && lost.is_none() && Instant::now() < deadline {
-        match link.poll_incoming(Duration::from_millis(200)) {
-            Ok(messages) => {
-                welcome = messages
-                    .into_iter()
-                    .find(|m| matches!(m, Incoming::Welcome { .. }));
-            }
-            Err(e) => lost = Some(e),
-        }
-    }
-    let check = match welcome {
-        Some(Incoming::Welcome {
+    let (proved, listening) = match device_public {
+        Some(_) => (
+            " proved its key (Noise IK) and",
+            "is a latentcam host with authentication listening there (and not another \
+             service)? Its log says why it dropped this device",
+        ),
+        None => (
+            "",
+            "is a latentcam host listening there (and not another service)?",
+        ),
+    };
+    match probe(link.as_mut(), &hello, Duration::from_secs(5)) {
+        Ok(ProbeAnswer {
             status: WelcomeStatus::Accepted,
             host_id,
             acked,
@@ -259,54 +188,59 @@ fn check_host_secure(
             Check::ok(
                 "host",
                 format!(
-                    "{address}: host {host_id:?} proved its key (Noise IK) and accepted device \
-                     {:?} (holds {acked})",
+                    "{address}: host {host_id:?}{proved} accepted device {:?} (holds {acked})",
                     config.device.id
                 ),
             )
         }
-        Some(Incoming::Welcome { status, reason, .. }) => {
-            let fix = if matches!(
-                status,
-                WelcomeStatus::AuthFailed | WelcomeStatus::AuthRequired
-            ) {
-                format!(
-                    "register this device on the host (latentcam-host keys add {} {device_public}) \
-                     and check that [link] host_key is that host's public key",
-                    config.device.id
-                )
-            } else {
-                "the host and device must share the model (same manifest and encoder file) \
-                 and protocol version"
-                    .to_owned()
+        Ok(ProbeAnswer {
+            status,
+            reason,
+            host_id,
+            ..
+        }) => {
+            let fix = match device_public {
+                Some(public)
+                    if matches!(
+                        status,
+                        WelcomeStatus::AuthFailed | WelcomeStatus::AuthRequired
+                    ) =>
+                {
+                    format!(
+                        "register this device on the host (latentcam-host keys add {} {public}) \
+                         and check that [link] host_key is that host's public key",
+                        config.device.id
+                    )
+                }
+                _ => "the host and device must share the model (same manifest and encoder \
+                      file) and protocol version"
+                    .to_owned(),
             };
             Check::fail(
                 "host",
                 format!(
-                    "{address}: refused ({status:?}): {}",
+                    "{address}: host {host_id:?} refused ({status:?}): {}",
                     latentcam_wire::printable(&reason)
                 ),
                 fix,
             )
         }
-        _ => Check::fail(
+        Err(ProbeError::Connect(e)) => Check::fail(
             "host",
-            match lost {
-                Some(e) => format!("{address}: connection lost during the handshake: {e}"),
-                None => format!("{address}: connected, but no Welcome within 5 s of the handshake"),
-            },
-            "is a latentcam host with authentication listening there (and not another service)? \
-             Its log says why it dropped this device",
+            format!("{address}: {}", failure(&e)),
+            "start `latentcam-host serve` there, check [link] address and any firewall between",
         ),
-    };
-    if let Ok(bye) = frame::encode_to_vec(&Message::Bye(Bye {
-        reason: ByeReason::Shutdown,
-        detail: "doctor check done",
-    })) {
-        // Sealed, and only sent if the session was established.
-        let _ = link.send(&bye);
+        Err(e) => Check::fail("host", format!("{address}: {e}"), listening),
     }
-    check
+}
+
+/// What went wrong on a link, without the link's name (the check names
+/// the address) or its retry schedule (the doctor does not retry).
+fn failure(e: &LinkError) -> String {
+    match e {
+        LinkError::Down { source, .. } => source.to_string(),
+        other => other.to_string(),
+    }
 }
 
 /// The `Hello` a run would send, or the check that says why there is none.

@@ -23,6 +23,7 @@
 pub mod channel;
 pub mod file;
 pub mod mqtt;
+pub mod probe;
 pub mod secure;
 pub mod serial;
 pub mod tcp;
@@ -39,6 +40,7 @@ use latentcam_wire::{
 pub use crate::backoff::Backoff;
 pub use file::{FileLink, FsyncPolicy};
 pub use mqtt::{MqttConfig, MqttLink};
+pub use probe::{ProbeAnswer, ProbeError, probe};
 pub use secure::SecureLink;
 pub use serial::{DEFAULT_BAUD, SerialConfig, SerialLink};
 pub use tcp::{TcpConfig, TcpLink};
