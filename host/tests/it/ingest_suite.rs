@@ -19,6 +19,9 @@ use crate::serve::{Host, VTEST, edge_config, results, run_edge, scratch, seqs_of
 
 const FRAMES: u64 = 20;
 
+/// Points the edge's configuration at an ingest of a running host.
+type PointEdge = Box<dyn Fn(&Host, &mut EdgeConfig)>;
+
 /// An ingest under test.
 struct Case {
     /// The device id, and the scratch directory's name.
@@ -26,7 +29,7 @@ struct Case {
     /// `latentcam-host serve` flags that add the ingest.
     serve: Vec<String>,
     /// Points the edge at the ingest.
-    edge: Box<dyn Fn(&Host, &mut EdgeConfig)>,
+    edge: PointEdge,
     /// Welcome and Acks come back.
     answers: bool,
     /// Run once the host is up, before the device starts.
