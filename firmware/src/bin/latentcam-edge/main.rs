@@ -1,0 +1,30 @@
+//! `latentcam-edge`: parses the command line and calls one function per
+//! subcommand; the work is in the library.
+
+mod args;
+mod doctor;
+mod run;
+mod tools;
+
+use clap::Parser;
+
+use args::{Cli, Command};
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    latentcam_logging::init("info");
+    match cli.command {
+        None => run::run(&cli.run),
+        Some(Command::Run(args)) => run::run(&args),
+        Some(Command::Doctor(args)) => doctor::doctor(&args),
+        Some(Command::Cameras) => tools::cameras(),
+        Some(Command::Keygen { out }) => tools::keygen(&out),
+        Some(Command::CheckConfig { config }) => tools::check_config(&config),
+        Some(Command::Encode {
+            images,
+            out,
+            model,
+            device_id,
+        }) => tools::encode(&images, &out, &model, device_id),
+    }
+}
