@@ -63,9 +63,10 @@ case "$mode" in
 esac
 
 # The integration tests that run under qemu: the wire crate's, the
-# firmware's source, spool, link and doctor suites, and the two tests of
-# the TFLite backend compiled out (they encode nothing).
-QEMU_TESTS=(golden:: roundtrip:: stream:: sources:: spool:: links:: doctor::
+# firmware's source, spool, link (one contract over every transport, MQTT
+# included) and doctor suites, and the two tests of the TFLite backend
+# compiled out (they encode nothing).
+QEMU_TESTS=(golden:: roundtrip:: stream:: sources:: spool:: links:: link_suite:: doctor::
     encoder_backends::a_backend_without_its_feature_is_a_clear_error
     encoder_parity::tflite_without_feature_is_a_clear_error)
 # Unit tests and examples of both crates, and their integration tests (one
