@@ -45,28 +45,10 @@ const INDEX_LEN: usize = 100_000;
 
 /// The fp32 latents of the reference photos.
 fn reference_latents(manifest: &Manifest) -> Vec<Vec<f32>> {
-    let path = manifest
-        .root()
-        .join("efficientnet-lite0/fixtures/reference.json");
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
-        panic!(
-            "{}: {e}; the bench needs the model fixtures",
-            path.display()
-        )
-    });
-    let json: serde_json::Value = serde_json::from_str(&text).expect("reference.json parses");
-    json["photos"]
-        .as_array()
-        .expect("reference.json lists photos")
-        .iter()
-        .map(|photo| {
-            photo["fp32_latent"]
-                .as_array()
-                .expect("each photo has an fp32_latent")
-                .iter()
-                .map(|v| v.as_f64().expect("latent values are numbers") as f32)
-                .collect()
-        })
+    latentcam_testkit::Reference::load_from(&manifest.root().join("efficientnet-lite0/fixtures"))
+        .photos
+        .into_iter()
+        .map(|photo| photo.fp32_latent)
         .collect()
 }
 
