@@ -443,11 +443,7 @@ fn invalid(key: &'static str, value: impl ToString, reason: impl Into<String>) -
 impl EdgeConfig {
     /// Loads and validates a config file.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        Self::parse(&text, path)
+        Self::load_with(Some(path), toml::Table::new())
     }
 
     /// Parses and validates config text; `path` is only for messages.

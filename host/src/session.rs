@@ -278,7 +278,7 @@ impl<'m> Replay<'m> {
 
 #[cfg(test)]
 mod tests {
-    use latentcam_wire::{AuthOffer, ModelIdentity, NONCE_LEN};
+    use latentcam_wire::ModelIdentity;
 
     use super::*;
 
@@ -287,24 +287,12 @@ mod tests {
     }
 
     fn hello<'a>(manifest: &'a Manifest, id: &'a str, sha: [u8; 32]) -> Message<'a> {
-        Message::Hello(Hello {
-            protocol: PROTOCOL_VERSION.into(),
-            device_id: id,
-            firmware_version: "test",
-            model: ModelIdentity {
-                model_id: &manifest.model_id,
-                encoder_sha256: sha,
-                latent_dim: manifest.latent_dim as u32,
-                preprocessing: &manifest.preprocessing.id,
-            },
-            backend: "tract",
-            codec: Codec::U8Affine,
-            auth: AuthOffer {
-                scheme: AuthScheme::None,
-                key_id: "",
-                device_nonce: [0; NONCE_LEN],
-            },
-        })
+        let hello = latentcam_testkit::hello::hello_of(manifest, id);
+        let model = ModelIdentity {
+            encoder_sha256: sha,
+            ..hello.model
+        };
+        Message::Hello(Hello { model, ..hello })
     }
 
     fn latent(codec: Codec, payload: &[u8]) -> Message<'_> {

@@ -1,6 +1,9 @@
 //! Frames as a device of the shipped model sends them: `Hello`, `Latent`.
 
-use latentcam_wire::{AuthOffer, AuthScheme, Codec, Hello, Latent, Message, ModelIdentity, frame};
+use latentcam_model::manifest::Manifest;
+use latentcam_wire::{
+    AuthOffer, AuthScheme, Codec, Hello, Latent, Message, ModelIdentity, PROTOCOL_VERSION, frame,
+};
 
 /// A `Hello` of device `device_id` running `model_id` (an encoder file
 /// with SHA-256 `sha`, 1280 dimensions, U8Affine, no authentication) in
@@ -35,8 +38,12 @@ pub fn hello_frame(device_id: &str, model_id: &str, sha: [u8; 32], protocol: u16
 /// The encoder SHA-256 a real device of the shipped model announces (the
 /// manifest's fp32 encoder).
 pub fn encoder_sha() -> [u8; 32] {
-    let manifest = latentcam_model::manifest::Manifest::load(crate::models())
-        .expect("models/manifest.toml loads");
+    let manifest = Manifest::load(crate::models()).expect("models/manifest.toml loads");
+    encoder_sha_of(&manifest)
+}
+
+/// The encoder SHA-256 a device of `manifest`'s model announces.
+pub fn encoder_sha_of(manifest: &Manifest) -> [u8; 32] {
     let file = manifest
         .files
         .iter()
@@ -46,6 +53,27 @@ pub fn encoder_sha() -> [u8; 32] {
         .ok()
         .and_then(|bytes| bytes.try_into().ok())
         .expect("the manifest's SHA-256 is 64 hex digits")
+}
+
+/// The `Hello` of device `device_id` running `manifest`'s model exactly
+/// (model id, encoder SHA-256, dimensions, preprocessing), U8Affine, no
+/// authentication: what a host accepts.
+pub fn hello_of<'a>(manifest: &'a Manifest, device_id: &'a str) -> Hello<'a> {
+    let hello = hello(
+        device_id,
+        &manifest.model_id,
+        encoder_sha_of(manifest),
+        PROTOCOL_VERSION.into(),
+    );
+    Hello {
+        firmware_version: "test",
+        model: ModelIdentity {
+            latent_dim: manifest.latent_dim as u32,
+            preprocessing: &manifest.preprocessing.id,
+            ..hello.model
+        },
+        ..hello
+    }
 }
 
 /// A framed `Latent` of a 640×480 frame: `latent` in the U8Affine codec,

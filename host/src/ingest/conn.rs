@@ -935,25 +935,12 @@ mod tests {
     }
 
     fn hello<'a>(manifest: &'a Manifest, id: &'a str, scheme: AuthScheme) -> Hello<'a> {
-        let encoder = manifest.files.iter().find(|f| f.role == "encoder").unwrap();
-        Hello {
-            protocol: PROTOCOL_VERSION.into(),
-            device_id: id,
-            firmware_version: "test",
-            model: latentcam_wire::ModelIdentity {
-                model_id: &manifest.model_id,
-                encoder_sha256: hex::decode(&encoder.sha256).unwrap().try_into().unwrap(),
-                latent_dim: manifest.latent_dim as u32,
-                preprocessing: &manifest.preprocessing.id,
-            },
-            backend: "tract",
-            codec: Codec::U8Affine,
-            auth: AuthOffer {
-                scheme,
-                key_id: "",
-                device_nonce: [0; NONCE_LEN],
-            },
-        }
+        let hello = latentcam_testkit::hello::hello_of(manifest, id);
+        let auth = AuthOffer {
+            scheme,
+            ..hello.auth
+        };
+        Hello { auth, ..hello }
     }
 
     fn latent(manifest: &Manifest, seq: u64) -> Vec<u8> {

@@ -26,8 +26,9 @@ use latentcam_wire::{
     Welcome, WelcomeStatus,
 };
 
-use crate::serve::{Host, VTEST, edge_config, results, scratch, seqs_of, wait_for_lines};
+use crate::serve::{Host, edge_config, results, scratch, seqs_of, wait_for_lines};
 use latentcam_testkit::PtyPair;
+use latentcam_testkit::VTEST;
 
 /// Runs `latentcam-host ARGS`.
 fn host_cli(args: &[&str]) -> Output {

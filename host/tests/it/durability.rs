@@ -32,7 +32,7 @@ use latentcam_host::heads::search::LatentIndex;
 use latentcam_wire::frame::MAX_FRAME_LEN;
 use latentcam_wire::{FrameDecoder, Message};
 
-use crate::common::edge::VTEST;
+use latentcam_testkit::VTEST;
 use latentcam_testkit::repo;
 
 fn scratch(name: &str) -> PathBuf {

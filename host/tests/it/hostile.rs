@@ -19,7 +19,8 @@ use latentcam_wire::{
     PROTOCOL_VERSION, Welcome, WelcomeStatus,
 };
 
-use crate::serve::{Host, VTEST, edge_config, results, run_edge, scratch, seqs_of, wait_for_lines};
+use crate::serve::{Host, edge_config, results, run_edge, scratch, seqs_of, wait_for_lines};
+use latentcam_testkit::VTEST;
 use latentcam_testkit::hello::{encoder_sha, hello_frame};
 
 /// A `Hello` a real device of the shipped model would send, under `id`.

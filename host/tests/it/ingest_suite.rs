@@ -15,7 +15,8 @@ use std::path::{Path, PathBuf};
 use latentcam_firmware::config::{EdgeConfig, LinkKind};
 use latentcam_testkit::{Broker, PtyPair};
 
-use crate::serve::{Host, VTEST, edge_config, results, run_edge, scratch, seqs_of, wait_for_lines};
+use crate::serve::{Host, edge_config, results, run_edge, scratch, seqs_of, wait_for_lines};
+use latentcam_testkit::VTEST;
 
 const FRAMES: u64 = 20;
 

@@ -26,7 +26,7 @@ use latentcam_wire::{
 };
 use serde_json::{Value, json};
 
-pub(crate) use latentcam_testkit::VTEST;
+use latentcam_testkit::VTEST;
 
 pub(crate) fn scratch(name: &str) -> PathBuf {
     latentcam_testkit::scratch("serve", name)

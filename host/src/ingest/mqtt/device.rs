@@ -291,10 +291,7 @@ pub(super) fn read_latent(
 #[cfg(test)]
 mod tests {
     use latentcam_model::manifest::Manifest;
-    use latentcam_wire::{
-        AuthOffer, AuthScheme, Bye, ByeReason, Codec, Latent, ModelIdentity, NONCE_LEN,
-        PROTOCOL_VERSION, WelcomeStatus,
-    };
+    use latentcam_wire::{Bye, ByeReason, Codec, Latent, WelcomeStatus};
 
     use super::*;
 
@@ -307,25 +304,7 @@ mod tests {
     }
 
     fn hello<'a>(manifest: &'a Manifest, id: &'a str) -> Message<'a> {
-        let encoder = manifest.files.iter().find(|f| f.role == "encoder").unwrap();
-        Message::Hello(Hello {
-            protocol: PROTOCOL_VERSION.into(),
-            device_id: id,
-            firmware_version: "test",
-            model: ModelIdentity {
-                model_id: &manifest.model_id,
-                encoder_sha256: hex::decode(&encoder.sha256).unwrap().try_into().unwrap(),
-                latent_dim: manifest.latent_dim as u32,
-                preprocessing: &manifest.preprocessing.id,
-            },
-            backend: "tract",
-            codec: Codec::U8Affine,
-            auth: AuthOffer {
-                scheme: AuthScheme::None,
-                key_id: "",
-                device_nonce: [0; NONCE_LEN],
-            },
-        })
+        Message::Hello(latentcam_testkit::hello::hello_of(manifest, id))
     }
 
     fn latent(payload: &[u8], seq: u64) -> Vec<u8> {

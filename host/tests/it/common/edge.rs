@@ -16,7 +16,7 @@ use latentcam_wire::{
 };
 
 /// opencv-doc's surveillance clip.
-pub use latentcam_testkit::VTEST;
+use latentcam_testkit::VTEST;
 
 /// The parts of the edge's `Hello` a simulated device reuses.
 pub struct EdgeIdentity {
