@@ -2,8 +2,9 @@
 //! [`SecureLink`](super::SecureLink), the pipeline) can be tested without a
 //! socket, and the far end can cut the "connection" to test what happens
 //! then. It behaves like the TCP link: `Hello` first on every connection,
-//! a stream of host → device bytes decoded as they come, [`LinkError::Down`]
-//! while disconnected.
+//! a stream of host → device bytes decoded as they come,
+//! [`LinkError::Down`](super::LinkError::Down) while disconnected, a new
+//! connection on the next send once the far end allows it.
 
 use std::io;
 use std::sync::Arc;
@@ -11,23 +12,24 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::time::Duration;
 
-use super::{Incoming, IncomingDecoder, Link, LinkError, LinkStats};
+use super::Backoff;
+use super::framed::{Framed, Reopen, Transport};
 
 /// A connected link and far end.
 pub fn pair() -> (ChannelLink, ChannelEnd) {
     let (to_far, from_link) = mpsc::channel();
     let (to_link, from_far) = mpsc::channel();
     let up = Arc::new(AtomicBool::new(true));
+    let transport = ChannelTransport {
+        to_far,
+        from_far,
+        up: Arc::clone(&up),
+        connected: false,
+    };
+    // No delay between attempts: the far end decides when they succeed.
+    let reopen = Reopen::OnSend(Backoff::new(Duration::ZERO, Duration::ZERO));
     (
-        ChannelLink {
-            to_far,
-            from_far,
-            up: Arc::clone(&up),
-            connected: false,
-            hello: None,
-            decoder: IncomingDecoder::default(),
-            stats: LinkStats::default(),
-        },
+        Framed::over(transport, reopen),
         ChannelEnd {
             from_link,
             to_link,
@@ -37,17 +39,17 @@ pub fn pair() -> (ChannelLink, ChannelEnd) {
 }
 
 /// The device's side of [`pair`].
+pub type ChannelLink = Framed<ChannelTransport>;
+
+/// The in-memory [`Transport`] under a [`ChannelLink`].
 #[derive(Debug)]
-pub struct ChannelLink {
+pub struct ChannelTransport {
     to_far: Sender<Vec<u8>>,
     from_far: Receiver<Vec<u8>>,
     /// Whether the far end lets connections stand.
     up: Arc<AtomicBool>,
-    /// Whether this side holds a connection (and has sent `Hello` on it).
+    /// Whether this side holds a connection.
     connected: bool,
-    hello: Option<Vec<u8>>,
-    decoder: IncomingDecoder,
-    stats: LinkStats,
 }
 
 /// The host's side of [`pair`].
@@ -83,98 +85,51 @@ impl ChannelEnd {
     }
 }
 
-impl ChannelLink {
-    fn down(&mut self, what: &str) -> LinkError {
-        self.connected = false;
-        self.decoder.reset();
-        LinkError::Down {
-            link: self.describe(),
-            source: io::Error::new(io::ErrorKind::NotConnected, what.to_owned()),
-            retry_in: None,
-        }
-    }
-
-    /// Connects if not connected: `Hello` goes first.
-    fn ensure_connected(&mut self) -> Result<(), LinkError> {
-        if !self.up.load(Ordering::SeqCst) {
-            return Err(self.down("the far end cut the connection"));
-        }
-        if !self.connected {
-            // A new connection starts clean: nothing the far end wrote to
-            // the old one is read on it.
-            while self.from_far.try_recv().is_ok() {}
-            if let Some(hello) = &self.hello {
-                self.to_far
-                    .send(hello.clone())
-                    .map_err(|_| self.down("the far end is gone"))?;
-            }
-            self.connected = true;
-            self.stats.connects += 1;
-        }
-        Ok(())
-    }
+fn gone() -> io::Error {
+    io::Error::new(io::ErrorKind::BrokenPipe, "the far end is gone")
 }
 
-impl Link for ChannelLink {
-    fn send(&mut self, frame: &[u8]) -> Result<(), LinkError> {
-        self.ensure_connected()?;
-        if self.to_far.send(frame.to_vec()).is_err() {
-            return Err(self.down("the far end is gone"));
+impl Transport for ChannelTransport {
+    fn open(&mut self) -> io::Result<()> {
+        self.connected = false;
+        if !self.up.load(Ordering::SeqCst) {
+            return Err(io::Error::new(
+                io::ErrorKind::NotConnected,
+                "the far end cut the connection",
+            ));
         }
-        self.stats.frames_sent += 1;
-        self.stats.bytes_sent += frame.len() as u64;
+        // A new connection starts clean: nothing the far end wrote to the
+        // old one is read on it.
+        while self.from_far.try_recv().is_ok() {}
+        self.connected = true;
         Ok(())
     }
 
-    fn poll_incoming(&mut self, timeout: Duration) -> Result<Vec<Incoming>, LinkError> {
-        if !self.connected || !self.up.load(Ordering::SeqCst) {
-            return Err(self.down("not connected"));
-        }
-        let mut out = Vec::new();
-        let first = match self.from_far.recv_timeout(timeout) {
-            Ok(bytes) => bytes,
-            Err(RecvTimeoutError::Timeout) => return Ok(out),
-            Err(RecvTimeoutError::Disconnected) => return Err(self.down("the far end is gone")),
-        };
-        self.decoder.push(&first, &mut out, &mut self.stats);
-        while let Ok(bytes) = self.from_far.try_recv() {
-            self.decoder.push(&bytes, &mut out, &mut self.stats);
-        }
-        Ok(out)
-    }
-
-    fn reconnect(&mut self) -> Result<(), LinkError> {
+    fn close(&mut self) {
         self.connected = false;
-        self.ensure_connected()
     }
 
-    fn disconnect(&mut self) {
-        self.connected = false;
-        self.decoder.reset();
-    }
-
-    fn is_connected(&self) -> bool {
+    fn is_open(&self) -> bool {
         self.connected && self.up.load(Ordering::SeqCst)
     }
 
-    fn is_bidirectional(&self) -> bool {
-        true
+    fn write_all(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.to_far.send(bytes.to_vec()).map_err(|_| gone())
     }
 
-    fn set_hello(&mut self, frame: Vec<u8>) {
-        self.hello = Some(frame);
+    fn read_some(&mut self, timeout: Duration, sink: &mut dyn FnMut(&[u8])) -> io::Result<()> {
+        match self.from_far.recv_timeout(timeout) {
+            Ok(bytes) => sink(&bytes),
+            Err(RecvTimeoutError::Timeout) => return Ok(()),
+            Err(RecvTimeoutError::Disconnected) => return Err(gone()),
+        }
+        while let Ok(bytes) = self.from_far.try_recv() {
+            sink(&bytes);
+        }
+        Ok(())
     }
 
-    fn stats(&self) -> LinkStats {
-        self.stats
-    }
-
-    fn describe(&self) -> String {
-        let state = if self.is_connected() {
-            "connected"
-        } else {
-            "disconnected"
-        };
-        format!("channel: ({state})")
+    fn name(&self) -> String {
+        "channel".to_owned()
     }
 }

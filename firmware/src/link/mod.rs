@@ -13,6 +13,10 @@
 //! | recording file | [`file`](mod@file) | device → file | reopens the file |
 //! | in memory, for tests | [`channel`] | both | when the far end allows |
 //!
+//! TCP, serial and the channel are one generic [`Framed`] link ([`framed`]:
+//! `Hello` on every new connection, counters, the host → device decoder)
+//! over a small byte [`Transport`] per medium.
+//!
 //! [`SecureLink`] ([`secure`]) wraps a TCP or serial link and authenticates
 //! and encrypts its sessions (Noise IK, `[link] host_key` and `key_file`).
 //!
@@ -22,6 +26,7 @@
 
 pub mod channel;
 pub mod file;
+pub mod framed;
 pub mod mqtt;
 pub mod probe;
 pub mod secure;
@@ -39,11 +44,12 @@ use latentcam_wire::{
 
 pub use crate::backoff::Backoff;
 pub use file::{FileLink, FsyncPolicy};
+pub use framed::{Framed, Reopen, Transport};
 pub use mqtt::{MqttConfig, MqttLink};
 pub use probe::{ProbeAnswer, ProbeError, probe};
 pub use secure::SecureLink;
-pub use serial::{DEFAULT_BAUD, SerialConfig, SerialLink};
-pub use tcp::{TcpConfig, TcpLink};
+pub use serial::{DEFAULT_BAUD, SerialConfig, SerialLink, SerialTransport};
+pub use tcp::{TcpConfig, TcpLink, TcpTransport};
 pub use udp::UdpLink;
 
 /// A transport that carries encoded frames from the device to a host.

@@ -9,8 +9,9 @@
 //! A frame interrupted by a write timeout does no lasting harm here: the
 //! next frame's leading `0x00` resynchronises the host's decoder. Other
 //! write or read failures (an unplugged USB adapter gives `EIO`) close the
-//! port; [`Link::reconnect`] opens it again. The hello frame
-//! ([`Link::set_hello`]) goes out before the first frame after every open.
+//! port; [`Link::reconnect`](super::Link::reconnect) opens it again
+//! ([`Reopen::OnRequest`]). The hello frame goes out before the first frame
+//! after every open.
 
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
@@ -19,7 +20,8 @@ use std::time::Duration;
 use linux_embedded_hal::Serial;
 use linux_embedded_hal::serialport::{self, SerialPort};
 
-use super::{Incoming, IncomingDecoder, Link, LinkError, LinkStats};
+use super::LinkError;
+use super::framed::{Framed, Reopen, Transport};
 
 /// Default line speed: 921 600 baud carries ~70 1.3 KB latents a second.
 pub const DEFAULT_BAUD: u32 = 921_600;
@@ -54,52 +56,40 @@ impl SerialConfig {
 }
 
 /// Frames over a serial port.
-pub struct SerialLink {
-    config: SerialConfig,
-    port: Option<Serial>,
-    hello: Option<Vec<u8>>,
-    /// The port was (re)opened and the hello has not gone out yet.
-    hello_due: bool,
-    decoder: IncomingDecoder,
-    stats: LinkStats,
-}
-
-impl std::fmt::Debug for SerialLink {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SerialLink")
-            .field("config", &self.config)
-            .field("open", &self.port.is_some())
-            .field("stats", &self.stats)
-            .finish()
-    }
-}
+pub type SerialLink = Framed<SerialTransport>;
 
 impl SerialLink {
     /// Opens the port. A missing device, missing permission or a port held
     /// by another program is [`LinkError::Config`], with what to do about it.
     pub fn open(config: SerialConfig) -> Result<Self, LinkError> {
-        let mut link = Self {
-            config,
-            port: None,
-            hello: None,
-            hello_due: false,
-            decoder: IncomingDecoder::default(),
-            stats: LinkStats::default(),
-        };
-        let port = link.open_port().map_err(|e| link.open_error(e))?;
-        link.attach(port);
-        Ok(link)
+        let mut transport = SerialTransport { config, port: None };
+        let port = transport.open_port().map_err(|e| transport.open_error(e))?;
+        transport.port = Some(port);
+        Ok(Framed::over_open(transport, Reopen::OnRequest))
     }
 
     /// The port's path.
     pub fn path(&self) -> &Path {
-        &self.config.path
+        &self.transport().config.path
     }
+}
 
-    fn name(&self) -> String {
-        format!("serial:{}@{}", self.config.path.display(), self.config.baud)
+/// The serial-port [`Transport`] under a [`SerialLink`].
+pub struct SerialTransport {
+    config: SerialConfig,
+    port: Option<Serial>,
+}
+
+impl std::fmt::Debug for SerialTransport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SerialTransport")
+            .field("config", &self.config)
+            .field("open", &self.port.is_some())
+            .finish()
     }
+}
 
+impl SerialTransport {
     fn open_port(&self) -> Result<Serial, serialport::Error> {
         let path = self.config.path.to_string_lossy().into_owned();
         let builder = serialport::new(path, self.config.baud)
@@ -145,32 +135,10 @@ impl SerialLink {
         }
     }
 
-    fn attach(&mut self, port: Serial) {
-        self.decoder.reset();
-        self.port = Some(port);
-        self.hello_due = true;
-        self.stats.connects += 1;
-    }
-
-    fn down(&self, source: io::Error) -> LinkError {
-        LinkError::Down {
-            link: self.name(),
-            source,
-            retry_in: None,
-        }
-    }
-
-    /// Reports a lost line. A timeout keeps the port (the host resyncs at
-    /// the next frame's leading delimiter); anything else (`EIO` from a
-    /// vanished USB adapter, a hang-up) closes it until `reconnect`.
-    fn fail(&mut self, e: io::Error) -> LinkError {
-        if !matches!(
-            e.kind(),
-            io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
-        ) {
-            self.port = None;
-        }
-        self.down(e)
+    fn port(&mut self) -> io::Result<&mut Serial> {
+        self.port
+            .as_mut()
+            .ok_or_else(|| io::Error::from(io::ErrorKind::NotConnected))
     }
 }
 
@@ -178,43 +146,31 @@ fn to_io(e: serialport::Error) -> io::Error {
     io::Error::from(e)
 }
 
-impl Link for SerialLink {
-    fn send(&mut self, frame: &[u8]) -> Result<(), LinkError> {
-        let Some(port) = self.port.as_mut() else {
-            return Err(self.down(io::Error::new(
-                io::ErrorKind::NotConnected,
-                "port closed; call reconnect",
-            )));
-        };
-        let hello = match (&self.hello, self.hello_due) {
-            (Some(hello), true) => hello.as_slice(),
-            _ => &[],
-        };
-        let written = port
-            .0
-            .write_all(hello)
-            .and_then(|()| port.0.write_all(frame))
-            .and_then(|()| port.0.flush());
-        match written {
-            Ok(()) => {
-                self.hello_due = false;
-                self.stats.frames_sent += 1;
-                self.stats.bytes_sent += frame.len() as u64;
-                Ok(())
-            }
-            Err(e) => Err(self.fail(e)),
-        }
+impl Transport for SerialTransport {
+    fn open(&mut self) -> io::Result<()> {
+        // After the first open, a missing device means an unplugged adapter:
+        // worth retrying, unlike a wrong path at start-up.
+        self.port = Some(self.open_port().map_err(to_io)?);
+        Ok(())
     }
 
-    fn poll_incoming(&mut self, timeout: Duration) -> Result<Vec<Incoming>, LinkError> {
-        let Some(port) = self.port.as_mut() else {
-            return Err(self.down(io::Error::new(
-                io::ErrorKind::NotConnected,
-                "port closed; call reconnect",
-            )));
-        };
+    fn close(&mut self) {
+        self.port = None;
+    }
+
+    fn is_open(&self) -> bool {
+        self.port.is_some()
+    }
+
+    fn write_all(&mut self, bytes: &[u8]) -> io::Result<()> {
+        let port = self.port()?;
+        port.0.write_all(bytes)?;
+        port.0.flush()
+    }
+
+    fn read_some(&mut self, timeout: Duration, sink: &mut dyn FnMut(&[u8])) -> io::Result<()> {
         let write_timeout = self.config.write_timeout;
-        let mut out = Vec::new();
+        let port = self.port()?;
         let mut buf = [0u8; 1024];
         // serialport applies one timeout to reads and writes: borrow it for
         // the first read, then drain what is buffered without waiting.
@@ -225,12 +181,12 @@ impl Link for SerialLink {
             .and_then(|()| port.0.read(&mut buf));
         let result = match first {
             Ok(n) => {
-                self.decoder.push(&buf[..n], &mut out, &mut self.stats);
+                sink(&buf[..n]);
                 loop {
                     match port.0.bytes_to_read().map_err(to_io) {
                         Ok(0) => break Ok(()),
                         Ok(_) => match port.0.read(&mut buf) {
-                            Ok(n) => self.decoder.push(&buf[..n], &mut out, &mut self.stats),
+                            Ok(n) => sink(&buf[..n]),
                             Err(e) => break Err(e),
                         },
                         Err(e) => break Err(e),
@@ -248,50 +204,20 @@ impl Link for SerialLink {
             Err(e) => Err(e),
         };
         let restored = port.0.set_timeout(write_timeout).map_err(to_io);
-        match result.and(restored) {
-            Ok(()) => Ok(out),
-            Err(e) => {
-                let error = self.fail(e);
-                if out.is_empty() { Err(error) } else { Ok(out) }
-            }
-        }
+        result.and(restored)
     }
 
-    fn reconnect(&mut self) -> Result<(), LinkError> {
-        self.port = None;
-        // After the first open, a missing device means an unplugged adapter:
-        // worth retrying, unlike a wrong path at start-up.
-        let port = self.open_port().map_err(|e| self.down(to_io(e)))?;
-        self.attach(port);
-        Ok(())
+    /// A timeout keeps the port (the host resyncs at the next frame's
+    /// leading delimiter); anything else (`EIO` from a vanished USB
+    /// adapter, a hang-up) closes it until `reconnect`.
+    fn survives(&self, error: &io::Error) -> bool {
+        matches!(
+            error.kind(),
+            io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+        )
     }
 
-    fn disconnect(&mut self) {
-        self.port = None;
-    }
-
-    fn is_connected(&self) -> bool {
-        self.port.is_some()
-    }
-
-    fn is_bidirectional(&self) -> bool {
-        true
-    }
-
-    fn set_hello(&mut self, frame: Vec<u8>) {
-        self.hello = Some(frame);
-    }
-
-    fn stats(&self) -> LinkStats {
-        self.stats
-    }
-
-    fn describe(&self) -> String {
-        let state = if self.port.is_some() {
-            "open"
-        } else {
-            "closed"
-        };
-        format!("{} ({state})", self.name())
+    fn name(&self) -> String {
+        format!("serial:{}@{}", self.config.path.display(), self.config.baud)
     }
 }

@@ -341,7 +341,7 @@ fn channel() -> Medium {
             decoder: FrameDecoder::new(),
             seen: Vec::new(),
         }),
-        scheme: "channel:",
+        scheme: "channel",
         hello_on_connect: true,
         _keep: None,
     }

@@ -620,6 +620,55 @@ fn serial_carries_frames_both_ways_over_a_pty_pair() {
     assert_eq!(link.stats().frames_sent, FRAMES);
 }
 
+/// A closed serial port stays closed until `reconnect` (reopening a device
+/// node in a loop helps no one), and the reopened port says `Hello` again
+/// before anything else.
+#[test]
+#[cfg_attr(
+    not(target_arch = "x86_64"),
+    ignore = "serialport's TCGETS2 ioctl fails under qemu-user; run natively with --include-ignored"
+)]
+fn serial_reopens_only_on_request_and_says_hello_first() {
+    use latentcam_firmware::link::serial::DEFAULT_BAUD;
+    use linux_embedded_hal::serialport;
+
+    let pty = PtyPair::new();
+    let mut link = SerialLink::open(SerialConfig::new(&pty.paths[0])).unwrap();
+    link.set_hello(hello_frame());
+    let mut host = serialport::new(&pty.paths[1], DEFAULT_BAUD)
+        .timeout(Duration::from_millis(100))
+        .open_native()
+        .expect("open the host end of the pty pair");
+    link.send(&latent_frame(0)).unwrap();
+    link.disconnect();
+    assert!(!link.is_connected());
+    for _ in 0..3 {
+        let err = link.send(&latent_frame(1)).unwrap_err();
+        assert!(err.is_transient(), "{err}");
+        assert!(!link.is_connected(), "a send must not reopen the port");
+    }
+    link.reconnect().unwrap();
+    link.send(&latent_frame(2)).unwrap();
+
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut decoder = FrameDecoder::<{ frame::MAX_FRAME_LEN }>::new();
+    let mut seen = Vec::new();
+    let mut buf = vec![0u8; 8192];
+    while latents(&seen).len() < 2 && Instant::now() < deadline {
+        match host.read(&mut buf) {
+            Ok(n) => decode_into(&mut decoder, &buf[..n], &mut seen),
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {}
+            Err(e) => panic!("host end read: {e}"),
+        }
+    }
+    assert_eq!(
+        seen,
+        [Seen::Hello, Seen::Latent(0), Seen::Hello, Seen::Latent(2)]
+    );
+    assert_eq!(link.stats().connects, 2);
+    assert_eq!(link.stats().frames_sent, 2);
+}
+
 #[test]
 fn serial_missing_device_names_the_path_and_the_fix() {
     let path = "/dev/ttyLATENTCAM-no-such-port";
