@@ -1,5 +1,5 @@
 //! The host's half of one device session, as a pure state machine: bytes
-//! in, replies / latents / a close decision out. The TCP, serial, UDP and
+//! in, replies / latents / acks / a close decision out. The TCP, serial, UDP and
 //! recording ingests drive it (the MQTT worker keeps its own per-device
 //! state, see `mqtt`); unit tests drive it with byte strings.
 //!
@@ -28,13 +28,24 @@ use latentcam_model::manifest::Manifest;
 use latentcam_secure::Channel;
 use latentcam_wire::frame::MAX_FRAME_LEN;
 use latentcam_wire::{
-    AuthChallenge, AuthOffer, AuthScheme, Bye, ByeReason, FrameDecoder, Handshake, Hello,
+    Ack, AuthChallenge, AuthOffer, AuthScheme, Bye, ByeReason, FrameDecoder, Handshake, Hello,
     MAX_TEXT_LEN, Message, NONCE_LEN, PROTOCOL_VERSION, Welcome, WelcomeStatus, fit_text, frame,
 };
 
 use super::registry::{Admission, Registry};
 use crate::auth::HostAuth;
 use crate::session::{self, Admit, Refusal, check_hello_for};
+
+/// What a session reads of the host it runs in.
+#[derive(Debug, Clone, Copy)]
+pub struct Env<'a> {
+    /// The models devices are checked against.
+    pub manifest: &'a Manifest,
+    /// Devices: admission, sequence numbers, acknowledgements.
+    pub registry: &'a Registry,
+    /// The host's id, sent in `Welcome`.
+    pub host_id: &'a str,
+}
 
 /// Limits that keep one peer from hurting the others.
 #[derive(Debug, Clone, Copy)]
@@ -156,6 +167,8 @@ pub struct Conn {
     refill_at: Instant,
     limits: Limits,
     closed: bool,
+    /// The last `Ack` sent.
+    acked: Option<u64>,
 }
 
 impl std::fmt::Debug for Conn {
@@ -266,6 +279,7 @@ impl Conn {
             refill_at: now,
             limits,
             closed: false,
+            acked: None,
         }
     }
 
@@ -335,8 +349,10 @@ impl Conn {
         self.encode(&Message::Bye(Bye { reason, detail }))
     }
 
-    /// Checks time-based limits: the Hello deadline, then the idle timeout.
-    pub fn tick(&mut self, now: Instant, out: &mut Vec<Step>) {
+    /// Checks time-based limits (the Hello deadline, then the idle
+    /// timeout), then acknowledges what the registry holds of the device
+    /// beyond the last `Ack` sent. Called every few tens of milliseconds.
+    pub fn tick(&mut self, now: Instant, registry: &Registry, out: &mut Vec<Step>) {
         if self.closed {
             return;
         }
@@ -363,6 +379,23 @@ impl Conn {
                 out,
             );
         }
+        self.ack(registry, out);
+    }
+
+    /// An `Ack` up to what the registry holds of the device, if that is
+    /// more than the last one sent; nothing on a one-way link.
+    fn ack(&mut self, registry: &Registry, out: &mut Vec<Step>) {
+        if self.closed || self.one_way {
+            return;
+        }
+        let held = self.device().and_then(|device| registry.acked(device));
+        if held > self.acked
+            && let Some(up_to) = held
+        {
+            self.acked = held;
+            let bytes = self.encode(&Message::Ack(Ack { up_to }));
+            out.push(Step::Reply(bytes));
+        }
     }
 
     fn close(&mut self, reason: ByeReason, detail: &str, out: &mut Vec<Step>) {
@@ -375,15 +408,8 @@ impl Conn {
     }
 
     /// Feeds received bytes.
-    pub fn feed(
-        &mut self,
-        bytes: &[u8],
-        now: Instant,
-        manifest: &Manifest,
-        registry: &Registry,
-        host_id: &str,
-        out: &mut Vec<Step>,
-    ) {
+    pub fn feed(&mut self, bytes: &[u8], now: Instant, env: Env<'_>, out: &mut Vec<Step>) {
+        let registry = env.registry;
         if self.closed {
             return;
         }
@@ -396,7 +422,7 @@ impl Conn {
                 Ok(message) => {
                     self.errors_in_a_row = 0;
                     self.last_frame = now;
-                    self.on_message(&message, now, manifest, registry, host_id, out);
+                    self.on_message(&message, now, env, out);
                 }
                 Err(e) => {
                     self.errors_in_a_row += 1;
@@ -420,17 +446,16 @@ impl Conn {
         &mut self,
         message: &Message<'_>,
         now: Instant,
-        manifest: &Manifest,
-        registry: &Registry,
-        host_id: &str,
+        env: Env<'_>,
         out: &mut Vec<Step>,
     ) {
+        let registry = env.registry;
         if let Some(channel) = &mut self.channel {
             let sealed = match message {
                 Message::Sealed(sealed) => sealed,
                 // A one-way device starts a new handshake now and then.
                 Message::Hello(_) | Message::Handshake(_) if self.one_way => {
-                    return self.on_plain(message, now, manifest, registry, host_id, out);
+                    return self.on_plain(message, now, env, out);
                 }
                 _ => {
                     let detail = format!(
@@ -476,32 +501,21 @@ impl Conn {
             }
             return;
         }
-        self.on_plain(message, now, manifest, registry, host_id, out);
+        self.on_plain(message, now, env, out);
     }
 
     /// A plain message: before the handshake, or a one-way device's new
     /// `Hello` and `Handshake`.
-    fn on_plain(
-        &mut self,
-        message: &Message<'_>,
-        now: Instant,
-        manifest: &Manifest,
-        registry: &Registry,
-        host_id: &str,
-        out: &mut Vec<Step>,
-    ) {
+    fn on_plain(&mut self, message: &Message<'_>, now: Instant, env: Env<'_>, out: &mut Vec<Step>) {
+        let Env {
+            manifest,
+            registry,
+            host_id,
+        } = env;
         if let Some(hello) = self.awaiting_handshake.take() {
             match message {
                 Message::Handshake(handshake) => {
-                    self.on_handshake(
-                        &hello,
-                        handshake.payload,
-                        now,
-                        manifest,
-                        registry,
-                        host_id,
-                        out,
-                    );
+                    self.on_handshake(&hello, handshake.payload, now, env, out);
                 }
                 // The one-way device's Handshake was lost: its next Hello
                 // starts over.
@@ -534,7 +548,7 @@ impl Conn {
                 }
                 Err(refusal) => self.refuse(hello.device_id, &refusal, None, host_id, out),
                 Ok(Admit::Now) => {
-                    self.admit(hello, None, now, manifest, registry, host_id, out);
+                    self.admit(hello, None, now, env, out);
                 }
                 Ok(Admit::AfterHandshake) if hello.auth.scheme != self.handshake_scheme() => {
                     let refusal = Refusal {
@@ -609,17 +623,15 @@ impl Conn {
     /// The device's first handshake message for the `Hello` (`kind ‖
     /// body`) it sent before: the key it proves must be the one registered
     /// for its id, read from the device list now.
-    #[allow(clippy::too_many_arguments)]
     fn on_handshake(
         &mut self,
         hello: &[u8],
         payload: &[u8],
         now: Instant,
-        manifest: &Manifest,
-        registry: &Registry,
-        host_id: &str,
+        env: Env<'_>,
         out: &mut Vec<Step>,
     ) {
+        let host_id = env.host_id;
         let Ok(Message::Hello(hello)) = frame::decode_inner(hello) else {
             self.close(
                 ByeReason::ProtocolViolation,
@@ -640,9 +652,7 @@ impl Conn {
             return;
         };
         if self.one_way {
-            self.on_one_way_handshake(
-                &hello, host_key, payload, now, manifest, registry, host_id, out,
-            );
+            self.on_one_way_handshake(&hello, host_key, payload, now, env, out);
             return;
         }
         let pending = match latentcam_secure::respond(host_key, &hello, payload) {
@@ -704,15 +714,7 @@ impl Conn {
             .unwrap_or_default();
         self.channel = Some(channel);
         tracing::debug!(peer = %self.peer, device = ?device, "device authenticated");
-        self.admit(
-            &hello,
-            Some(handshake),
-            now,
-            manifest,
-            registry,
-            host_id,
-            out,
-        );
+        self.admit(&hello, Some(handshake), now, env, out);
     }
 
     /// The scheme an authenticating device must offer on this connection.
@@ -729,18 +731,16 @@ impl Conn {
     /// fresh. Success replaces the channel; failure ends a connection with
     /// no session yet, and is only counted on one that has a session (a
     /// forged datagram must not end it).
-    #[allow(clippy::too_many_arguments)]
     fn on_one_way_handshake(
         &mut self,
         hello: &Hello<'_>,
         host_key: &latentcam_secure::StaticKey,
         payload: &[u8],
         now: Instant,
-        manifest: &Manifest,
-        registry: &Registry,
-        host_id: &str,
+        env: Env<'_>,
         out: &mut Vec<Step>,
     ) {
+        let host_id = env.host_id;
         let device = hello.device_id;
         let checked = match self.auth.registered(device) {
             Ok(Some(registered)) => {
@@ -772,7 +772,7 @@ impl Conn {
             Ok(channel) => {
                 self.channel = Some(channel);
                 tracing::debug!(peer = %self.peer, device = ?device, "device authenticated (one-way)");
-                self.admit(hello, None, now, manifest, registry, host_id, out);
+                self.admit(hello, None, now, env, out);
             }
             Err((reason, detail)) if self.channel.is_some() => {
                 self.auth.count_failure();
@@ -794,17 +794,19 @@ impl Conn {
 
     /// Admits a device that passed every check: registers it and welcomes
     /// it (after the host's `Handshake`, if there was one, and then sealed).
-    #[allow(clippy::too_many_arguments)]
     fn admit(
         &mut self,
         hello: &Hello<'_>,
         handshake: Option<Vec<u8>>,
         now: Instant,
-        manifest: &Manifest,
-        registry: &Registry,
-        host_id: &str,
+        env: Env<'_>,
         out: &mut Vec<Step>,
     ) {
+        let Env {
+            manifest,
+            registry,
+            host_id,
+        } = env;
         if let Some(handshake) = handshake {
             out.push(Step::Reply(handshake));
         }
@@ -930,6 +932,14 @@ mod tests {
     use super::*;
     use crate::ingest::registry::RegistryLimits;
 
+    fn env<'a>(manifest: &'a Manifest, registry: &'a Registry) -> Env<'a> {
+        Env {
+            manifest,
+            registry,
+            host_id: "host",
+        }
+    }
+
     fn manifest() -> Manifest {
         Manifest::load(concat!(env!("CARGO_MANIFEST_DIR"), "/../models")).unwrap()
     }
@@ -1042,7 +1052,7 @@ mod tests {
         fn feed(&mut self, bytes: &[u8], registry: &Registry) {
             let mut steps = Vec::new();
             self.conn
-                .feed(bytes, self.now, self.manifest, registry, "host", &mut steps);
+                .feed(bytes, self.now, env(self.manifest, registry), &mut steps);
             self.take(steps);
         }
 
@@ -1366,9 +1376,7 @@ mod tests {
             &frame::encode_to_vec(&Message::Hello(hello(&manifest, "cam-1", AuthScheme::None)))
                 .unwrap(),
             s.now,
-            &manifest,
-            &registry,
-            "host",
+            env(&manifest, &registry),
             &mut steps,
         );
         let Some(Step::Reply(bytes)) = steps.first() else {
@@ -1490,11 +1498,17 @@ mod tests {
         s.feed(&hello_frame, &registry);
         assert!(!s.closed, "waiting for the handshake");
         let mut steps = Vec::new();
-        s.conn
-            .tick(s.now + Limits::default().hello_timeout / 2, &mut steps);
+        s.conn.tick(
+            s.now + Limits::default().hello_timeout / 2,
+            &registry,
+            &mut steps,
+        );
         assert!(steps.is_empty());
-        s.conn
-            .tick(s.now + Limits::default().hello_timeout * 2, &mut steps);
+        s.conn.tick(
+            s.now + Limits::default().hello_timeout * 2,
+            &registry,
+            &mut steps,
+        );
         s.take(steps);
         assert_eq!(s.bye(), Some((false, ByeReason::Timeout)));
     }
@@ -1613,7 +1627,7 @@ mod tests {
         let mut jobs = Vec::new();
         for item in items {
             let mut steps = Vec::new();
-            conn.feed(item, Instant::now(), manifest, registry, "host", &mut steps);
+            conn.feed(item, Instant::now(), env(manifest, registry), &mut steps);
             for step in steps {
                 match step {
                     Step::Reply(bytes) => assert!(bytes.is_empty(), "a one-way reply"),

@@ -165,14 +165,7 @@ pub fn read<R: Read>(
             stats.frame_errors += 1;
             return;
         };
-        conn.feed(
-            &bytes,
-            Instant::now(),
-            &ctx.manifest,
-            &ctx.registry,
-            &ctx.host_id,
-            &mut steps,
-        );
+        conn.feed(&bytes, Instant::now(), ctx.env(), &mut steps);
         for step in steps.drain(..) {
             match step {
                 Step::Reply(_) => {}

@@ -41,7 +41,7 @@ use serde_json::{Map, Value, json};
 
 use crate::heads::{Head, LatentRef};
 use crate::recorder::Recorder;
-pub use conn::{Conn, Done, Job, Limits, Step};
+pub use conn::{Conn, Done, Env, Job, Limits, Step};
 pub use live::Live;
 pub use registry::{DeviceRecord, Registry};
 
@@ -380,6 +380,17 @@ pub struct Context {
     pub encoder: Option<Arc<std::sync::Mutex<crate::encode::HostEncoder>>>,
     /// How devices authenticate (TCP and serial; recordings never do).
     pub auth: Arc<crate::auth::HostAuth>,
+}
+
+impl Context {
+    /// What a session reads of this host.
+    pub fn env(&self) -> Env<'_> {
+        Env {
+            manifest: &self.manifest,
+            registry: &self.registry,
+            host_id: &self.host_id,
+        }
+    }
 }
 
 /// Why the server could not run.

@@ -7,7 +7,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use latentcam_wire::{Ack, Message};
 use linux_embedded_hal::serialport;
 use tokio::sync::{mpsc, watch};
 
@@ -88,18 +87,10 @@ pub fn serve(
     let mut conn = new_conn();
     let mut buf = vec![0u8; 4096];
     let mut steps = Vec::new();
-    let mut acked: Option<u64> = None;
     let mut last_ack_check = Instant::now();
     while !*shutdown.borrow() {
         match port.read(&mut buf) {
-            Ok(n) => conn.feed(
-                &buf[..n],
-                Instant::now(),
-                &ctx.manifest,
-                &ctx.registry,
-                &ctx.host_id,
-                &mut steps,
-            ),
+            Ok(n) => conn.feed(&buf[..n], Instant::now(), ctx.env(), &mut steps),
             Err(e) if matches!(e.kind(), ErrorKind::TimedOut | ErrorKind::WouldBlock) => {}
             Err(e) => {
                 tracing::error!("{name}: read failed: {e}; stopping the serial ingest");
@@ -108,16 +99,7 @@ pub fn serve(
         }
         if last_ack_check.elapsed() >= Duration::from_millis(50) {
             last_ack_check = Instant::now();
-            conn.tick(Instant::now(), &mut steps);
-            if let Some(device) = conn.device() {
-                let held = ctx.registry.acked(device);
-                if held > acked
-                    && let Some(up_to) = held
-                {
-                    acked = held;
-                    steps.push(Step::Reply(conn.encode(&Message::Ack(Ack { up_to }))));
-                }
-            }
+            conn.tick(Instant::now(), &ctx.registry, &mut steps);
         }
         let mut fresh = false;
         for step in steps.drain(..) {
@@ -140,7 +122,6 @@ pub fn serve(
         }
         if fresh {
             conn = new_conn();
-            acked = None;
         }
     }
 }

@@ -12,7 +12,7 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use latentcam_wire::{Ack, Bye, ByeReason, Message, WelcomeStatus};
+use latentcam_wire::{Bye, ByeReason, Message, WelcomeStatus};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
@@ -185,7 +185,6 @@ async fn connection(
     );
     let mut buf = vec![0u8; 16 * 1024];
     let mut steps = Vec::new();
-    let mut acked: Option<u64> = None;
     let mut ticker = tokio::time::interval(ACK_INTERVAL);
     tracing::debug!(%peer, "connected");
     let why = loop {
@@ -193,20 +192,11 @@ async fn connection(
             read = stream.read(&mut buf) => {
                 match read {
                     Ok(0) => break "closed by the device".to_owned(),
-                    Ok(n) => conn.feed(&buf[..n], Instant::now(), &ctx.manifest, &ctx.registry, &ctx.host_id, &mut steps),
+                    Ok(n) => conn.feed(&buf[..n], Instant::now(), ctx.env(), &mut steps),
                     Err(e) => break format!("read failed: {e}"),
                 }
             }
-            _ = ticker.tick() => {
-                conn.tick(Instant::now(), &mut steps);
-                if let Some(device) = conn.device() {
-                    let held = ctx.registry.acked(device);
-                    if held > acked && let Some(up_to) = held {
-                        acked = held;
-                        steps.push(Step::Reply(conn.encode(&Message::Ack(Ack { up_to }))));
-                    }
-                }
-            }
+            _ = ticker.tick() => conn.tick(Instant::now(), &ctx.registry, &mut steps),
             _ = shutdown.changed() => {
                 let bytes = conn.encode(&Message::Bye(Bye { reason: ByeReason::Shutdown, detail: "host shutting down" }));
                 let _ = tokio::time::timeout(WRITE_TIMEOUT, stream.write_all(&bytes)).await;

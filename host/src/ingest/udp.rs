@@ -132,14 +132,7 @@ pub async fn serve(
             )
         });
         *seen = now;
-        conn.feed(
-            &buf[..n],
-            now,
-            &ctx.manifest,
-            &ctx.registry,
-            &ctx.host_id,
-            &mut steps,
-        );
+        conn.feed(&buf[..n], now, ctx.env(), &mut steps);
         let promote = !admitted && conn.device().is_some();
         let mut forget = false;
         for step in steps.drain(..) {
