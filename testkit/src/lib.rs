@@ -29,14 +29,39 @@ pub fn models() -> PathBuf {
     repo().join("models")
 }
 
-/// A fresh, empty scratch directory for one test of one suite, unique to
-/// this process.
-pub fn scratch(suite: &str, name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("latentcam-{suite}-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir)
-        .unwrap_or_else(|e| panic!("creating scratch directory {}: {e}", dir.display()));
-    dir
+/// A fresh, empty scratch directory for one test of one suite, removed
+/// with everything in it when the guard drops (also when the test fails,
+/// so keep the guard for as long as the test uses the directory).
+pub fn scratch(suite: &str, name: &str) -> Scratch {
+    let dir = tempfile::Builder::new()
+        .prefix(&format!("latentcam-{suite}-{name}-"))
+        .tempdir()
+        .unwrap_or_else(|e| panic!("creating a scratch directory for {suite}/{name}: {e}"));
+    Scratch(dir)
+}
+
+/// A scratch directory from [`scratch`]; reads as its [`Path`].
+#[derive(Debug)]
+pub struct Scratch(tempfile::TempDir);
+
+impl std::ops::Deref for Scratch {
+    type Target = Path;
+
+    fn deref(&self) -> &Path {
+        self.0.path()
+    }
+}
+
+impl AsRef<Path> for Scratch {
+    fn as_ref(&self) -> &Path {
+        self.0.path()
+    }
+}
+
+impl AsRef<std::ffi::OsStr> for Scratch {
+    fn as_ref(&self) -> &std::ffi::OsStr {
+        self.0.path().as_os_str()
+    }
 }
 
 /// A command that runs `binary`, through `$LATENTCAM_TEST_RUNNER` when it

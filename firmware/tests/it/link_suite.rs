@@ -407,7 +407,7 @@ fn file() -> Medium {
         far: Box::new(FileEnd { path }),
         scheme: "file:",
         hello_on_connect: false,
-        _keep: None,
+        _keep: Some(Box::new(dir)),
     }
 }
 
@@ -431,7 +431,7 @@ fn mqtt() -> Medium {
         far: Box::new(far),
         scheme: "mqtt://",
         hello_on_connect: false,
-        _keep: None,
+        _keep: Some(Box::new(dir)),
     }
 }
 

@@ -9,7 +9,7 @@
 //! No test asserts timing; every wait has a deadline.
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
@@ -37,7 +37,7 @@ const SITE: &str = "shop";
 
 // ------------------------------------------------------------- the edge
 
-fn scratch(name: &str) -> PathBuf {
+fn scratch(name: &str) -> latentcam_testkit::Scratch {
     latentcam_testkit::scratch("mqtt", name)
 }
 

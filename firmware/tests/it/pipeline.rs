@@ -9,7 +9,7 @@
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream, UdpSocket};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -28,7 +28,7 @@ use serde_json::Value;
 
 // ------------------------------------------------------------- the edge
 
-fn scratch(name: &str) -> PathBuf {
+fn scratch(name: &str) -> latentcam_testkit::Scratch {
     latentcam_testkit::scratch("pipeline", name)
 }
 

@@ -9,7 +9,7 @@ use std::collections::VecDeque;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::sync::mpsc;
@@ -78,11 +78,8 @@ fn with_message<R>(frame: &[u8], f: impl FnOnce(Message<'_>) -> R) -> R {
     f(frame::decode_datagram(&mut copy).expect("a frame that decodes"))
 }
 
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("latentcam-secure-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+fn temp_dir(name: &str) -> latentcam_testkit::Scratch {
+    latentcam_testkit::scratch("secure", name)
 }
 
 /// The host's end of one connection (a TCP stream, or the far end of a
@@ -733,7 +730,6 @@ fn secure_assembly_wraps_the_configured_link_and_names_a_missing_key() {
     );
     let plain = EdgeConfig::parse("", Path::new("edge.toml")).unwrap();
     assert_eq!(assemble::auth_scheme(&plain), AuthScheme::None);
-    let _ = std::fs::remove_dir_all(dir);
 }
 
 // ---------------------------------------------------------------- CLI
@@ -772,7 +768,6 @@ fn secure_keygen_writes_a_private_key_once_and_prints_the_public_key() {
     assert!(again.stdout.is_empty());
     assert!(stderr.contains("already exists"), "{stderr}");
     assert_eq!(std::fs::read(&key).unwrap(), before);
-    let _ = std::fs::remove_dir_all(dir);
 }
 
 fn doctor(dir: &Path, address: &str, host: &PublicKey, key: &Path) -> String {
@@ -883,7 +878,6 @@ fn secure_doctor_makes_the_noise_handshake_and_refuses_an_unauthenticated_host()
     let keys = line(&text, "keys");
     assert!(keys.starts_with("FAIL"), "{text}");
     assert!(text.contains("chmod 600"), "{text}");
-    let _ = std::fs::remove_dir_all(dir);
 }
 
 /// The one-way link over a real loopback UDP socket, the test thread

@@ -33,7 +33,7 @@ fn originals() -> PathBuf {
 }
 
 /// A fresh scratch directory for one test.
-fn scratch(name: &str) -> PathBuf {
+fn scratch(name: &str) -> latentcam_testkit::Scratch {
     latentcam_testkit::scratch("sources", name)
 }
 

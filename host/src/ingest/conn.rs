@@ -924,7 +924,6 @@ impl Conn {
 
 #[cfg(test)]
 mod tests {
-    use std::path::PathBuf;
 
     use latentcam_secure::{DeviceKeys, Initiator, PublicKey, StaticKey};
     use latentcam_wire::{Codec, Latent, Sealed};
@@ -971,17 +970,14 @@ mod tests {
 
     /// A host's key directory in a fresh scratch directory.
     struct Keys {
-        dir: PathBuf,
+        dir: latentcam_testkit::Scratch,
         host: Arc<HostAuth>,
         host_public: PublicKey,
     }
 
     impl Keys {
         fn new(name: &str, require: bool) -> Self {
-            let dir =
-                std::env::temp_dir().join(format!("latentcam-conn-{}-{name}", std::process::id()));
-            let _ = std::fs::remove_dir_all(&dir);
-            std::fs::create_dir_all(&dir).unwrap();
+            let dir = latentcam_testkit::scratch("conn", name);
             let key = StaticKey::generate();
             let host_public = *key.public();
             let host = Arc::new(HostAuth::new(key, dir.join("devices"), require));
@@ -994,12 +990,6 @@ mod tests {
 
         fn register(&self, id: &str, key: &StaticKey) {
             DeviceKeys::add(self.dir.join("devices"), id, *key.public()).unwrap();
-        }
-    }
-
-    impl Drop for Keys {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.dir);
         }
     }
 

@@ -72,7 +72,7 @@ fn register(keys: &Path, id: &str, key: &PublicKey) {
 /// A scratch directory `name` with a new host key directory in it: (the
 /// directory, the key directory, a results file path, the host's public
 /// key).
-fn provisioned(name: &str) -> (PathBuf, PathBuf, PathBuf, PublicKey) {
+fn provisioned(name: &str) -> (latentcam_testkit::Scratch, PathBuf, PathBuf, PublicKey) {
     let dir = scratch(name);
     let keys = dir.join("keys");
     let host_public = host_ok(&["keys", "init", "--dir", keys.to_str().unwrap()])
@@ -440,7 +440,6 @@ fn only_registered_devices_are_served_and_nothing_on_the_wire_is_readable() {
     );
     assert_eq!(count(&lines, "gate"), frames as usize);
     assert_eq!(count(&lines, "porch"), 0);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
@@ -479,7 +478,6 @@ fn a_serial_device_authenticates_like_a_tcp_one() {
         seqs_of(&results(&jsonl), "till"),
         (0..6).collect::<Vec<_>>()
     );
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// A host that skips authentication: it answers the first `Hello` with a
@@ -557,7 +555,6 @@ fn an_authenticating_edge_sends_nothing_to_a_host_that_skips_the_handshake() {
         !seen.contains(&MessageKind::Latent) && !seen.contains(&MessageKind::Sealed),
         "no latent, plain or sealed, reaches a host that did not prove its key: {seen:?}"
     );
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
@@ -601,7 +598,6 @@ fn serve_refuses_to_expose_unauthenticated_devices() {
         stderr.contains("keys init --dir /nonexistent/keys"),
         "{stderr}"
     );
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// UDP devices authenticate with the one-way Noise K handshake: the
@@ -691,7 +687,6 @@ fn udp_devices_authenticate_and_forged_or_replayed_datagrams_add_nothing() {
         "the honest edge's latents exactly once, nothing else"
     );
     assert_eq!(lines.len(), frames as usize);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// 1 024 anonymous UDP senders, each announcing itself as a device that
@@ -796,7 +791,6 @@ fn an_anonymous_udp_flood_takes_no_slot_from_an_authenticated_camera() {
     let lines = results(&jsonl);
     assert_eq!(seqs_of(&lines, "yard"), (0..frames).collect::<Vec<_>>());
     assert_eq!(lines.len(), frames as usize, "nothing from the flood");
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// Runs `openssl ARGS` in `dir`; it must succeed.
@@ -979,7 +973,6 @@ fn devices_and_host_workers_reach_a_tls_broker() {
     let lines = results(&jsonl);
     assert_eq!(seqs_of(&lines, "porch"), (0..frames).collect::<Vec<_>>());
     assert_eq!(lines.len(), frames as usize);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// `scripts/mqtt-certs.sh DIR ARGS`, which must succeed.
@@ -1170,5 +1163,4 @@ fn mqtt_devices_prove_their_id_to_the_broker_and_cannot_speak_for_another() {
     let lines = results(&jsonl);
     assert_eq!(seqs_of(&lines, "porch"), (0..14).collect::<Vec<_>>());
     assert_eq!(lines.len(), 14, "only porch's own latents");
-    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -35,7 +35,7 @@ use latentcam_wire::{FrameDecoder, Message};
 use latentcam_testkit::VTEST;
 use latentcam_testkit::repo;
 
-fn scratch(name: &str) -> PathBuf {
+fn scratch(name: &str) -> latentcam_testkit::Scratch {
     latentcam_testkit::scratch("durability", name)
 }
 

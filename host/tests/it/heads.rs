@@ -151,10 +151,8 @@ fn frames(range: std::ops::Range<u64>) -> impl Iterator<Item = &'static VideoLat
     vtest().iter().filter(move |f| range.contains(&f.index))
 }
 
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("latentcam-heads-{}-{name}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+fn temp_dir(name: &str) -> latentcam_testkit::Scratch {
+    latentcam_testkit::scratch("heads", name)
 }
 
 /// Foolbox photos used as few-shot labels: (index, label).
@@ -263,7 +261,6 @@ fn fewshot_names_new_views_and_rejects_unrelated_photos() {
     assert_eq!(value["label"], "strawberry");
     assert_eq!(value["method"], "prototype");
     assert!(value["similarity"].as_f64().unwrap() > 0.5);
-    std::fs::remove_dir_all(dir).unwrap();
 }
 
 #[test]
@@ -427,5 +424,4 @@ fn search_finds_the_frame_its_neighbours_and_a_photo() {
     assert_eq!(reopened.repaired_bytes(), 0);
     assert_eq!(reopened.search_stored("hall", 60, 10).unwrap(), before);
     eprintln!("search: 104 vectors in a {bytes}-byte file");
-    std::fs::remove_dir_all(dir).unwrap();
 }

@@ -54,7 +54,7 @@ fn models() -> PathBuf {
     repo().join("models")
 }
 
-fn scratch(name: &str) -> PathBuf {
+fn scratch(name: &str) -> latentcam_testkit::Scratch {
     latentcam_testkit::scratch("load", name)
 }
 

@@ -28,7 +28,7 @@ use serde_json::{Value, json};
 
 use latentcam_testkit::VTEST;
 
-pub(crate) fn scratch(name: &str) -> PathBuf {
+pub(crate) fn scratch(name: &str) -> latentcam_testkit::Scratch {
     latentcam_testkit::scratch("serve", name)
 }
 

@@ -21,9 +21,7 @@ const PROBE_ACCURACY: f64 = 85.8;
 
 #[test]
 fn train_then_replay_a_new_head_on_stored_latents() {
-    let dir = std::env::temp_dir().join(format!("latentcam-train-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = latentcam_testkit::scratch("train", "replay");
     // The images' fp32 latents, encoded once for the Fashion-MNIST tests
     // through the edge's `encode` path (`common::fashion`).
     let (train, test) = (fashion::train(), fashion::test());
