@@ -260,6 +260,49 @@ fn stale_detail(stamp: u64, last: u64) -> String {
 const HANDSHAKE_FAILED: &str =
     "handshake failed: is [link] host_key this host's key (`latentcam-host keys show`)?";
 
+/// Checks a two-way device's first `NoiseIk` handshake message against
+/// the key registered for its id and its last accepted stamp: the host's
+/// answer and the session's channel, or what the device is told and what
+/// is logged.
+fn respond_two_way(
+    auth: &HostAuth,
+    host_key: &latentcam_secure::StaticKey,
+    hello: &Hello<'_>,
+    payload: &[u8],
+) -> Result<(Vec<u8>, Channel), (&'static str, String)> {
+    let device = hello.device_id;
+    let pending = latentcam_secure::respond(host_key, hello, payload).map_err(|e| {
+        let detail = format!("{e} (the device may have another host key)");
+        (HANDSHAKE_FAILED, detail)
+    })?;
+    let proven = *pending.device_key();
+    match auth.registered(device) {
+        Ok(Some(registered)) if registered == proven => {}
+        Ok(Some(registered)) => {
+            let detail = format!(
+                "the device proves key {proven}, but {registered} is registered for its id"
+            );
+            return Err((NOT_REGISTERED, detail));
+        }
+        Ok(None) => {
+            let detail = format!("no key is registered for this id (it proves {proven})");
+            return Err((NOT_REGISTERED, detail));
+        }
+        Err(e) => {
+            tracing::error!("cannot read the device list: {e}");
+            return Err((DEVICE_LIST_UNREADABLE, e.to_string()));
+        }
+    }
+    auth.fresh(device, pending.stamp())
+        .map_err(|last| (STALE, stale_detail(pending.stamp(), last)))?;
+    pending
+        .accept()
+        .map_err(|e| (HANDSHAKE_FAILED, e.to_string()))
+}
+
+/// What the device is told when the host cannot read its device list.
+const DEVICE_LIST_UNREADABLE: &str = "the host cannot read its device list";
+
 impl Conn {
     /// A new connection from `peer` (for logs), authenticated as `auth`
     /// says.
@@ -655,66 +698,19 @@ impl Conn {
             self.on_one_way_handshake(&hello, host_key, payload, now, env, out);
             return;
         }
-        let pending = match latentcam_secure::respond(host_key, &hello, payload) {
-            Ok(pending) => pending,
-            Err(e) => {
-                let detail = format!("{e} (the device may have another host key)");
-                self.refuse(
-                    device,
-                    &failed(HANDSHAKE_FAILED),
-                    Some(&detail),
-                    host_id,
-                    out,
-                );
-                return;
+        match respond_two_way(&auth, host_key, &hello, payload) {
+            Ok((response, channel)) => {
+                let handshake =
+                    frame::encode_to_vec(&Message::Handshake(Handshake { payload: &response }))
+                        .unwrap_or_default();
+                self.channel = Some(channel);
+                tracing::debug!(peer = %self.peer, device = ?device, "device authenticated");
+                self.admit(&hello, Some(handshake), now, env, out);
             }
-        };
-        let proven = *pending.device_key();
-        match auth.registered(device) {
-            Ok(Some(registered)) if registered == proven => {}
-            Ok(Some(registered)) => {
-                let detail = format!(
-                    "the device proves key {proven}, but {registered} is registered for its id"
-                );
-                self.refuse(device, &failed(NOT_REGISTERED), Some(&detail), host_id, out);
-                return;
-            }
-            Ok(None) => {
-                let detail = format!("no key is registered for this id (it proves {proven})");
-                self.refuse(device, &failed(NOT_REGISTERED), Some(&detail), host_id, out);
-                return;
-            }
-            Err(e) => {
-                tracing::error!("cannot read the device list: {e}");
-                let refusal = failed("the host cannot read its device list");
-                self.refuse(device, &refusal, Some(&e.to_string()), host_id, out);
-                return;
+            Err((reason, detail)) => {
+                self.refuse(device, &failed(reason), Some(&detail), host_id, out);
             }
         }
-        if let Err(last) = auth.fresh(device, pending.stamp()) {
-            let detail = stale_detail(pending.stamp(), last);
-            self.refuse(device, &failed(STALE), Some(&detail), host_id, out);
-            return;
-        }
-        let (response, channel) = match pending.accept() {
-            Ok(accepted) => accepted,
-            Err(e) => {
-                let detail = e.to_string();
-                self.refuse(
-                    device,
-                    &failed(HANDSHAKE_FAILED),
-                    Some(&detail),
-                    host_id,
-                    out,
-                );
-                return;
-            }
-        };
-        let handshake = frame::encode_to_vec(&Message::Handshake(Handshake { payload: &response }))
-            .unwrap_or_default();
-        self.channel = Some(channel);
-        tracing::debug!(peer = %self.peer, device = ?device, "device authenticated");
-        self.admit(&hello, Some(handshake), now, env, out);
     }
 
     /// The scheme an authenticating device must offer on this connection.
@@ -765,7 +761,7 @@ impl Conn {
             )),
             Err(e) => {
                 tracing::error!("cannot read the device list: {e}");
-                Err(("the host cannot read its device list", e.to_string()))
+                Err((DEVICE_LIST_UNREADABLE, e.to_string()))
             }
         };
         match checked {
