@@ -242,14 +242,16 @@ impl Incoming {
 pub enum LinkError {
     /// The link is down (refused, reset, broken pipe, host stalled, serial
     /// adapter unplugged). Keep the frame and retry later.
-    #[error("{link} is down: {source}{}", retry_hint(*.retry_in))]
+    #[error("{link} is down: {source}")]
     Down {
         /// [`Link::describe`] of the link.
         link: String,
         /// What the operating system said.
         #[source]
         source: io::Error,
-        /// When the link will next try to connect by itself, if it does.
+        /// When the link will next try to connect by itself, if it does
+        /// (not in the message: a caller with its own schedule, like the
+        /// pipeline's session, reconnects at its own time).
         retry_in: Option<Duration>,
     },
     /// The configuration cannot work (bad address, no such serial device,
@@ -292,13 +294,6 @@ pub enum LinkError {
         #[source]
         source: io::Error,
     },
-}
-
-fn retry_hint(retry_in: Option<Duration>) -> String {
-    match retry_in {
-        Some(d) => format!(" (next attempt in {} ms)", d.as_millis()),
-        None => String::new(),
-    }
 }
 
 impl LinkError {

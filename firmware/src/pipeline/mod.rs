@@ -29,6 +29,7 @@
 //! re-sends what the host has not acknowledged for up to
 //! [`Settings::drain_timeout`], says `Bye` and syncs the spool.
 
+mod health;
 pub mod queue;
 mod session;
 

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use latentcam_wire::{Bye, ByeReason, Latent, MAX_SEQ, Message, WelcomeStatus, frame};
 use serde::Serialize;
 
+use super::health::{self, Failure, LinkHealth};
 use super::{Encoded, Settings, Shared, Stage, StageTiming};
 use crate::backoff::Backoff;
 use crate::led::LedState;
@@ -106,6 +107,8 @@ pub(crate) struct Session<'a> {
     started: Instant,
     phase: Phase,
     backoff: Backoff,
+    /// When the link's failures and recovery are worth a log line.
+    health: LinkHealth,
     /// Drop the current connection before the next attempt (it failed or
     /// the host did not answer on it).
     needs_fresh: bool,
@@ -163,6 +166,7 @@ impl<'a> Session<'a> {
             started,
             phase: Phase::Down { retry_at: now },
             backoff: settings.reconnect.clone(),
+            health: LinkHealth::new(health::REPORT_EVERY),
             needs_fresh: false,
             down_while_disconnected: false,
             next_seq,
@@ -356,6 +360,13 @@ impl<'a> Session<'a> {
         self.backoff.reset();
         self.shared.led(LedState::Streaming);
         self.hello_at = Instant::now() + self.settings.hello_repeat;
+        if let Some(down_for) = self.health.up(Instant::now()) {
+            tracing::info!(
+                "link up again after {} down; {} latents to deliver",
+                health::readable(down_for),
+                self.outstanding()
+            );
+        }
         tracing::info!(link = %self.link.describe(), "streaming");
     }
 
@@ -364,12 +375,30 @@ impl<'a> Session<'a> {
         self.fail_after(why, delay);
     }
 
+    /// The link failed (or the host refused or did not answer): retry
+    /// after `delay`. The first failure since the link was up is a
+    /// warning, and so is one a minute while it stays down, each with the
+    /// latents waiting for the host; the rest are debug lines.
     fn fail_after(&mut self, why: &str, delay: Duration) {
         let was_down = matches!(self.phase, Phase::Down { .. });
-        if was_down {
-            tracing::debug!("link still down: {why}; next attempt in {delay:?}");
-        } else {
-            tracing::warn!("link down: {why}; next attempt in {delay:?}");
+        let waiting = self.outstanding();
+        let retry = health::readable(delay);
+        match self.health.failed(Instant::now()) {
+            Failure::First => {
+                tracing::warn!("link down: {why}; {waiting} latents waiting; retrying in {retry}");
+            }
+            Failure::StillDown { down_for, attempts } => tracing::warn!(
+                "link still down after {} and {attempts} attempts: {why}; {waiting} latents \
+                 waiting; retrying in {retry}",
+                health::readable(down_for)
+            ),
+            Failure::Quiet => {
+                tracing::debug!(
+                    "link still down: {why}; {waiting} latents waiting; retrying in {retry}"
+                );
+            }
+        }
+        if !was_down {
             self.shared.led(LedState::LinkDown);
         }
         self.phase = Phase::Down {

@@ -430,6 +430,12 @@ fn tcp_video_survives_a_receiver_restart_exactly_once_in_order() {
         stderr.contains("link down"),
         "the outage is logged:\n{stderr}"
     );
+    assert!(
+        stderr
+            .lines()
+            .any(|l| l.contains("INFO") && l.contains("link up again after")),
+        "and so is the recovery:\n{stderr}"
+    );
 }
 
 #[test]
@@ -444,7 +450,7 @@ fn host_away_for_a_whole_run_loses_nothing_across_edge_restarts() {
         .port();
     let address = format!("127.0.0.1:{port}");
     let first = dir.join("first.json");
-    run_ok(
+    let stderr = run_ok(
         edge_line(&format!(
             "--source replay --input {} --unpaced --max-frames 12 --link \
              tcp --address {} --drain-seconds 0.5",
@@ -460,6 +466,18 @@ fn host_away_for_a_whole_run_loses_nothing_across_edge_restarts() {
     let r = report(&first);
     assert_eq!(num(&r, "/encoded"), 12);
     assert_eq!(num(&r, "/session/spool_pending"), 12, "all spooled");
+    // The host never answered: said at once, at the default level, with
+    // what is waiting.
+    assert!(
+        stderr.lines().any(|l| l.contains("WARN")
+            && l.contains("link down:")
+            && l.contains("latents waiting")),
+        "the first failure is a warning:\n{stderr}"
+    );
+    assert!(
+        !stderr.contains("next attempt in"),
+        "one retry time, the session's:\n{stderr}"
+    );
 
     // Next start: the host is back; the spooled latents go first, then new
     // ones continue the numbering.
