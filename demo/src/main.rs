@@ -34,7 +34,7 @@ struct Cli {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    latentcam_logging::init("warn");
+    latentcam_logging::init("warn", latentcam_logging::LogFormat::Text);
     if !cli.video.exists() {
         anyhow::bail!(
             "{} not found: install Debian's opencv-doc (scripts/setup.sh does) or pass --video",

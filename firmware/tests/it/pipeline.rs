@@ -675,6 +675,45 @@ fn udp_carries_every_latent_of_a_video_with_hello_first() {
     assert_eq!(num(&report(&report_path), "/session/sent"), 40);
 }
 
+/// With `--log-format json` every log line of ours is one JSON object a
+/// log collector can read: time, level, message and fields.
+#[test]
+fn json_logs_are_one_object_per_line() {
+    let dir = scratch("json-logs");
+    let stderr = run_ok(
+        edge_line(&format!(
+            "--log-format json --source replay --input {} --unpaced --max-frames 3 --link file",
+            vtest()
+        ))
+        .arg("--link-path")
+        .arg(dir.join("json.lcr")),
+        Duration::from_secs(120),
+    );
+    let objects: Vec<Value> = stderr
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    assert!(
+        objects.iter().any(|o| o["fields"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("pipeline starting"))),
+        "{stderr}"
+    );
+    for object in &objects {
+        assert!(
+            object["timestamp"].is_string() && object["level"].is_string(),
+            "{object}"
+        );
+    }
+    assert!(
+        !stderr
+            .lines()
+            .any(|l| !l.starts_with('{') && l.contains("pipeline starting")),
+        "no text lines of ours: {stderr}"
+    );
+}
+
 #[test]
 fn file_recording_of_photos_reads_back_and_matches_the_python_reference() {
     let dir = scratch("file");

@@ -14,6 +14,7 @@ use serde::Serialize;
 /// SIGINT/SIGTERM (or the end of a replay).
 #[derive(Parser)]
 #[command(
+    name = "latentcam-edge",
     version,
     about = "latentcam edge program: camera → encoder → latent → link",
     args_conflicts_with_subcommands = true
@@ -23,6 +24,10 @@ pub struct Cli {
     pub command: Option<Command>,
     #[command(flatten)]
     pub run: RunArgs,
+    /// Log lines as `text` or `json` (one object per line); the filter is
+    /// `$LATENTCAM_LOG` (`debug`, or directives like `latentcam_firmware=debug`).
+    #[arg(long, global = true, default_value_t)]
+    pub log_format: latentcam_logging::LogFormat,
 }
 
 /// Run-mode flags.

@@ -12,7 +12,7 @@ use args::{Cli, Command};
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    latentcam_logging::init("info");
+    latentcam_logging::init("info", cli.log_format);
     match cli.command {
         None => run::run(&cli.run),
         Some(Command::Run(args)) => run::run(&args),

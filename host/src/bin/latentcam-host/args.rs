@@ -14,6 +14,10 @@ use latentcam_model::manifest::default_models_dir;
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+    /// Log lines as `text` or `json` (one object per line); the filter is
+    /// `$LATENTCAM_LOG` (`debug`, or directives like `latentcam_host=debug`).
+    #[arg(long, global = true, default_value_t)]
+    pub log_format: latentcam_logging::LogFormat,
 }
 
 #[derive(Subcommand)]

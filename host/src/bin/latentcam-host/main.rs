@@ -14,7 +14,7 @@ use args::{Cli, Command};
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    latentcam_logging::init("info");
+    latentcam_logging::init("info", cli.log_format);
     match cli.command {
         Command::Serve(args) => serve::serve(*args),
         Command::Replay(args) => recordings::replay(args),
