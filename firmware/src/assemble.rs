@@ -65,6 +65,24 @@ pub enum AssembleError {
     },
 }
 
+impl AssembleError {
+    /// True when the configuration itself cannot work (a missing or
+    /// tampered model, a bad address, an unusable key or spool directory, a
+    /// source that cannot open as configured): starting again changes
+    /// nothing until someone fixes it.
+    pub fn is_config(&self) -> bool {
+        match self {
+            AssembleError::Manifest { .. }
+            | AssembleError::Spool(_)
+            | AssembleError::Config(_)
+            | AssembleError::DeviceKey { .. } => true,
+            AssembleError::Encoder(e) => !matches!(e, EncoderError::Run { .. }),
+            AssembleError::Source(e) => e.kind() == crate::source::ErrorKind::Fatal,
+            AssembleError::Link(e) => matches!(e, LinkError::Config { .. }),
+        }
+    }
+}
+
 /// What to do about a key file that cannot be used (a readable key's error
 /// already says `chmod 600`).
 fn key_fix(error: &KeyError) -> &'static str {

@@ -797,7 +797,10 @@ fn serial_at_921600_baud_carries_video_latents_with_acks() {
 
 #[test]
 fn missing_model_port_and_camera_are_one_clear_error_each() {
-    let cases: [(&[&str], &[&str]); 3] = [
+    // With the exit code: 78 (EX_CONFIG, no restart by systemd) for a
+    // configuration that cannot work; 1 for a camera that is not there
+    // (yet): systemd starts the program again until it is.
+    let cases: [(&[&str], &[&str], i32); 3] = [
         (
             &[
                 "--source",
@@ -809,6 +812,7 @@ fn missing_model_port_and_camera_are_one_clear_error_each() {
                 "--no-spool",
             ],
             &["/dev/ttyNOPE9"],
+            78,
         ),
         (
             &[
@@ -822,6 +826,7 @@ fn missing_model_port_and_camera_are_one_clear_error_each() {
                 "127.0.0.1:9",
             ],
             &["/dev/video9"],
+            1,
         ),
         (
             &[
@@ -835,12 +840,18 @@ fn missing_model_port_and_camera_are_one_clear_error_each() {
                 "127.0.0.1:9",
             ],
             &["/nonexistent/clip.avi"],
+            78,
         ),
     ];
-    for (args, expect) in cases {
+    for (args, expect, code) in cases {
         let out = wait(edge(args).spawn().unwrap(), Duration::from_secs(60));
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "{args:?} should fail");
+        assert_eq!(
+            out.status.code(),
+            Some(code),
+            "{args:?}: exit code:\n{stderr}"
+        );
         assert!(!stderr.contains("panicked"), "{stderr}");
         for e in expect {
             assert!(
@@ -870,7 +881,7 @@ fn missing_model_port_and_camera_are_one_clear_error_each() {
         Duration::from_secs(60),
     );
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
+    assert_eq!(out.status.code(), Some(78), "{stderr}");
     assert!(
         stderr.contains(&empty.display().to_string()) && stderr.contains("LATENTCAM_MODELS"),
         "{stderr}"

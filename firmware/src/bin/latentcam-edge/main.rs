@@ -3,17 +3,20 @@
 
 mod args;
 mod doctor;
+mod exit;
 mod run;
 mod tools;
+
+use std::process::ExitCode;
 
 use clap::Parser;
 
 use args::{Cli, Command};
 
-fn main() -> anyhow::Result<()> {
+fn main() -> ExitCode {
     let cli = Cli::parse();
     latentcam_logging::init("info", cli.log_format);
-    match cli.command {
+    let result = match cli.command {
         None => run::run(&cli.run),
         Some(Command::Run(args)) => run::run(&args),
         Some(Command::Doctor(args)) => doctor::doctor(&args),
@@ -26,5 +29,6 @@ fn main() -> anyhow::Result<()> {
             model,
             device_id,
         }) => tools::encode(&images, &out, &model, device_id),
-    }
+    };
+    exit::report(result)
 }
