@@ -246,6 +246,23 @@ pub fn rgb3_to_rgb(src: &[u8], width: u32, height: u32, stride: usize, rgb: &mut
     true
 }
 
+/// Whether this build can capture from V4L2 cameras (cargo feature `v4l`).
+pub const COMPILED: bool = cfg!(feature = "v4l");
+
+/// Fails with [`SourceError::NotCompiled`] for `origin` on a build
+/// without V4L2 support; a configuration check calls it without opening
+/// the camera (which may be busy).
+pub fn check_compiled(origin: &std::path::Path) -> Result<(), SourceError> {
+    if COMPILED {
+        Ok(())
+    } else {
+        Err(SourceError::NotCompiled {
+            origin: origin.display().to_string(),
+            feature: "v4l",
+        })
+    }
+}
+
 #[cfg(feature = "v4l")]
 mod device;
 #[cfg(feature = "v4l")]

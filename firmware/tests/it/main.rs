@@ -14,3 +14,4 @@ mod pipeline;
 mod secure;
 mod sources;
 mod spool;
+mod tools;

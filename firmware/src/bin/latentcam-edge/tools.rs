@@ -6,9 +6,9 @@ use std::io::BufWriter;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
-use latentcam_firmware::assemble;
+use latentcam_firmware::assemble::{self, AssembleError};
 use latentcam_firmware::batch::{self, BatchSettings};
-use latentcam_firmware::config::EdgeConfig;
+use latentcam_firmware::config::{EdgeConfig, SourceKind};
 use latentcam_firmware::encoder;
 use latentcam_firmware::manifest::Manifest;
 
@@ -62,6 +62,10 @@ pub fn keygen(out: &Path) -> anyhow::Result<()> {
 /// the effective configuration.
 pub fn check_config(config: &Path) -> anyhow::Result<()> {
     let config = EdgeConfig::load(config)?;
+    if config.source.kind == SourceKind::V4l {
+        latentcam_firmware::source::v4l::check_compiled(&config.source.path)
+            .map_err(AssembleError::Source)?;
+    }
     let models = assemble::models_dir(&config);
     let manifest = Manifest::load(&models)
         .with_context(|| format!("model manifest in {}", models.display()))?;
@@ -97,23 +101,45 @@ pub fn encode(
     if images.is_empty() {
         bail!("no JPEG or PNG images found in the given paths");
     }
-    let file = File::create(out).with_context(|| format!("cannot create {}", out.display()))?;
+    // Written beside `out` and renamed at the end, so a failed run leaves
+    // an earlier recording at `out` as it was.
+    let mut partial = out.as_os_str().to_owned();
+    partial.push(".partial");
+    let partial = PathBuf::from(partial);
+    let file =
+        File::create(&partial).with_context(|| format!("cannot create {}", partial.display()))?;
     let settings = BatchSettings {
         device_id,
         codec: config.model.codec.into(),
         preprocessing_id: manifest.preprocessing.id.clone(),
     };
-    let report = batch::encode_images(
+    let written = batch::encode_images(
         &images,
         encoder.as_mut(),
         &mut preprocessor,
         &settings,
         &mut BufWriter::new(file),
     )
-    .with_context(|| format!("writing {}", out.display()))?;
-    for (path, reason) in &report.skipped {
-        eprintln!("skipped {}: {reason}", path.display());
+    .with_context(|| format!("writing {}", out.display()));
+    if let Ok(report) = &written {
+        for (path, reason) in &report.skipped {
+            eprintln!("skipped {}: {reason}", path.display());
+        }
     }
+    let report = match written {
+        Ok(report) if report.encoded > 0 => report,
+        failed => {
+            let _ = std::fs::remove_file(&partial);
+            failed?;
+            bail!(
+                "none of the {} images could be encoded (see the lines above); {} not written",
+                images.len(),
+                out.display()
+            );
+        }
+    };
+    std::fs::rename(&partial, out)
+        .with_context(|| format!("renaming {} to {}", partial.display(), out.display()))?;
     let n = report.encoded.max(1) as f64;
     println!(
         "{}: {} latents ({} skipped), {:.0} bytes/frame, preprocess {:.1} ms/frame, {} {} {:.1} ms/frame",
