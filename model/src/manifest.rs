@@ -54,8 +54,10 @@ pub enum ManifestError {
     },
     /// A file's SHA-256 differs from the manifest: wrong or damaged model.
     #[error(
-        "{path} has SHA-256 {actual}, but the manifest expects {expected}: the file is damaged or \
-         belongs to another model; restore it (git checkout models/) or rebuild with models/build/build.sh"
+        "{path} has SHA-256 {actual}, but the manifest expects {expected}: the file is damaged, \
+         was replaced, or belongs to another model; reinstall the models directory (the package's \
+         models/, or `git checkout models/` in a source checkout) or rebuild it with \
+         models/build/build.sh"
     )]
     Sha256Mismatch {
         /// The file.

@@ -6,6 +6,7 @@
 
 use std::io::{Read, Write};
 use std::net::TcpListener;
+use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::thread;
 use std::time::Duration;
@@ -239,4 +240,65 @@ fn serial_port_camera_model_and_config_problems_each_get_a_fix() {
     assert_eq!(out.status.code(), Some(1));
     assert!(text.starts_with("FAIL  config"), "{text}");
     let _ = std::fs::remove_file(bad);
+}
+
+/// A copy of the shipped models in a scratch directory.
+fn models_copy(dir: &Path) -> PathBuf {
+    let models = dir.join("models");
+    let from = repo().join("models");
+    std::fs::create_dir_all(models.join("efficientnet-lite0")).unwrap();
+    std::fs::copy(from.join("manifest.toml"), models.join("manifest.toml")).unwrap();
+    for entry in std::fs::read_dir(from.join("efficientnet-lite0")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_file() {
+            std::fs::copy(
+                &path,
+                models
+                    .join("efficientnet-lite0")
+                    .join(path.file_name().unwrap()),
+            )
+            .unwrap();
+        }
+    }
+    models
+}
+
+/// A model file changed after installation, or gone, is a failure whose
+/// fix is to reinstall it, in words that hold on a device (no build
+/// features, no source checkout).
+#[test]
+fn a_tampered_or_missing_model_is_reinstalled() {
+    let dir = latentcam_testkit::scratch("doctor", "tampered");
+    let models = models_copy(&dir);
+    let encoder = models.join("efficientnet-lite0/encoder-fp32.onnx");
+    let mut bytes = std::fs::read(&encoder).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x01;
+    std::fs::write(&encoder, &bytes).unwrap();
+    let run = |what: &str| {
+        let out = latentcam_testkit::program(env!("CARGO_BIN_EXE_latentcam-edge"))
+            .args(["doctor", "--backend", "tract", "--precision", "fp32"])
+            .args(["--source", "replay", "--input", &photos()])
+            .args(["--link", "udp", "--address", "127.0.0.1:9"])
+            .arg("--models")
+            .arg(&models)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert_eq!(out.status.code(), Some(1), "{what}: {text}");
+        assert!(line(&text, "model").starts_with("FAIL"), "{what}: {text}");
+        text
+    };
+    let text = run("tampered");
+    assert!(
+        text.contains("fix: the file was changed after it was installed: reinstall the models"),
+        "{text}"
+    );
+    assert!(!text.contains("cargo feature"), "{text}");
+    std::fs::remove_file(&encoder).unwrap();
+    let text = run("missing");
+    assert!(
+        text.contains("fix: the file is missing: reinstall the models"),
+        "{text}"
+    );
 }
