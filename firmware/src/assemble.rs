@@ -295,6 +295,9 @@ pub fn open_all(
     settings.queue = config.source.queue;
     settings.lossless = config.source.unpaced && config.source.kind == SourceKind::Replay;
     settings.heartbeat = Duration::from_secs_f64(config.device.heartbeat_seconds);
+    settings.progress = Some(config.device.progress_seconds)
+        .filter(|s| *s > 0.0)
+        .map(Duration::from_secs_f64);
     settings.auth = auth_scheme(config);
     Ok((
         Parts {

@@ -160,6 +160,9 @@ pub struct DeviceConfig {
     pub id: String,
     /// Seconds between heartbeats.
     pub heartbeat_seconds: f64,
+    /// Seconds between progress lines in the log (frames, fps, latents
+    /// sent and waiting); 0 for none.
+    pub progress_seconds: f64,
 }
 
 impl Default for DeviceConfig {
@@ -167,6 +170,7 @@ impl Default for DeviceConfig {
         Self {
             id: hostname(),
             heartbeat_seconds: 5.0,
+            progress_seconds: 60.0,
         }
     }
 }
@@ -509,6 +513,14 @@ impl EdgeConfig {
                 "device.heartbeat_seconds",
                 self.device.heartbeat_seconds,
                 "between 0.1 and 60 (a host closes connections silent for 120 s)",
+            ));
+        }
+        let progress = self.device.progress_seconds;
+        if !(progress == 0.0 || (0.1..=86_400.0).contains(&progress)) {
+            return Err(invalid(
+                "device.progress_seconds",
+                progress,
+                "0 (no progress lines) or between 0.1 and 86400",
             ));
         }
         if !(1..=64).contains(&self.model.threads) {

@@ -109,6 +109,8 @@ pub struct Settings {
     pub queue: usize,
     /// Interval between heartbeats.
     pub heartbeat: Duration,
+    /// Interval between progress lines in the log, if any.
+    pub progress: Option<Duration>,
     /// Interval between repeated `Hello`s on one-way links.
     pub hello_repeat: Duration,
     /// How long to wait for `Welcome` after `Hello` on a bidirectional link.
@@ -132,7 +134,7 @@ pub struct Settings {
 
 impl Settings {
     /// Defaults for a device id and preprocessing id: U8 codec, queue of 2,
-    /// heartbeat 5 s, Hello repeat 10 s, Welcome timeout 5 s, drain 5 s.
+    /// heartbeat 5 s, progress line every 60 s, Hello repeat 10 s, Welcome timeout 5 s, drain 5 s.
     pub fn new(device_id: impl Into<String>, preprocessing_id: impl Into<String>) -> Self {
         Self {
             device_id: device_id.into(),
@@ -140,6 +142,7 @@ impl Settings {
             codec: Codec::U8Affine,
             queue: 2,
             heartbeat: Duration::from_secs(5),
+            progress: Some(Duration::from_secs(60)),
             hello_repeat: Duration::from_secs(10),
             welcome_timeout: Duration::from_secs(5),
             drain_timeout: Duration::from_secs(5),

@@ -122,6 +122,10 @@ pub(crate) struct Session<'a> {
     last_sent: Option<u64>,
     heartbeat_at: Instant,
     hello_at: Instant,
+    /// When the next progress line is due, and when and at how many
+    /// encoded frames the last one was written.
+    progress_at: Instant,
+    progress_from: (Instant, u64),
     inference: LatencyWindow,
     frame_buf: Vec<u8>,
     backlog: Vec<(u64, Vec<u8>)>,
@@ -174,6 +178,8 @@ impl<'a> Session<'a> {
             last_sent: None,
             heartbeat_at: now + settings.heartbeat,
             hello_at: now + settings.hello_repeat,
+            progress_at: now + settings.progress.unwrap_or_default(),
+            progress_from: (now, 0),
             inference: LatencyWindow::new(1024),
             frame_buf: vec![0; frame::ENCODE_BUFFER_LEN],
             backlog: Vec::new(),
@@ -206,6 +212,7 @@ impl<'a> Session<'a> {
                 Err(RecvTimeoutError::Disconnected) => break,
             }
             self.step(queue_depth);
+            self.progress();
             self.shared.beat();
         }
         self.drain(queue_depth);
@@ -658,6 +665,39 @@ impl<'a> Session<'a> {
         // Whatever never left memory is lost with the process.
         self.report.link_dropped += self.memory.len() as u64;
         self.memory.clear();
+    }
+
+    /// Every [`Settings::progress`], one INFO line on how the run goes,
+    /// whatever the link's state.
+    fn progress(&mut self) {
+        let Some(every) = self.settings.progress else {
+            return;
+        };
+        let now = Instant::now();
+        if now < self.progress_at {
+            return;
+        }
+        let counters = &self.shared.counters;
+        let encoded = counters.encoded.load(Ordering::Relaxed);
+        let (since, encoded_then) = self.progress_from;
+        let seconds = now.saturating_duration_since(since).as_secs_f64().max(1e-3);
+        let fps = encoded.saturating_sub(encoded_then) as f64 / seconds;
+        self.progress_from = (now, encoded);
+        self.progress_at = now + every;
+        let link = if self.phase == Phase::Live {
+            "up"
+        } else {
+            "down"
+        };
+        tracing::info!(
+            "running for {}: {} frames captured, {encoded} encoded ({fps:.1} fps lately), \
+             {} sent, {} dropped by the queue; link {link}, {} latents waiting",
+            health::readable(now.saturating_duration_since(self.started)),
+            counters.captured.load(Ordering::Relaxed),
+            counters.sent.load(Ordering::Relaxed),
+            counters.dropped.load(Ordering::Relaxed),
+            self.outstanding()
+        );
     }
 
     fn periodic(&mut self, queue_depth: &dyn Fn() -> u32) {

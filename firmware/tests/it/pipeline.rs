@@ -675,6 +675,27 @@ fn udp_carries_every_latent_of_a_video_with_hello_first() {
     assert_eq!(num(&report(&report_path), "/session/sent"), 40);
 }
 
+/// A run says how it goes every `progress_seconds`, link up or down.
+#[test]
+fn a_run_reports_its_progress_periodically() {
+    let dir = scratch("progress");
+    // vtest.avi at its own 10 fps: 25 frames take about 2.5 s.
+    let stderr = run_ok(
+        edge_line(&format!(
+            "--source replay --input {} --max-frames 25 --link file --progress-seconds 0.5",
+            vtest()
+        ))
+        .arg("--link-path")
+        .arg(dir.join("progress.lcr")),
+        Duration::from_secs(120),
+    );
+    let progress = stderr
+        .lines()
+        .filter(|l| l.contains("INFO") && l.contains("frames captured") && l.contains("fps lately"))
+        .count();
+    assert!(progress >= 2, "{stderr}");
+}
+
 /// With `--log-format json` every log line of ours is one JSON object a
 /// log collector can read: time, level, message and fields.
 #[test]

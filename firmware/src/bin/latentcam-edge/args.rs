@@ -106,6 +106,10 @@ pub struct DeviceFlags {
     /// Config `[device]` heartbeat_seconds.
     #[arg(long)]
     pub heartbeat_seconds: Option<f64>,
+    /// Config `[device]` progress_seconds: a progress line every so often
+    /// (0: none).
+    #[arg(long)]
+    pub progress_seconds: Option<f64>,
 }
 
 #[derive(Args, Serialize, Default)]
