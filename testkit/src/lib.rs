@@ -68,8 +68,18 @@ impl AsRef<std::ffi::OsStr> for Scratch {
 /// is set: the test scripts set it to `qemu-aarch64-static -L
 /// /usr/aarch64-linux-gnu` (or the armv7 equivalent) for a cross build's
 /// tests, because without binfmt_misc the kernel cannot start a foreign
-/// binary that a test spawns.
+/// binary that a test spawns. The edge's default configuration file is
+/// switched off (`LATENTCAM_EDGE_CONFIG` empty); a test that wants one sets
+/// the variable again.
 pub fn program(binary: impl AsRef<std::ffi::OsStr>) -> Command {
+    let mut cmd = runner(binary);
+    // The edge reads /etc/latentcam/edge.toml when no --config is given:
+    // a machine's own configuration must not change what a test runs.
+    cmd.env("LATENTCAM_EDGE_CONFIG", "");
+    cmd
+}
+
+fn runner(binary: impl AsRef<std::ffi::OsStr>) -> Command {
     match std::env::var("LATENTCAM_TEST_RUNNER") {
         Ok(runner) if !runner.trim().is_empty() => {
             let mut words = runner.split_whitespace();

@@ -93,3 +93,47 @@ fn check_config_knows_whether_this_build_can_capture() {
         assert!(stderr.contains("--features v4l"), "{stderr}");
     }
 }
+
+/// Without `--config`, the installed configuration is read when it exists
+/// (`$LATENTCAM_EDGE_CONFIG` stands in for /etc/latentcam/edge.toml here),
+/// by a run as by `check-config`.
+#[test]
+fn the_installed_configuration_is_read_without_a_flag() {
+    let dir = latentcam_testkit::scratch("tools", "default-config");
+    let config = dir.join("edge.toml");
+    std::fs::write(
+        &config,
+        "[device]\nid = \"from-the-installed-file\"\n[source]\nkind = \"synthetic\"\n",
+    )
+    .unwrap();
+    let with_default = |args: &[&str]| {
+        program(env!("CARGO_BIN_EXE_latentcam-edge"))
+            .args(args)
+            .env("LATENTCAM_MODELS", models())
+            .env("LATENTCAM_EDGE_CONFIG", &config)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let run = with_default(&["check-config"]);
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert!(stdout.contains("from-the-installed-file"), "{stdout}");
+
+    // A run reads it too: a value it cannot use stops it, naming the key.
+    std::fs::write(&config, "[device]\nheartbeat_seconds = 1000.0\n").unwrap();
+    let run = with_default(&["--max-frames", "1"]);
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert_eq!(run.status.code(), Some(78), "{stderr}");
+    assert!(stderr.contains("heartbeat_seconds"), "{stderr}");
+
+    // Without one, check-config asks for a file.
+    let run = edge(&["check-config".as_ref()]);
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert_eq!(run.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("--config FILE"), "{stderr}");
+}

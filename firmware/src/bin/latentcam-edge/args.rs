@@ -33,7 +33,8 @@ pub struct Cli {
 /// Run-mode flags.
 #[derive(Args, Default)]
 pub struct RunArgs {
-    /// Configuration file (TOML); without it, built-in defaults.
+    /// Configuration file (TOML); without it /etc/latentcam/edge.toml if it
+    /// exists ($LATENTCAM_EDGE_CONFIG names another), else built-in defaults.
     #[arg(long, short)]
     pub config: Option<PathBuf>,
     #[command(flatten)]
@@ -50,13 +51,33 @@ pub struct RunArgs {
 }
 
 impl RunArgs {
-    /// The config file (or defaults) with every given flag applied, validated.
+    /// The config file (`--config`, else [`default_config`], else built-in
+    /// defaults) with every given flag applied, validated.
     pub fn config(&self) -> anyhow::Result<EdgeConfig> {
-        Ok(EdgeConfig::load_with(
-            self.config.as_deref(),
-            self.flags.table()?,
-        )?)
+        let path = self.config.clone().or_else(|| {
+            let path = default_config()?;
+            tracing::info!("reading {} (--config names another file)", path.display());
+            Some(path)
+        });
+        Ok(EdgeConfig::load_with(path.as_deref(), self.flags.table()?)?)
     }
+}
+
+/// Where the package installs the configuration.
+pub const DEFAULT_CONFIG: &str = "/etc/latentcam/edge.toml";
+
+/// Names another default configuration file; empty for none (tests).
+pub const CONFIG_ENV: &str = "LATENTCAM_EDGE_CONFIG";
+
+/// The configuration read without `--config`: `$LATENTCAM_EDGE_CONFIG` if
+/// set (empty: none), else [`DEFAULT_CONFIG`] — if the file exists.
+pub fn default_config() -> Option<PathBuf> {
+    let path = match std::env::var_os(CONFIG_ENV) {
+        Some(path) if path.is_empty() => return None,
+        Some(path) => PathBuf::from(path),
+        None => PathBuf::from(DEFAULT_CONFIG),
+    };
+    path.is_file().then_some(path)
 }
 
 /// Flags that override keys of the configuration file. They are laid out
@@ -255,9 +276,9 @@ pub enum Command {
     /// Load and validate a configuration file and the model it names, print
     /// the effective configuration, and exit.
     CheckConfig {
-        /// The configuration file.
+        /// The configuration file; without it /etc/latentcam/edge.toml.
         #[arg(long, short)]
-        config: PathBuf,
+        config: Option<PathBuf>,
     },
     /// Create this device's key pair: the private key goes to a new file
     /// (mode 0600, never overwritten), the public key is printed on stdout

@@ -22,7 +22,7 @@ fn main() -> ExitCode {
         Some(Command::Doctor(args)) => doctor::doctor(&args),
         Some(Command::Cameras) => tools::cameras(),
         Some(Command::Keygen { out }) => tools::keygen(&out),
-        Some(Command::CheckConfig { config }) => tools::check_config(&config),
+        Some(Command::CheckConfig { config }) => tools::check_config(config.as_deref()),
         Some(Command::Encode {
             images,
             out,

@@ -60,8 +60,17 @@ pub fn keygen(out: &Path) -> anyhow::Result<()> {
 
 /// Validates a configuration file and the model it names, and prints
 /// the effective configuration.
-pub fn check_config(config: &Path) -> anyhow::Result<()> {
-    let config = EdgeConfig::load(config)?;
+pub fn check_config(config: Option<&Path>) -> anyhow::Result<()> {
+    let Some(path) = config
+        .map(Path::to_path_buf)
+        .or_else(crate::args::default_config)
+    else {
+        bail!(
+            "no configuration to check: {} does not exist; name one with --config FILE",
+            crate::args::DEFAULT_CONFIG
+        );
+    };
+    let config = EdgeConfig::load(&path)?;
     if config.source.kind == SourceKind::V4l {
         latentcam_firmware::source::v4l::check_compiled(&config.source.path)
             .map_err(AssembleError::Source)?;
