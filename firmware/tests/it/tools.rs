@@ -137,3 +137,32 @@ fn the_installed_configuration_is_read_without_a_flag() {
     assert_eq!(run.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("--config FILE"), "{stderr}");
 }
+
+/// Completion scripts and the manual page come from the same definitions
+/// as the parser, so they know every subcommand and flag.
+#[test]
+fn completions_and_the_manual_page_know_every_subcommand() {
+    let bash = edge(&["completions".as_ref(), "bash".as_ref()]);
+    assert!(bash.status.success());
+    let bash = String::from_utf8_lossy(&bash.stdout);
+    for word in [
+        "latentcam-edge",
+        "check-config",
+        "doctor",
+        "--log-format",
+        "--progress-seconds",
+    ] {
+        assert!(bash.contains(word), "bash completion lacks {word}");
+    }
+    let man = edge(&["manpage".as_ref()]);
+    assert!(man.status.success());
+    let man = String::from_utf8_lossy(&man.stdout);
+    assert!(man.contains(".TH latentcam-edge"), "{man}");
+    assert!(man.contains("doctor") && man.contains("keygen"), "{man}");
+    let unknown = edge(&["completions".as_ref(), "tcsh".as_ref()]);
+    assert_eq!(
+        unknown.status.code(),
+        Some(2),
+        "clap refuses an unknown shell"
+    );
+}

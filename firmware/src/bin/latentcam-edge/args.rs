@@ -273,6 +273,15 @@ pub enum Command {
     /// List V4L2 cameras with their formats, sizes and frame rates (needs a
     /// build with `--features v4l`).
     Cameras,
+    /// Print a completion script for `shell` on stdout, e.g.
+    /// `latentcam-edge completions bash > /usr/share/bash-completion/completions/latentcam-edge`.
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff) on stdout, e.g.
+    /// `latentcam-edge manpage > /usr/share/man/man1/latentcam-edge.1`.
+    Manpage,
     /// Load and validate a configuration file and the model it names, print
     /// the effective configuration, and exit.
     CheckConfig {

@@ -23,6 +23,8 @@ fn main() -> ExitCode {
         Some(Command::Cameras) => tools::cameras(),
         Some(Command::Keygen { out }) => tools::keygen(&out),
         Some(Command::CheckConfig { config }) => tools::check_config(config.as_deref()),
+        Some(Command::Completions { shell }) => tools::completions(shell),
+        Some(Command::Manpage) => tools::manpage(),
         Some(Command::Encode {
             images,
             out,

@@ -1,5 +1,5 @@
 //! The subcommands that do one thing and exit: `cameras`, `keygen`,
-//! `check-config` and `encode`.
+//! `check-config`, `encode`, `completions` and `manpage`.
 
 use std::fs::File;
 use std::io::BufWriter;
@@ -162,4 +162,24 @@ pub fn encode(
         report.encode_seconds * 1e3 / n,
     );
     Ok(())
+}
+
+/// Writes the completion script for `shell` to stdout.
+pub fn completions(shell: clap_complete::Shell) -> anyhow::Result<()> {
+    let mut command = <crate::args::Cli as clap::CommandFactory>::command();
+    clap_complete::generate(
+        shell,
+        &mut command,
+        "latentcam-edge",
+        &mut std::io::stdout(),
+    );
+    Ok(())
+}
+
+/// Writes the manual page to stdout.
+pub fn manpage() -> anyhow::Result<()> {
+    let command = <crate::args::Cli as clap::CommandFactory>::command();
+    clap_mangen::Man::new(command)
+        .render(&mut std::io::stdout())
+        .context("writing the manual page")
 }
