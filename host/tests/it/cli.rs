@@ -7,7 +7,10 @@ use std::ffi::OsStr;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
+use latentcam_model::manifest::Manifest;
+use latentcam_testkit::hello::{hello_of, latent_frame};
 use latentcam_testkit::models;
+use latentcam_wire::{Message, frame};
 
 fn scratch(name: &str) -> latentcam_testkit::Scratch {
     latentcam_testkit::scratch("cli", name)
@@ -25,6 +28,41 @@ fn host(args: &[&OsStr]) -> Output {
 
 fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// A latent of the shipped model's size, different for each `seed`.
+fn latent(manifest: &Manifest, seed: u64) -> Vec<f32> {
+    (0..manifest.latent_dim)
+        .map(|i| ((i as u64 * 31 + seed * 7) % 97) as f32 / 97.0 - 0.5)
+        .collect()
+}
+
+/// A recording as the host's recorder writes one: each latent is
+/// `(device, seq)`, and a device's `Hello` goes before its latent
+/// whenever the previous latent was another device's.
+fn recording(latents: &[(&str, u64)]) -> Vec<u8> {
+    let manifest = Manifest::load(models()).unwrap();
+    let mut bytes = Vec::new();
+    let mut last = None;
+    for &(device, seq) in latents {
+        if last != Some(device) {
+            let hello = Message::Hello(hello_of(&manifest, device));
+            bytes.extend(frame::encode_to_vec(&hello).unwrap());
+            last = Some(device);
+        }
+        bytes.extend(latent_frame(seq, seq * 100_000, &latent(&manifest, seq)));
+    }
+    bytes
+}
+
+/// Devices streaming at once, their latents interleaved: every device's
+/// `seq` in turn, for each of `seqs`.
+fn interleaved(
+    devices: &[&'static str],
+    seqs: impl Iterator<Item = u64>,
+) -> Vec<(&'static str, u64)> {
+    seqs.flat_map(|seq| devices.iter().map(move |&d| (d, seq)))
+        .collect()
 }
 
 #[test]
@@ -81,4 +119,48 @@ fn enroll_with_no_photo_fails_and_leaves_the_store_alone() {
         inode,
         "the store file was replaced"
     );
+}
+
+#[test]
+fn train_names_the_line_of_a_bad_labels_file() {
+    let dir = scratch("train-labels");
+    let file = dir.join("one.lcr");
+    std::fs::write(&file, recording(&interleaved(&["cam"], 0..4))).unwrap();
+    let cases = [
+        (
+            "seq,label\n0,cat\nfive,dog\n",
+            "line 3: seq \"five\" is not a whole number",
+        ),
+        (
+            "0,cat\n1,dog,cam,x\n",
+            "line 2: 4 fields where 2 or 3 were expected",
+        ),
+        ("# labels\n\n0,cat\n1,\n", "line 4: the label is empty"),
+    ];
+    for (text, says) in cases {
+        let labels = dir.join("labels.csv");
+        std::fs::write(&labels, text).unwrap();
+        let out = host(&[
+            "train".as_ref(),
+            "--models".as_ref(),
+            models().as_os_str(),
+            "--recording".as_ref(),
+            file.as_os_str(),
+            "--labels".as_ref(),
+            labels.as_os_str(),
+            "--out".as_ref(),
+            dir.join("head").as_os_str(),
+        ]);
+        let said = stderr(&out);
+        assert!(!out.status.success(), "{said}");
+        assert!(
+            said.contains(&format!("labels file {}, {says}", labels.display())),
+            "{says:?} in {said}"
+        );
+        assert!(
+            said.contains("write one `device,seq,label` or `seq,label` per line"),
+            "{said}"
+        );
+        assert!(!said.contains("head file"), "{said}");
+    }
 }

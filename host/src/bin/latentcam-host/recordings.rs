@@ -70,15 +70,18 @@ pub fn train(args: TrainArgs) -> anyhow::Result<()> {
         epochs,
         models,
     } = args;
-    let manifest = load_manifest(&models)?;
-    let file = File::open(&recording)
-        .with_context(|| format!("cannot open recording {}", recording.display()))?;
-    let latents = trained::latents_of(BufReader::new(file), &manifest)?;
+    // The labels first: a mistake in them is found before the recording
+    // is read.
     let labelled = trained::read_labels(&labels)?;
     let holdout = match &test_labels {
         Some(path) => trained::Holdout::Labels(trained::read_labels(path)?),
         None => trained::Holdout::EveryNth(holdout_every),
     };
+    let manifest = load_manifest(&models)?;
+    let file = File::open(&recording)
+        .with_context(|| format!("cannot open recording {}", recording.display()))?;
+    let latents = trained::latents_of(BufReader::new(file), &manifest)
+        .with_context(|| format!("reading {}", recording.display()))?;
     let report = trained::train(
         &latents,
         &labelled,
