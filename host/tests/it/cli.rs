@@ -164,3 +164,68 @@ fn train_names_the_line_of_a_bad_labels_file() {
         assert!(!said.contains("head file"), "{said}");
     }
 }
+
+#[test]
+fn serve_names_a_malformed_address_and_how_to_write_it() {
+    // A models directory that does not exist: the address is checked first.
+    let nowhere = Path::new("/nonexistent/models");
+    let cases = [
+        (
+            ["--tcp", "localhost"],
+            "\"localhost\" is not an address to listen on: no port",
+        ),
+        (
+            ["--tcp", "localhost:99999"],
+            "port \"99999\" is not a number from 1 to 65535",
+        ),
+        (
+            ["--tcp", ":7878"],
+            "\":7878\" is not an address to listen on: no host",
+        ),
+        (["--http", "127.0.0.1"], "--http 127.0.0.1"),
+        (
+            ["--udp", "[::1]"],
+            "no port after the bracketed IPv6 address",
+        ),
+    ];
+    for (flags, says) in cases {
+        let mut args: Vec<&OsStr> = vec!["serve".as_ref(), "--models".as_ref()];
+        args.push(nowhere.as_os_str());
+        if flags[0] != "--tcp" {
+            args.extend([OsStr::new("--tcp"), OsStr::new("127.0.0.1:0")]);
+        }
+        if flags[0] == "--http" {
+            args.push("--http-allow-anonymous".as_ref());
+        }
+        args.extend(flags.iter().map(OsStr::new));
+        let out = host(&args);
+        let said = stderr(&out);
+        assert!(!out.status.success(), "{flags:?}: {said}");
+        assert!(said.contains(says), "{says:?} in {said}");
+        assert!(
+            said.contains(&format!("{} {}", flags[0], flags[1]))
+                && said.contains("write host:port, like 0.0.0.0:7878"),
+            "{flags:?}: {said}"
+        );
+        assert!(!said.contains("another host"), "{flags:?}: {said}");
+    }
+
+    // A taken port is what the hint about another host is for.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = taken.local_addr().unwrap().to_string();
+    let out = host(&[
+        "serve".as_ref(),
+        "--no-imagenet".as_ref(),
+        "--models".as_ref(),
+        models().as_os_str(),
+        "--tcp".as_ref(),
+        address.as_ref(),
+    ]);
+    let said = stderr(&out);
+    assert!(!out.status.success(), "{said}");
+    assert!(
+        said.contains(&format!("cannot listen on {address}"))
+            && said.contains("(is another host running there?)"),
+        "{said}"
+    );
+}
