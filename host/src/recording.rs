@@ -85,8 +85,9 @@ pub struct Summary {
     pub errors: BTreeMap<&'static str, u64>,
     /// Devices announced by `Hello`, with their model id and codec.
     pub devices: BTreeMap<String, String>,
-    /// Sequence accounting of latents (across devices, in stream order).
-    pub sequence: SequenceStats,
+    /// Sequence accounting of latents, per device: a latent belongs to
+    /// the last `Hello` before it (`None`: latents before any `Hello`).
+    pub sequences: BTreeMap<Option<String>, SequenceStats>,
     /// Sum of latent payload bytes.
     pub payload_bytes: u64,
 }
@@ -121,6 +122,7 @@ fn error_name(error: &FrameError) -> &'static str {
 /// Reads a whole recording and summarises it.
 pub fn summarize<R: Read>(reader: R) -> Result<Summary, RecordingError> {
     let mut summary = Summary::default();
+    let mut device: Option<String> = None;
     summary.bytes = for_each_frame(reader, |item| match item {
         Ok(message) => {
             *summary
@@ -129,13 +131,22 @@ pub fn summarize<R: Read>(reader: R) -> Result<Summary, RecordingError> {
                 .or_default() += 1;
             match message {
                 Message::Hello(h) => {
+                    device = Some(h.device_id.to_owned());
                     summary.devices.insert(
                         h.device_id.to_owned(),
                         format!("{} via {:?}", h.model.model_id, h.codec),
                     );
                 }
                 Message::Latent(l) => {
-                    summary.sequence.observe(l.seq);
+                    // Looked up before inserting: no allocation per latent.
+                    match summary.sequences.get_mut(&device) {
+                        Some(stats) => stats.observe(l.seq),
+                        None => {
+                            let mut stats = SequenceStats::default();
+                            stats.observe(l.seq);
+                            summary.sequences.insert(device.clone(), stats);
+                        }
+                    }
                     summary.payload_bytes += l.payload.len() as u64;
                 }
                 _ => {}
@@ -160,5 +171,33 @@ mod tests {
         assert_eq!(stats.first_last, Some((5, 10)));
         assert_eq!(stats.missing, 2);
         assert_eq!(stats.out_of_order_or_duplicate, 2);
+    }
+
+    fn hello(device: &str) -> Vec<u8> {
+        latentcam_testkit::hello::hello_frame(device, "m", [0; 32], 1)
+    }
+
+    fn latent(seq: u64) -> Vec<u8> {
+        latentcam_testkit::hello::latent_frame(seq, 0, &[0.1, 0.5, -0.3, 0.8])
+    }
+
+    #[test]
+    fn sequences_count_per_device_of_the_last_hello() {
+        let mut bytes = latent(7);
+        for seq in [0, 1, 2, 4] {
+            for device in ["a", "b"] {
+                bytes.extend(hello(device));
+                bytes.extend(latent(seq));
+            }
+        }
+        let summary = summarize(bytes.as_slice()).unwrap();
+        let stats = |device: Option<&str>| summary.sequences[&device.map(str::to_owned)].clone();
+        for device in ["a", "b"] {
+            let stats = stats(Some(device));
+            assert_eq!(stats.latents, 4);
+            assert_eq!(stats.first_last, Some((0, 4)));
+            assert_eq!((stats.missing, stats.out_of_order_or_duplicate), (1, 0));
+        }
+        assert_eq!(stats(None).latents, 1, "the latent before any Hello");
     }
 }

@@ -26,6 +26,10 @@ fn host(args: &[&OsStr]) -> Output {
         .expect("run latentcam-host")
 }
 
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
@@ -119,6 +123,46 @@ fn enroll_with_no_photo_fails_and_leaves_the_store_alone() {
         inode,
         "the store file was replaced"
     );
+}
+
+#[test]
+fn inspect_accounts_for_sequence_numbers_per_device() {
+    let dir = scratch("inspect-devices");
+    let devices = ["cam-0", "cam-1", "cam-2", "cam-3"];
+    let clean = dir.join("clean.lcr");
+    std::fs::write(&clean, recording(&interleaved(&devices, 0..50))).unwrap();
+    let out = host(&["inspect".as_ref(), clean.as_os_str()]);
+    let said = stdout(&out);
+    assert!(out.status.success(), "{said}{}", stderr(&out));
+    for device in devices {
+        let line = format!(
+            "device {device}: 50 latents, seq 0..=49, 0 missing, 0 out of order or duplicate"
+        );
+        assert!(said.contains(&line), "{line:?} in {said}");
+    }
+
+    // cam-2 loses seq 20..23 and sends 30 twice; the others stay clean.
+    let mut latents = interleaved(&devices, 0..50);
+    latents.retain(|&(d, seq)| d != "cam-2" || !(20..23).contains(&seq));
+    let again = latents.iter().position(|&l| l == ("cam-2", 31)).unwrap();
+    latents.insert(again + 1, ("cam-2", 30));
+    let gap = dir.join("gap.lcr");
+    std::fs::write(&gap, recording(&latents)).unwrap();
+    let out = host(&["inspect".as_ref(), gap.as_os_str()]);
+    let said = stdout(&out);
+    assert!(out.status.success(), "{said}{}", stderr(&out));
+    assert!(
+        said.contains(
+            "device cam-2: 48 latents, seq 0..=49, 3 missing, 1 out of order or duplicate"
+        ),
+        "{said}"
+    );
+    for device in ["cam-0", "cam-1", "cam-3"] {
+        let line = format!(
+            "device {device}: 50 latents, seq 0..=49, 0 missing, 0 out of order or duplicate"
+        );
+        assert!(said.contains(&line), "{line:?} in {said}");
+    }
 }
 
 #[test]
