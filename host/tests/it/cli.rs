@@ -9,7 +9,7 @@ use std::process::{Command, Output, Stdio};
 
 use latentcam_model::manifest::Manifest;
 use latentcam_testkit::hello::{hello_of, latent_frame};
-use latentcam_testkit::models;
+use latentcam_testkit::{models, repo};
 use latentcam_wire::{Message, frame};
 
 fn scratch(name: &str) -> latentcam_testkit::Scratch {
@@ -32,6 +32,23 @@ fn stdout(out: &Output) -> String {
 
 fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// `latentcam-host replay RECORDING` with no heads: every frame is still
+/// read and every accepted latent counted.
+fn replay(recording: &Path) -> Output {
+    host(&[
+        "replay".as_ref(),
+        "--no-imagenet".as_ref(),
+        "--models".as_ref(),
+        models().as_os_str(),
+        recording.as_os_str(),
+    ])
+}
+
+/// A photo that is no recording.
+fn jpeg() -> std::path::PathBuf {
+    repo().join("models/efficientnet-lite0/fixtures/originals/HappyFish.jpg")
 }
 
 /// A latent of the shipped model's size, different for each `seed`.
@@ -122,6 +139,58 @@ fn enroll_with_no_photo_fails_and_leaves_the_store_alone() {
         std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(&store).unwrap()),
         inode,
         "the store file was replaced"
+    );
+}
+
+#[test]
+fn replay_and_inspect_refuse_a_file_that_is_not_a_recording() {
+    let photo = jpeg();
+    let inspect = host(&["inspect".as_ref(), photo.as_os_str()]);
+    let replayed = replay(&photo);
+    for (command, out) in [("inspect", inspect), ("replay", replayed)] {
+        let said = stderr(&out);
+        assert!(!out.status.success(), "{command}: {said}");
+        assert!(
+            said.contains(&photo.display().to_string())
+                && said.contains("not a latentcam recording: no valid frame in its first"),
+            "{command}: {said}"
+        );
+    }
+}
+
+#[test]
+fn a_recording_with_corrupt_frames_is_still_read() {
+    let dir = scratch("corrupt-frames");
+    let mut bytes = recording(&interleaved(&["cam"], 0..40));
+    // A byte changed inside a latent frame halfway through (not into or
+    // from a frame delimiter, 0): that frame fails its checks, the frames
+    // around it read.
+    let middle = (bytes.len() / 2..)
+        .find(|&i| bytes[i] != 0 && bytes[i] != 0x55)
+        .unwrap();
+    bytes[middle] ^= 0x55;
+    let file = dir.join("damaged.lcr");
+    std::fs::write(&file, &bytes).unwrap();
+
+    let out = host(&["inspect".as_ref(), file.as_os_str()]);
+    let said = stdout(&out);
+    assert!(out.status.success(), "{said}{}", stderr(&out));
+    let errors: Vec<&str> = said
+        .lines()
+        .filter(|l| l.starts_with("frame errors: "))
+        .collect();
+    assert!(
+        errors.len() == 1 && errors[0].ends_with(" 1") && !errors[0].contains("none"),
+        "{said}"
+    );
+    assert!(said.contains("latents: 39,"), "{said}");
+
+    let out = replay(&file);
+    let said = stderr(&out);
+    assert!(out.status.success(), "{said}");
+    assert!(
+        said.contains("39 latents through the heads, 0 skipped, 1 frame errors"),
+        "{said}"
     );
 }
 
