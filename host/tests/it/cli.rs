@@ -4,12 +4,16 @@
 //! input that is: each test pins an answer a user once got wrong.
 
 use std::ffi::OsStr;
+use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
 
 use latentcam_model::manifest::Manifest;
 use latentcam_testkit::hello::{hello_of, latent_frame};
-use latentcam_testkit::{models, repo};
+use latentcam_testkit::{Broker, models, repo};
 use latentcam_wire::{Message, frame};
 
 fn scratch(name: &str) -> latentcam_testkit::Scratch {
@@ -341,4 +345,64 @@ fn serve_names_a_malformed_address_and_how_to_write_it() {
             && said.contains("(is another host running there?)"),
         "{said}"
     );
+}
+
+/// A host serving an MQTT share group shuts down on SIGTERM without a
+/// warning: leaving the broker is not losing it.
+#[test]
+fn an_mqtt_worker_stops_on_sigterm_without_a_warning() {
+    let dir = scratch("mqtt-stop");
+    let broker = Broker::start(&dir.join("broker"));
+    let url = format!("mqtt://{}", broker.address());
+    let mut child = Command::new(env!("CARGO_BIN_EXE_latentcam-host"))
+        .args(["serve", "--no-imagenet", "--tcp", "127.0.0.1:0", "--models"])
+        .arg(models())
+        .args(["--mqtt", &url, "--group", "quiet", "--worker", "w1"])
+        .env("LATENTCAM_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn latentcam-host");
+    let (tx, rx) = mpsc::channel();
+    let stderr = child.stderr.take().unwrap();
+    let reader = thread::spawn(move || {
+        let mut lines = Vec::new();
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            eprintln!("host: {line}");
+            let _ = tx.send(line.clone());
+            lines.push(line);
+        }
+        lines
+    });
+    // Settled: connected, the group read, every partition taken.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = rx
+            .recv_timeout(left)
+            .expect("the worker takes its partitions");
+        if line.contains("owns 64 of 64 partitions") {
+            break;
+        }
+    }
+    let ok = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok);
+    let status = child.wait().unwrap();
+    let lines = reader.join().unwrap();
+    assert!(status.success(), "host exited with {status}");
+    assert!(
+        lines.iter().any(|l| l.contains("leaving its group")),
+        "{lines:#?}"
+    );
+    let warnings: Vec<&String> = lines
+        .iter()
+        .filter(|l| l.contains("WARN") || l.contains("ERROR"))
+        .collect();
+    assert!(warnings.is_empty(), "{warnings:#?}");
+    drop(broker);
 }
