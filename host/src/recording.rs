@@ -19,8 +19,8 @@ pub enum RecordingError {
     /// else (a photo, a results file), not a damaged recording, whose
     /// intact frames would decode.
     #[error(
-        "not a latentcam recording: no valid frame in its first {read} bytes ({frame_errors} \
-         undecodable); give a file that `latentcam-host serve --record` or an edge's `file` \
+        "not a latentcam recording: no valid frame in its first {read} bytes ({frame_errors} frame \
+         errors); give a file that `latentcam-host serve --record` or an edge's `file` \
          link wrote"
     )]
     NotARecording {

@@ -70,6 +70,9 @@ pub enum HeadError {
     /// Training data is unusable.
     #[error("cannot fit a head: {0}")]
     Training(String),
+    /// The recording holding the latents could not be read.
+    #[error(transparent)]
+    Recording(#[from] crate::recording::RecordingError),
     /// An input or setting a head cannot use: a latent with non-finite
     /// values or no direction (all zeros), a reserved or over-long name, an
     /// option out of range. The message says which and why.

@@ -93,8 +93,7 @@ pub fn latents_of<R: Read>(
         {
             out.insert((device, latent.seq), vector);
         }
-    })
-    .map_err(|e| HeadError::Training(e.to_string()))?;
+    })?;
     Ok(out)
 }
 

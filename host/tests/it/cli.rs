@@ -147,11 +147,38 @@ fn enroll_with_no_photo_fails_and_leaves_the_store_alone() {
 }
 
 #[test]
-fn replay_and_inspect_refuse_a_file_that_is_not_a_recording() {
+fn commands_that_read_recordings_refuse_a_file_that_is_not_one() {
     let photo = jpeg();
     let inspect = host(&["inspect".as_ref(), photo.as_os_str()]);
     let replayed = replay(&photo);
-    for (command, out) in [("inspect", inspect), ("replay", replayed)] {
+    // The commands that fit or compare heads read recordings alike.
+    let dir = scratch("not-a-recording");
+    let labels = dir.join("labels.csv");
+    std::fs::write(&labels, "seq,label\n0,fish\n1,bird\n").unwrap();
+    let trained = host(&[
+        "train".as_ref(),
+        "--models".as_ref(),
+        models().as_os_str(),
+        "--recording".as_ref(),
+        photo.as_os_str(),
+        "--labels".as_ref(),
+        labels.as_os_str(),
+        "--out".as_ref(),
+        dir.join("head").as_os_str(),
+    ]);
+    let compared = host(&[
+        "compare".as_ref(),
+        "--models".as_ref(),
+        models().as_os_str(),
+        photo.as_os_str(),
+        photo.as_os_str(),
+    ]);
+    for (command, out) in [
+        ("inspect", inspect),
+        ("replay", replayed),
+        ("train", trained),
+        ("compare", compared),
+    ] {
         let said = stderr(&out);
         assert!(!out.status.success(), "{command}: {said}");
         assert!(
@@ -159,6 +186,7 @@ fn replay_and_inspect_refuse_a_file_that_is_not_a_recording() {
                 && said.contains("not a latentcam recording: no valid frame in its first"),
             "{command}: {said}"
         );
+        assert!(!said.contains("cannot fit a head"), "{command}: {said}");
     }
 }
 
