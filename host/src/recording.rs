@@ -2,6 +2,7 @@
 //! link (see `wire/SPEC.md`). Reading one tolerates everything the wire
 //! decoder tolerates — corrupt or truncated frames are counted, not fatal.
 
+use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::io::{self, Read};
 
@@ -14,12 +15,35 @@ pub enum RecordingError {
     /// The underlying reader failed.
     #[error("reading the recording failed: {0}")]
     Io(#[from] io::Error),
+    /// Not one frame decoded in the first bytes: the file is something
+    /// else (a photo, a results file), not a damaged recording, whose
+    /// intact frames would decode.
+    #[error(
+        "not a latentcam recording: no valid frame in its first {read} bytes ({frame_errors} frame \
+         errors); give a file that `latentcam-host serve --record` or an edge's `file` \
+         link wrote"
+    )]
+    NotARecording {
+        /// Bytes read without finding a frame.
+        read: u64,
+        /// Frame errors among them.
+        frame_errors: u64,
+    },
 }
+
+/// A recording holds a valid frame within this many bytes of its start,
+/// however damaged it is: each frame is shorter than
+/// [`latentcam_wire::frame::MAX_ENCODED_LEN`] (17 KiB), and a `Hello` or
+/// `Latent` follows every few of them.
+pub const FIRST_FRAME_WITHIN: u64 = 1 << 20;
 
 /// Decodes every frame of `reader`, calling `visit` with each message or
 /// frame error in stream order. Returns the number of bytes read. A partial
 /// frame at the end (a recording cut off by power loss) is reported as
-/// [`FrameError::Cobs`].
+/// [`FrameError::Cobs`]. Corrupt frames are visited and reading goes on,
+/// but a stream with no valid frame in its first [`FIRST_FRAME_WITHIN`]
+/// bytes (or in all of it, when shorter and not empty) is
+/// [`RecordingError::NotARecording`].
 pub fn for_each_frame<R: Read>(
     mut reader: R,
     mut visit: impl FnMut(Result<Message<'_>, FrameError>),
@@ -27,6 +51,16 @@ pub fn for_each_frame<R: Read>(
     let mut decoder: Box<FrameDecoder> = Box::default();
     let mut chunk = vec![0u8; 64 * 1024];
     let mut total = 0u64;
+    let (frames, frame_errors) = (Cell::new(0u64), Cell::new(0u64));
+    let mut counted = |item: Result<Message<'_>, FrameError>| {
+        let count = if item.is_ok() { &frames } else { &frame_errors };
+        count.set(count.get() + 1);
+        visit(item);
+    };
+    let not_a_recording = |read| RecordingError::NotARecording {
+        read,
+        frame_errors: frame_errors.get(),
+    };
     loop {
         let n = match reader.read(&mut chunk) {
             Ok(0) => break,
@@ -35,10 +69,16 @@ pub fn for_each_frame<R: Read>(
             Err(e) => return Err(e.into()),
         };
         total += n as u64;
-        decoder.feed_all(&chunk[..n], &mut visit);
+        decoder.feed_all(&chunk[..n], &mut counted);
+        if frames.get() == 0 && total >= FIRST_FRAME_WITHIN {
+            return Err(not_a_recording(total));
+        }
     }
     if !decoder.is_idle() {
-        visit(Err(FrameError::Cobs));
+        counted(Err(FrameError::Cobs));
+    }
+    if frames.get() == 0 && total > 0 {
+        return Err(not_a_recording(total));
     }
     Ok(total)
 }
@@ -85,8 +125,9 @@ pub struct Summary {
     pub errors: BTreeMap<&'static str, u64>,
     /// Devices announced by `Hello`, with their model id and codec.
     pub devices: BTreeMap<String, String>,
-    /// Sequence accounting of latents (across devices, in stream order).
-    pub sequence: SequenceStats,
+    /// Sequence accounting of latents, per device: a latent belongs to
+    /// the last `Hello` before it (`None`: latents before any `Hello`).
+    pub sequences: BTreeMap<Option<String>, SequenceStats>,
     /// Sum of latent payload bytes.
     pub payload_bytes: u64,
 }
@@ -121,6 +162,7 @@ fn error_name(error: &FrameError) -> &'static str {
 /// Reads a whole recording and summarises it.
 pub fn summarize<R: Read>(reader: R) -> Result<Summary, RecordingError> {
     let mut summary = Summary::default();
+    let mut device: Option<String> = None;
     summary.bytes = for_each_frame(reader, |item| match item {
         Ok(message) => {
             *summary
@@ -129,13 +171,22 @@ pub fn summarize<R: Read>(reader: R) -> Result<Summary, RecordingError> {
                 .or_default() += 1;
             match message {
                 Message::Hello(h) => {
+                    device = Some(h.device_id.to_owned());
                     summary.devices.insert(
                         h.device_id.to_owned(),
                         format!("{} via {:?}", h.model.model_id, h.codec),
                     );
                 }
                 Message::Latent(l) => {
-                    summary.sequence.observe(l.seq);
+                    // Looked up before inserting: no allocation per latent.
+                    match summary.sequences.get_mut(&device) {
+                        Some(stats) => stats.observe(l.seq),
+                        None => {
+                            let mut stats = SequenceStats::default();
+                            stats.observe(l.seq);
+                            summary.sequences.insert(device.clone(), stats);
+                        }
+                    }
                     summary.payload_bytes += l.payload.len() as u64;
                 }
                 _ => {}
@@ -160,5 +211,69 @@ mod tests {
         assert_eq!(stats.first_last, Some((5, 10)));
         assert_eq!(stats.missing, 2);
         assert_eq!(stats.out_of_order_or_duplicate, 2);
+    }
+
+    fn hello(device: &str) -> Vec<u8> {
+        latentcam_testkit::hello::hello_frame(device, "m", [0; 32], 1)
+    }
+
+    fn latent(seq: u64) -> Vec<u8> {
+        latentcam_testkit::hello::latent_frame(seq, 0, &[0.1, 0.5, -0.3, 0.8])
+    }
+
+    #[test]
+    fn sequences_count_per_device_of_the_last_hello() {
+        let mut bytes = latent(7);
+        for seq in [0, 1, 2, 4] {
+            for device in ["a", "b"] {
+                bytes.extend(hello(device));
+                bytes.extend(latent(seq));
+            }
+        }
+        let summary = summarize(bytes.as_slice()).unwrap();
+        let stats = |device: Option<&str>| summary.sequences[&device.map(str::to_owned)].clone();
+        for device in ["a", "b"] {
+            let stats = stats(Some(device));
+            assert_eq!(stats.latents, 4);
+            assert_eq!(stats.first_last, Some((0, 4)));
+            assert_eq!((stats.missing, stats.out_of_order_or_duplicate), (1, 0));
+        }
+        assert_eq!(stats(None).latents, 1, "the latent before any Hello");
+    }
+
+    #[test]
+    fn a_stream_without_a_valid_frame_is_not_a_recording() {
+        let photo = b"\xff\xd8\xff\xe0\x00\x10JFIF\x00\x01 not frames \x00 at all \x00";
+        match summarize(&photo[..]) {
+            Err(RecordingError::NotARecording { read, frame_errors }) => {
+                assert_eq!(read, photo.len() as u64);
+                assert!(frame_errors >= 2, "{frame_errors}");
+            }
+            other => panic!("{other:?}"),
+        }
+        // Garbage longer than FIRST_FRAME_WITHIN is given up on there.
+        let endless = std::io::repeat(0x41).take(8 * FIRST_FRAME_WITHIN);
+        match for_each_frame(endless, |_| {}) {
+            Err(RecordingError::NotARecording { read, .. }) => {
+                assert!(read < 2 * FIRST_FRAME_WITHIN, "{read}");
+            }
+            other => panic!("{other:?}"),
+        }
+        // Nothing at all is an empty recording; noise ahead of a frame and
+        // a damaged frame are counted, not fatal.
+        assert_eq!(summarize(&b""[..]).unwrap().bytes, 0);
+        let mut noisy = b"\xde\xad\x00".to_vec();
+        noisy.extend(hello("a"));
+        let mut damaged = latent(1);
+        // Not a delimiter made or unmade: one frame stays one frame.
+        let inside = (2..)
+            .find(|&i| damaged[i] != 0 && damaged[i] != 0x55)
+            .unwrap();
+        damaged[inside] ^= 0x55;
+        noisy.extend(damaged);
+        noisy.extend(latent(2));
+        let summary = summarize(noisy.as_slice()).unwrap();
+        assert_eq!(summary.errors.values().sum::<u64>(), 2);
+        assert_eq!(summary.sequences[&Some("a".to_owned())].latents, 1);
     }
 }

@@ -32,6 +32,20 @@ pub enum HeadError {
         /// What is wrong.
         reason: String,
     },
+    /// A line of a labels file (the CSV that `train` reads) that is not a
+    /// labelled latent.
+    #[error(
+        "labels file {path}, line {line}: {reason}; write one `device,seq,label` or \
+         `seq,label` per line (a `seq,label` header and `#` comments may appear)"
+    )]
+    Labels {
+        /// The labels file.
+        path: PathBuf,
+        /// The line, counting from 1.
+        line: usize,
+        /// What is wrong with it, quoting it.
+        reason: String,
+    },
     /// One of the host's own state files (few-shot store, similarity
     /// index) is damaged: a checksum or a structural check failed
     /// somewhere other than a torn final write. The host moves such a file
@@ -56,6 +70,9 @@ pub enum HeadError {
     /// Training data is unusable.
     #[error("cannot fit a head: {0}")]
     Training(String),
+    /// The recording holding the latents could not be read.
+    #[error(transparent)]
+    Recording(#[from] crate::recording::RecordingError),
     /// An input or setting a head cannot use: a latent with non-finite
     /// values or no direction (all zeros), a reserved or over-long name, an
     /// option out of range. The message says which and why.

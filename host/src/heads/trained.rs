@@ -93,40 +93,55 @@ pub fn latents_of<R: Read>(
         {
             out.insert((device, latent.seq), vector);
         }
-    })
-    .map_err(|e| HeadError::Training(e.to_string()))?;
+    })?;
     Ok(out)
 }
 
 /// One labelled latent: `device,seq,label` (or `seq,label` when the
 /// recording has one device) per line of a CSV file; `#` starts a comment.
+/// A line that is neither is a [`HeadError::Labels`] naming it.
 pub fn read_labels(path: &Path) -> Result<Vec<(Option<String>, u64, String)>, HeadError> {
-    let text = std::fs::read_to_string(path).map_err(|source| HeadError::Io {
+    let bytes = std::fs::read(path).map_err(|source| HeadError::Io {
         path: path.to_path_buf(),
         source,
     })?;
     let mut out = Vec::new();
-    for (i, line) in text.lines().enumerate() {
+    for (i, line) in bytes.split(|&b| b == b'\n').enumerate() {
+        let bad = |reason: String| HeadError::Labels {
+            path: path.to_path_buf(),
+            line: i + 1,
+            reason,
+        };
+        let Ok(line) = std::str::from_utf8(line) else {
+            let start = String::from_utf8_lossy(&line[..line.len().min(40)]).into_owned();
+            return Err(bad(format!("not text (UTF-8): {start:?}")));
+        };
         let line = line.trim();
         if line.is_empty() || line.starts_with('#') {
             continue;
         }
         let fields: Vec<&str> = line.split(',').map(str::trim).collect();
-        let bad = |reason: &str| HeadError::Format {
-            path: path.to_path_buf(),
-            reason: format!("line {}: {reason}: {line:?}", i + 1),
-        };
         let (device, seq, label) = match fields.as_slice() {
             [seq, label] => (None, *seq, *label),
             [device, seq, label] => (Some((*device).to_owned()), *seq, *label),
-            _ => return Err(bad("expected device,seq,label or seq,label")),
+            _ => {
+                return Err(bad(format!(
+                    "{} fields where 2 or 3 were expected: {line:?}",
+                    fields.len()
+                )));
+            }
         };
         if seq == "seq" {
             continue; // a header line
         }
-        let seq = seq.parse().map_err(|_| bad("seq is not a number"))?;
+        let seq = seq
+            .parse()
+            .map_err(|_| bad(format!("seq {seq:?} is not a whole number: {line:?}")))?;
         if label.is_empty() {
-            return Err(bad("empty label"));
+            return Err(bad(format!("the label is empty: {line:?}")));
+        }
+        if device.as_deref() == Some("") {
+            return Err(bad(format!("the device is empty: {line:?}")));
         }
         out.push((device, seq, label.to_owned()));
     }

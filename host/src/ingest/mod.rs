@@ -397,8 +397,19 @@ impl Context {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ServeError {
+    /// A listening address that is not `host:port`, found before binding.
+    #[error(
+        "{address:?} is not an address to listen on: {reason}; write host:port, like \
+         0.0.0.0:7878 (every interface), 127.0.0.1:7878 (this machine only) or [::]:7878 (IPv6)"
+    )]
+    Address {
+        /// The address as given.
+        address: String,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// The listening address could not be bound.
-    #[error("cannot listen on {address}: {source} (is another host running there?)")]
+    #[error("cannot listen on {address}: {source}{}", bind_hint(source))]
     Bind {
         /// The address.
         address: String,
@@ -445,6 +456,49 @@ pub enum ServeError {
         /// Why.
         source: std::io::Error,
     },
+}
+
+/// What to suggest when binding failed: only a taken address means that
+/// another host (or another program) may be listening there.
+fn bind_hint(error: &std::io::Error) -> &'static str {
+    match error.kind() {
+        std::io::ErrorKind::AddrInUse => " (is another host running there?)",
+        _ => "",
+    }
+}
+
+/// Checks that `address` has the form of a listening address, `host:port`
+/// (`[v6]:port` for IPv6) with a host and a port from 0 to 65535 (0: any
+/// free port), so that a malformed one is named as such rather than as a
+/// failure to bind. Whether the host resolves is left to binding.
+pub fn check_listen_address(address: &str) -> Result<(), ServeError> {
+    let bad = |reason: String| ServeError::Address {
+        address: address.to_owned(),
+        reason,
+    };
+    let (host, port) = match address.strip_prefix('[') {
+        Some(rest) => rest
+            .split_once("]:")
+            .ok_or_else(|| bad("no port after the bracketed IPv6 address".into()))?,
+        None => match address.rsplit_once(':') {
+            None => return Err(bad("no port".into())),
+            Some((host, _)) if host.contains(':') => {
+                return Err(bad("an IPv6 address goes in brackets".into()));
+            }
+            Some(parts) => parts,
+        },
+    };
+    if host.trim().is_empty() {
+        return Err(bad("no host".into()));
+    }
+    if port.is_empty() {
+        return Err(bad("no port".into()));
+    }
+    port.parse::<u16>().map(drop).map_err(|_| {
+        bad(format!(
+            "port {port:?} is not a number from 1 to 65535 (or 0, for any free port)"
+        ))
+    })
 }
 
 /// Which transport an [`Ingest`] is.
@@ -613,6 +667,7 @@ pub fn serve_until(
         let mut tasks = Vec::new();
         let api = match &http {
             Some(options) => {
+                check_listen_address(&options.address)?;
                 let http_listener = tokio::net::TcpListener::bind(&options.address)
                     .await
                     .map_err(|source| ServeError::Bind {
@@ -703,6 +758,50 @@ pub fn serve_until(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn listen_addresses_are_checked_for_their_form() {
+        for good in [
+            "0.0.0.0:7878",
+            "127.0.0.1:0",
+            "localhost:65535",
+            "[::]:7878",
+            "[::1]:1",
+        ] {
+            assert!(check_listen_address(good).is_ok(), "{good}");
+        }
+        for (bad, says) in [
+            ("localhost", "no port"),
+            ("localhost:", "no port"),
+            (":7878", "no host"),
+            ("[::1]", "no port after the bracketed IPv6 address"),
+            ("[]:7878", "no host"),
+            ("::1:7878", "an IPv6 address goes in brackets"),
+            ("host:65536", "is not a number from 1 to 65535"),
+            ("host:http", "is not a number from 1 to 65535"),
+        ] {
+            let error = check_listen_address(bad).unwrap_err().to_string();
+            assert!(
+                error.contains(says) && error.contains("write host:port, like 0.0.0.0:7878"),
+                "{bad}: {error}"
+            );
+        }
+    }
+
+    #[test]
+    fn only_a_taken_address_suggests_another_host() {
+        let error = |kind| ServeError::Bind {
+            address: "127.0.0.1:7878".into(),
+            source: std::io::Error::from(kind),
+        };
+        let taken = error(std::io::ErrorKind::AddrInUse).to_string();
+        assert!(
+            taken.ends_with("(is another host running there?)"),
+            "{taken}"
+        );
+        let denied = error(std::io::ErrorKind::PermissionDenied).to_string();
+        assert!(!denied.contains("another host"), "{denied}");
+    }
 
     /// A results file rotated while a device streams: old files shift and
     /// the oldest goes, every complete file is in place throughout, and a

@@ -36,6 +36,7 @@ impl Ingest for TcpIngest {
     }
 
     fn start(self: Box<Self>, running: Running) -> Result<Started, ServeError> {
+        super::check_listen_address(&self.address)?;
         let bind = |source| ServeError::Bind {
             address: self.address.clone(),
             source,

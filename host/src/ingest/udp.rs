@@ -44,6 +44,7 @@ impl Ingest for UdpIngest {
     }
 
     fn start(self: Box<Self>, running: Running) -> Result<Started, ServeError> {
+        super::check_listen_address(&self.address)?;
         let bind = |source| ServeError::Bind {
             address: self.address.clone(),
             source,

@@ -6,6 +6,7 @@
 mod common;
 
 mod auth;
+mod cli;
 mod durability;
 mod fewshot_accuracy;
 mod fleet;

@@ -70,15 +70,18 @@ pub fn train(args: TrainArgs) -> anyhow::Result<()> {
         epochs,
         models,
     } = args;
-    let manifest = load_manifest(&models)?;
-    let file = File::open(&recording)
-        .with_context(|| format!("cannot open recording {}", recording.display()))?;
-    let latents = trained::latents_of(BufReader::new(file), &manifest)?;
+    // The labels first: a mistake in them is found before the recording
+    // is read.
     let labelled = trained::read_labels(&labels)?;
     let holdout = match &test_labels {
         Some(path) => trained::Holdout::Labels(trained::read_labels(path)?),
         None => trained::Holdout::EveryNth(holdout_every),
     };
+    let manifest = load_manifest(&models)?;
+    let file = File::open(&recording)
+        .with_context(|| format!("cannot open recording {}", recording.display()))?;
+    let latents = trained::latents_of(BufReader::new(file), &manifest)
+        .with_context(|| format!("reading {}", recording.display()))?;
     let report = trained::train(
         &latents,
         &labelled,
@@ -159,13 +162,25 @@ pub fn inspect(args: InspectArgs) -> anyhow::Result<()> {
     for (kind, count) in &summary.messages {
         println!("  {kind:<10} {count}");
     }
-    let seq = &summary.sequence;
-    if let Some((first, last)) = seq.first_last {
+    let latents: u64 = summary.sequences.values().map(|s| s.latents).sum();
+    if latents > 0 {
         println!(
-            "latents: seq {first}..={last}, {} missing, {} out of order or duplicate, {:.1} payload bytes/latent",
-            seq.missing,
-            seq.out_of_order_or_duplicate,
-            summary.payload_bytes as f64 / seq.latents as f64
+            "latents: {latents}, {:.1} payload bytes/latent",
+            summary.payload_bytes as f64 / latents as f64
+        );
+    }
+    // Sequence numbers count per device: each device's on its own.
+    for (device, seq) in &summary.sequences {
+        let Some((first, last)) = seq.first_last else {
+            continue;
+        };
+        let whose = match device {
+            Some(device) => format!("device {device}"),
+            None => "before any hello".to_owned(),
+        };
+        println!(
+            "  {whose}: {} latents, seq {first}..={last}, {} missing, {} out of order or duplicate",
+            seq.latents, seq.missing, seq.out_of_order_or_duplicate,
         );
     }
     if summary.errors.is_empty() {

@@ -52,6 +52,17 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
         record_file_mb,
         record_total_mb,
     } = args;
+    // Before anything is loaded or bound: a malformed address is named
+    // with its flag and how to write it.
+    for (flag, address) in [
+        ("--tcp", Some(&tcp)),
+        ("--udp", udp.as_ref()),
+        ("--http", http.as_ref()),
+    ] {
+        if let Some(address) = address {
+            ingest::check_listen_address(address).with_context(|| format!("{flag} {address}"))?;
+        }
+    }
     let mqtt_host = match &mqtt {
         Some(url) => Some(
             latentcam_wire::mqtt::parse_url(url)

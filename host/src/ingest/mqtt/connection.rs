@@ -7,7 +7,7 @@ use std::time::Duration;
 use latentcam_secure::tls::tls_client_config;
 use latentcam_wire::mqtt::{self as topics, Broker, parse_url};
 use rumqttc::v5::mqttbytes::v5::{Packet, Publish};
-use rumqttc::v5::{Event, EventLoop, MqttOptions};
+use rumqttc::v5::{ConnectionError, Event, EventLoop, MqttOptions};
 use rumqttc::{TlsConfiguration, Transport};
 use tokio::sync::mpsc;
 
@@ -116,7 +116,8 @@ impl Backoff {
     }
 }
 
-/// Polls the event loop forever, reconnecting with backoff. It never
+/// Polls the event loop, reconnecting with backoff, until the worker
+/// disconnects (shutting down) or drops its client. It never
 /// waits for the worker (the channel is unbounded), so keep-alive pings
 /// are answered however busy the heads are; what bounds the channel is
 /// the broker's flow control: messages are acknowledged (`PUBACK`) only
@@ -146,7 +147,13 @@ pub(super) async fn drive(
                     return;
                 }
             }
+            // The worker is leaving and its DISCONNECT is on the wire: the
+            // broker closes the connection now, which is no failure to
+            // report or reconnect from.
+            Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect)) => return,
             Ok(_) => {}
+            // The worker dropped its client: nothing more will be asked.
+            Err(ConnectionError::RequestsDone) => return,
             Err(e) => {
                 if !down_logged {
                     tracing::warn!("{label}: broker connection: {e}; reconnecting");
