@@ -444,6 +444,7 @@ fn wire_round_trip(
         codec,
         payload: &payload,
         mac: &[],
+        wall: None,
     });
     let len = frame::encode(&message, frame_buf)
         .map_err(|e| anyhow::anyhow!("cannot frame a {codec:?} latent: {e}"))?;

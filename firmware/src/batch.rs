@@ -119,6 +119,7 @@ pub fn encode_images<W: Write>(
             codec: settings.codec,
             payload: &payload[..len],
             mac: &[],
+            wall: None,
         });
         let n =
             frame::encode(&message, &mut frame_buf).map_err(|e| BatchError::Wire(e.to_string()))?;

@@ -17,6 +17,7 @@ pub use latentcam_model::{encoder, manifest, picture, preprocess};
 pub mod assemble;
 pub mod backoff;
 pub mod batch;
+pub mod clock;
 pub mod config;
 pub mod doctor;
 pub mod led;

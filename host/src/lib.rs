@@ -5,6 +5,7 @@
 
 pub mod auth;
 pub mod classify;
+pub mod clock;
 pub mod compare;
 pub mod encode;
 pub mod heads;

@@ -6,7 +6,7 @@ use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::io::{self, Read};
 
-use latentcam_wire::{FrameDecoder, FrameError, Message, MessageKind};
+use latentcam_wire::{FrameDecoder, FrameError, Message, MessageKind, WallTime};
 
 /// Errors reading a recording.
 #[derive(Debug, thiserror::Error)]
@@ -94,6 +94,14 @@ pub struct SequenceStats {
     pub missing: u64,
     /// Latents whose sequence number was not above the previous one.
     pub out_of_order_or_duplicate: u64,
+    /// Earliest and latest wall-clock capture time, µs since the Unix
+    /// epoch, of the latents that carry one.
+    pub captured: Option<(u64, u64)>,
+    /// Latents without a wall-clock time (a device of protocol revision 1,
+    /// or one whose clock was never set).
+    pub without_time: u64,
+    /// Latents whose device clock was not synchronised.
+    pub unsynced: u64,
 }
 
 impl SequenceStats {
@@ -110,6 +118,20 @@ impl SequenceStats {
                 self.out_of_order_or_duplicate += 1;
                 (first.min(seq), last)
             }
+        });
+    }
+
+    /// Accounts for one latent's wall-clock time.
+    pub fn observe_time(&mut self, wall: Option<WallTime>) {
+        let Some(wall) = wall else {
+            self.without_time += 1;
+            return;
+        };
+        self.unsynced += u64::from(!wall.synced);
+        let us = wall.unix_us;
+        self.captured = Some(match self.captured {
+            None => (us, us),
+            Some((first, last)) => (first.min(us), last.max(us)),
         });
     }
 }
@@ -179,14 +201,16 @@ pub fn summarize<R: Read>(reader: R) -> Result<Summary, RecordingError> {
                 }
                 Message::Latent(l) => {
                     // Looked up before inserting: no allocation per latent.
-                    match summary.sequences.get_mut(&device) {
-                        Some(stats) => stats.observe(l.seq),
-                        None => {
-                            let mut stats = SequenceStats::default();
-                            stats.observe(l.seq);
-                            summary.sequences.insert(device.clone(), stats);
-                        }
+                    if !summary.sequences.contains_key(&device) {
+                        summary
+                            .sequences
+                            .insert(device.clone(), SequenceStats::default());
                     }
+                    let Some(stats) = summary.sequences.get_mut(&device) else {
+                        unreachable!("inserted above");
+                    };
+                    stats.observe(l.seq);
+                    stats.observe_time(l.wall);
                     summary.payload_bytes += l.payload.len() as u64;
                 }
                 _ => {}
@@ -211,6 +235,17 @@ mod tests {
         assert_eq!(stats.first_last, Some((5, 10)));
         assert_eq!(stats.missing, 2);
         assert_eq!(stats.out_of_order_or_duplicate, 2);
+    }
+
+    #[test]
+    fn capture_time_range_and_clock_state() {
+        let mut stats = SequenceStats::default();
+        let at = |unix_us, synced| Some(WallTime { unix_us, synced });
+        for wall in [at(30, true), None, at(10, false), at(20, true)] {
+            stats.observe_time(wall);
+        }
+        assert_eq!(stats.captured, Some((10, 30)));
+        assert_eq!((stats.without_time, stats.unsynced), (1, 1));
     }
 
     fn hello(device: &str) -> Vec<u8> {

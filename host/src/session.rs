@@ -304,6 +304,7 @@ mod tests {
             codec,
             payload,
             mac: &[],
+            wall: None,
         })
     }
 

@@ -42,6 +42,7 @@ fn latent(seq: u64) -> Message<'static> {
         codec: Codec::F32,
         payload: &PAYLOAD,
         mac: &[],
+        wall: None,
     })
 }
 
@@ -316,17 +317,21 @@ fn sealing_a_1280_dim_latent_costs_a_few_dozen_bytes() {
     let payload = Codec::U8Affine.encode_to_vec(&latent).unwrap();
     let message = Message::Latent(Latent {
         seq: 1_000_000,
-        capture_us: 1_700_000_000_000_000,
+        capture_us: 3_600_000_000,
         frame_width: 1920,
         frame_height: 1080,
         codec: Codec::U8Affine,
         payload: &payload,
         mac: &[],
+        wall: Some(latentcam_wire::WallTime {
+            unix_us: 1_780_000_000_000_000,
+            synced: true,
+        }),
     });
     let plain = frame::encode_to_vec(&message).unwrap().len();
-    assert_eq!(plain, 1318);
+    assert_eq!(plain, 1324);
     let sizes: Vec<usize> = (0..1000).map(|_| d.seal(&message).unwrap().len()).collect();
     let (min, max) = (sizes.iter().min().unwrap(), sizes.iter().max().unwrap());
     eprintln!("sealed sizes {min}..={max}");
-    assert!(1318 + 16 <= *min && *max <= 1318 + 32, "{min}..={max}");
+    assert!(1324 + 16 <= *min && *max <= 1324 + 32, "{min}..={max}");
 }

@@ -90,6 +90,7 @@ pub fn latent_frame(seq: u64, capture_us: u64, latent: &[f32]) -> Vec<u8> {
         codec: Codec::U8Affine,
         payload: &payload,
         mac: &[],
+        wall: None,
     }))
     .expect("a Latent encodes")
 }

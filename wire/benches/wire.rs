@@ -77,6 +77,7 @@ fn latent_message(seq: u64, codec: Codec, payload: &[u8]) -> Message<'_> {
         codec,
         payload,
         mac: &[],
+        wall: None,
     })
 }
 

@@ -57,6 +57,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             codec: Codec::U8Affine,
             payload: &payload,
             mac: &[],
+            wall: None,
         });
         let mut bytes = frame::encode_to_vec(&message)?;
         if rand() % 100 < corrupt_percent {

@@ -337,6 +337,23 @@ pub struct Latent<'a> {
     pub payload: &'a [u8],
     /// Per-frame MAC (empty without authentication); at most [`MAX_MAC_LEN`] bytes.
     pub mac: &'a [u8],
+    /// Wall-clock capture time, appended after `mac` by revision 2 of
+    /// version 1 (SPEC.md, section 3). `None` when the device did not send
+    /// it: a device of revision 1, or one whose clock was never set.
+    #[serde(skip)]
+    pub wall: Option<WallTime>,
+}
+
+/// When a frame was captured, on the device's real-time clock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WallTime {
+    /// Microseconds since 1970-01-01T00:00:00Z (Unix time).
+    pub unix_us: u64,
+    /// Whether the device's kernel held its clock synchronised (NTP, PTP,
+    /// GPS) at capture. An unsynchronised clock may be far off: a
+    /// Raspberry Pi has no battery clock and starts from the time it last
+    /// saved.
+    pub synced: bool,
 }
 
 /// One Noise handshake message, either way (SPEC.md, section 7).
@@ -499,7 +516,7 @@ impl<'a> Message<'a> {
             Message::Hello(m) => postcard::to_slice(m, out),
             Message::Welcome(m) => postcard::to_slice(m, out),
             Message::Auth(m) => postcard::to_slice(m, out),
-            Message::Latent(m) => postcard::to_slice(m, out),
+            Message::Latent(m) => return serialize_latent(m, out),
             Message::Heartbeat(m) => postcard::to_slice(m, out),
             Message::Ack(m) => postcard::to_slice(m, out),
             Message::Bye(m) => postcard::to_slice(m, out),
@@ -523,7 +540,7 @@ impl<'a> Message<'a> {
             MessageKind::Hello => Message::Hello(take(body)?),
             MessageKind::Welcome => Message::Welcome(take(body)?),
             MessageKind::Auth => Message::Auth(take(body)?),
-            MessageKind::Latent => Message::Latent(take(body)?),
+            MessageKind::Latent => Message::Latent(deserialize_latent(body)?),
             MessageKind::Heartbeat => Message::Heartbeat(take(body)?),
             MessageKind::Ack => Message::Ack(take(body)?),
             MessageKind::Bye => Message::Bye(take(body)?),
@@ -533,4 +550,36 @@ impl<'a> Message<'a> {
         message.validate()?;
         Ok(message)
     }
+}
+
+/// A `Latent` body: the fields of revision 1, then the appended
+/// [`WallTime`] when there is one.
+fn serialize_latent<'b>(
+    latent: &Latent<'_>,
+    out: &'b mut [u8],
+) -> Result<&'b mut [u8], FrameError> {
+    let base = postcard::to_slice(latent, out)
+        .map_err(|_| FrameError::BufferTooSmall)?
+        .len();
+    let tail = match &latent.wall {
+        Some(wall) => postcard::to_slice(wall, &mut out[base..])
+            .map_err(|_| FrameError::BufferTooSmall)?
+            .len(),
+        None => 0,
+    };
+    Ok(&mut out[..base + tail])
+}
+
+/// Reads a `Latent` body of any revision: without the appended
+/// [`WallTime`] (revision 1) it decodes with `wall: None`. Bytes after the
+/// fields known here are ignored, as for every body.
+fn deserialize_latent(body: &[u8]) -> Result<Latent<'_>, FrameError> {
+    let (mut latent, rest): (Latent<'_>, _) =
+        postcard::take_from_bytes(body).map_err(|_| FrameError::Undecodable)?;
+    if !rest.is_empty() {
+        let (wall, _later) =
+            postcard::take_from_bytes::<WallTime>(rest).map_err(|_| FrameError::Undecodable)?;
+        latent.wall = Some(wall);
+    }
+    Ok(latent)
 }

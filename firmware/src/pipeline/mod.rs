@@ -260,6 +260,7 @@ pub struct Report {
 pub(crate) struct Encoded {
     pub(crate) payload: Vec<u8>,
     pub(crate) capture_us: u64,
+    pub(crate) wall: Option<latentcam_wire::WallTime>,
     pub(crate) width: u32,
     pub(crate) height: u32,
     pub(crate) captured_at: Instant,
@@ -274,6 +275,8 @@ pub struct EncodedLatent {
     pub payload: Vec<u8>,
     /// Capture time, µs, device clock.
     pub capture_us: u64,
+    /// Capture time on the real-time clock, when it is set.
+    pub wall: Option<latentcam_wire::WallTime>,
     /// Source frame width in pixels.
     pub width: u32,
     /// Source frame height in pixels.
@@ -285,6 +288,7 @@ impl From<EncodedLatent> for Encoded {
         Self {
             payload: latent.payload,
             capture_us: latent.capture_us,
+            wall: latent.wall,
             width: latent.width,
             height: latent.height,
             // Latency is measured from when the link side received it.
@@ -653,6 +657,7 @@ struct EncodeTimings {
 struct Prepared {
     input: Vec<f32>,
     capture_us: u64,
+    wall: Option<latentcam_wire::WallTime>,
     width: u32,
     height: u32,
     index: u64,
@@ -701,6 +706,7 @@ fn preprocess_loop(
         let item = Prepared {
             input,
             capture_us: frame.capture_us,
+            wall: frame.wall,
             width: frame.width,
             height: frame.height,
             index: frame.index,
@@ -765,6 +771,7 @@ fn encode_loop(
         let item = Encoded {
             payload,
             capture_us: item.capture_us,
+            wall: item.wall,
             width: item.width,
             height: item.height,
             captured_at: item.captured_at,

@@ -551,6 +551,7 @@ impl<'a> Session<'a> {
             codec: self.settings.codec,
             payload: &item.payload,
             mac: &[],
+            wall: item.wall,
         });
         let n = match frame::encode(&message, &mut self.frame_buf) {
             Ok(n) => n,

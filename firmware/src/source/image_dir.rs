@@ -177,7 +177,7 @@ impl FrameSource for ImageDirSource {
             if let Err(detail) = crate::picture::decode_into(&self.bytes, frame) {
                 return Err(SourceError::corrupt(path.display(), detail));
             }
-            frame.capture_us = self.pacer.wait();
+            self.pacer.wait(frame);
             frame.index = self.index;
             self.index += 1;
             self.delivered_this_pass += 1;

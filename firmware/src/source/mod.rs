@@ -44,6 +44,9 @@ pub struct Frame {
     /// Microseconds since the source started; strictly increasing across
     /// the frames of one source, loops and reopenings included.
     pub capture_us: u64,
+    /// The same instant on the real-time clock; `None` when that clock was
+    /// never set.
+    pub wall: Option<latentcam_wire::WallTime>,
     /// Frames the source delivered before this one (0-based); corrupt
     /// frames that were skipped are not counted.
     pub index: u64,
@@ -270,7 +273,8 @@ pub(crate) fn period_for(origin: &dyn fmt::Display, fps: f64) -> Result<Duration
     Ok(Duration::from_secs_f64(1.0 / fps))
 }
 
-/// Paces frames against a monotonic clock and stamps `capture_us`.
+/// Paces frames against a monotonic clock and stamps `capture_us` and the
+/// wall-clock time.
 ///
 /// Deadlines advance by one period per frame, so the rate does not drift;
 /// after a stall longer than a period (a reopen, a slow consumer) the
@@ -281,6 +285,7 @@ pub(crate) struct Pacer {
     period: Option<Duration>,
     next_deadline: Option<Instant>,
     last_us: Option<u64>,
+    wall: crate::clock::WallClock,
 }
 
 impl Pacer {
@@ -290,11 +295,12 @@ impl Pacer {
             period,
             next_deadline: None,
             last_us: None,
+            wall: crate::clock::WallClock::new(),
         }
     }
 
-    /// Waits for the next frame's deadline and returns its `capture_us`.
-    pub(crate) fn wait(&mut self) -> u64 {
+    /// Waits for the next frame's deadline and stamps `frame` with it.
+    pub(crate) fn wait(&mut self, frame: &mut Frame) {
         if let Some(period) = self.period {
             let now = Instant::now();
             let deadline = match self.next_deadline {
@@ -306,11 +312,17 @@ impl Pacer {
             }
             self.next_deadline = Some(deadline + period);
         }
-        self.stamp()
+        self.stamp(frame);
     }
 
-    /// `capture_us` for now, strictly after the previous stamp.
-    pub(crate) fn stamp(&mut self) -> u64 {
+    /// Stamps `frame` with now: `capture_us` strictly after the previous
+    /// stamp, and the wall-clock time.
+    pub(crate) fn stamp(&mut self, frame: &mut Frame) {
+        frame.capture_us = self.monotonic_us();
+        frame.wall = self.wall.now();
+    }
+
+    fn monotonic_us(&mut self) -> u64 {
         let mut us = u64::try_from(self.start.elapsed().as_micros()).unwrap_or(u64::MAX);
         if let Some(last) = self.last_us {
             us = us.max(last.saturating_add(1));

@@ -111,7 +111,7 @@ impl FrameSource for SyntheticSource {
     fn next_frame(&mut self, frame: &mut Frame) -> Result<SourceEvent, SourceError> {
         let rgb = frame.resize(self.options.width, self.options.height);
         self.draw(self.index, rgb);
-        frame.capture_us = self.pacer.wait();
+        self.pacer.wait(frame);
         frame.index = self.index;
         self.index += 1;
         Ok(SourceEvent::Frame)

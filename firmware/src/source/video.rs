@@ -341,7 +341,7 @@ impl FrameSource for VideoSource {
             let got = !std::mem::take(&mut self.pass_ended) && self.read_frame(frame)?;
             if got {
                 self.position += 1;
-                frame.capture_us = self.pacer.wait();
+                self.pacer.wait(frame);
                 frame.index = self.index;
                 self.index += 1;
                 return Ok(SourceEvent::Frame);

@@ -41,6 +41,7 @@ fn latent_frame_dim(seq: u64, dim: usize, codec: Codec) -> Vec<u8> {
         codec,
         payload: &payload,
         mac: &[],
+        wall: None,
     }))
     .unwrap()
 }

@@ -615,6 +615,7 @@ fn run_link_streams_latents_encoded_elsewhere() {
             tx.send(EncodedLatent {
                 payload,
                 capture_us: i * 100_000,
+                wall: None,
                 width: 640,
                 height: 480,
             })

@@ -670,6 +670,7 @@ fn secure_session_streams_sealed_latents_and_is_acknowledged() {
         tx.send(EncodedLatent {
             payload,
             capture_us: i * 100_000,
+            wall: None,
             width: 640,
             height: 480,
         })

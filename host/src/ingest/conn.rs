@@ -22,14 +22,15 @@
 //! channel in place (a forged datagram cannot end a device's session).
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use latentcam_model::manifest::Manifest;
 use latentcam_secure::Channel;
 use latentcam_wire::frame::MAX_FRAME_LEN;
 use latentcam_wire::{
     Ack, AuthChallenge, AuthOffer, AuthScheme, Bye, ByeReason, FrameDecoder, Handshake, Hello,
-    MAX_TEXT_LEN, Message, NONCE_LEN, PROTOCOL_VERSION, Welcome, WelcomeStatus, fit_text, frame,
+    MAX_TEXT_LEN, Message, NONCE_LEN, PROTOCOL_VERSION, WallTime, Welcome, WelcomeStatus, fit_text,
+    frame,
 };
 
 use super::registry::{Admission, Registry};
@@ -45,6 +46,9 @@ pub struct Env<'a> {
     pub registry: &'a Registry,
     /// The host's id, sent in `Welcome`.
     pub host_id: &'a str,
+    /// The host's wall-clock time of the bytes being fed: the receive time
+    /// of the latents among them.
+    pub received: SystemTime,
 }
 
 /// Limits that keep one peer from hurting the others.
@@ -99,6 +103,10 @@ pub struct Job {
     pub seq: u64,
     /// Capture time on the device, µs.
     pub capture_us: u64,
+    /// Capture time on the device's real-time clock, when it sent one.
+    pub wall: Option<WallTime>,
+    /// When the host received the latent (its own clock).
+    pub received: SystemTime,
     /// Source frame size.
     pub frame_size: (u32, u32),
     /// Wire bytes of the latent's frame payload (for byte accounting).
@@ -536,7 +544,7 @@ impl Conn {
                         out,
                     );
                 }
-                Ok(inner) => self.on_session_message(&inner, now, registry, out),
+                Ok(inner) => self.on_session_message(&inner, now, env, out),
                 Err(e) => {
                     let detail = format!("sealed message holds no valid message: {e}");
                     self.close(ByeReason::ProtocolViolation, &detail, out);
@@ -551,9 +559,7 @@ impl Conn {
     /// `Hello` and `Handshake`.
     fn on_plain(&mut self, message: &Message<'_>, now: Instant, env: Env<'_>, out: &mut Vec<Step>) {
         let Env {
-            manifest,
-            registry,
-            host_id,
+            manifest, host_id, ..
         } = env;
         if let Some(hello) = self.awaiting_handshake.take() {
             match message {
@@ -620,7 +626,7 @@ impl Conn {
                     }
                 }
             },
-            other => self.on_session_message(other, now, registry, out),
+            other => self.on_session_message(other, now, env, out),
         }
     }
 
@@ -802,6 +808,7 @@ impl Conn {
             manifest,
             registry,
             host_id,
+            ..
         } = env;
         if let Some(handshake) = handshake {
             out.push(Step::Reply(handshake));
@@ -839,9 +846,10 @@ impl Conn {
         &mut self,
         message: &Message<'_>,
         now: Instant,
-        registry: &Registry,
+        env: Env<'_>,
         out: &mut Vec<Step>,
     ) {
+        let registry = env.registry;
         match message {
             Message::Latent(latent) => {
                 let Some(accepted) = self.device.clone() else {
@@ -877,6 +885,8 @@ impl Conn {
                     device: accepted.device,
                     seq: latent.seq,
                     capture_us: latent.capture_us,
+                    wall: latent.wall,
+                    received: env.received,
                     frame_size: (latent.frame_width, latent.frame_height),
                     payload_bytes: latent.payload.len(),
                     latent: vector,
@@ -932,6 +942,7 @@ mod tests {
             manifest,
             registry,
             host_id: "host",
+            received: SystemTime::UNIX_EPOCH + Duration::from_secs(1_780_000_000),
         }
     }
 
@@ -960,6 +971,7 @@ mod tests {
             codec: Codec::U8Affine,
             payload: &payload,
             mac: &[],
+            wall: None,
         }))
         .unwrap()
     }
@@ -1507,7 +1519,7 @@ mod tests {
         keys.register("cam-1", &device);
         let registry = Registry::in_memory().with_limits(RegistryLimits {
             max_devices: 1,
-            evict_after: std::time::Duration::from_secs(600),
+            ..RegistryLimits::default()
         });
         let t0 = Instant::now();
         registry

@@ -4,8 +4,8 @@
 //! |---|---|
 //! | `GET /healthz` | `ok`, to anyone: for load balancers and supervisors; tells nothing else |
 //! | `GET /login`, `POST /login` (form `token=...`) | the login form; a right token opens a browser session (cookie) and redirects to `/` |
-//! | `GET /` | live page: devices, frame rates, latest top label, few-shot label and anomaly score (refreshes itself; without a session, redirects to `/login`) |
-//! | `GET /api/devices?offset=O&limit=L` | a page of devices (default 100, at most 1000): identity, counters, fps, last heartbeat, latest result; `total` and `next_offset` |
+//! | `GET /` | live page: devices online or offline, last seen, frame rates, spool depth, drops, encoder time, CPU temperature, latest top label, few-shot label and anomaly score (refreshes itself; without a session, redirects to `/login`) |
+//! | `GET /api/devices?offset=O&limit=L` | a page of devices (default 100, at most 1000): `online`, `last_seen` (ISO-8601 UTC), `seen_seconds_ago`, `spool_depth`, identity, counters, fps, last heartbeat, latest result; `total` and `next_offset` |
 //! | `GET /api/devices/{id}/latest` | a device's latest result line |
 //! | `GET /api/search?device=D&seq=N&k=K` | frames like a stored one (needs `serve --index`) |
 //! | `POST /api/search` `{"latent": [...], "k": K}` (`application/json`) | frames like a given latent |
@@ -37,7 +37,7 @@ use std::convert::Infallible;
 use std::fmt::Write as _;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use axum::body::{Body, Bytes};
 use axum::extract::{DefaultBodyLimit, Path, Request, State};
@@ -52,7 +52,7 @@ use serde_json::{Value, json};
 use tokio::sync::{Semaphore, mpsc, watch};
 
 use super::live::HeadTiming;
-use super::{Context, Job};
+use super::{Context, DeviceRecord, Job, Presence};
 use crate::encode::EncodeError;
 pub use auth::{Access, Guard, Token, TokenError};
 pub use tls::{Tls, TlsError};
@@ -386,12 +386,19 @@ async fn devices(
     let offset = q.offset.unwrap_or(0);
     let limit = q.limit.unwrap_or(DEFAULT_PAGE).clamp(1, MAX_PAGE);
     // Only the page is copied out of the registry and becomes JSON.
-    let (total, page) = state.context.registry.page(offset, limit);
+    let wall = SystemTime::now();
+    let registry = &state.context.registry;
+    let (total, page) = registry.page(offset, limit);
     let list: Vec<Value> = page
         .into_iter()
         .map(|(id, record)| {
+            let presence = registry.presence(&record, now, wall);
             json!({
                 "id": id,
+                "online": presence.online,
+                "last_seen": presence.last_seen,
+                "seen_seconds_ago": presence.seen_seconds_ago,
+                "spool_depth": presence.spool_depth,
                 "fps": live.fps(&id, now),
                 "record": record,
                 "latest": live.latest(&id),
@@ -596,7 +603,14 @@ fn label(value: &str) -> String {
 }
 
 /// A per-device counter family: name, help, and how to read it.
-type Family = (&'static str, &'static str, fn(&super::DeviceRecord) -> u64);
+type Family = (&'static str, &'static str, fn(&DeviceRecord) -> u64);
+
+/// A per-device gauge: name, help, and how to read it (`None`: no sample).
+type DeviceGauge = (
+    &'static str,
+    &'static str,
+    fn(&DeviceRecord, &Presence) -> Option<f64>,
+);
 
 /// A per-head family: name, help, type, and how to read it.
 type HeadFamily = (
@@ -648,6 +662,62 @@ async fn metrics(State(state): State<ApiState>) -> Response {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
         for (id, record) in &devices {
             let _ = writeln!(out, "{name}{{device=\"{}\"}} {}", label(id), get(record));
+        }
+    }
+    // Gauges of each device's state; a device without a value (never seen,
+    // no heartbeat yet, no temperature sensor) has no sample.
+    let (now, wall) = (Instant::now(), SystemTime::now());
+    let states: Vec<(&String, &DeviceRecord, Presence)> = devices
+        .iter()
+        .map(|(id, record)| {
+            (
+                id,
+                record,
+                state.context.registry.presence(record, now, wall),
+            )
+        })
+        .collect();
+    let gauges: [DeviceGauge; 5] = [
+        (
+            "latentcam_device_up",
+            "1 if the device was heard from within the offline window, else 0.",
+            |_, p| Some(f64::from(u8::from(p.online))),
+        ),
+        (
+            "latentcam_device_last_seen_timestamp_seconds",
+            "When the device last sent anything accepted (Unix time, host clock).",
+            |_, p| p.last_seen_unix_us.map(|us| us as f64 / 1e6),
+        ),
+        (
+            "latentcam_device_spool_depth",
+            "Latents spooled on the device, waiting for the link (its latest heartbeat).",
+            |_, p| p.spool_depth.map(|d| d as f64),
+        ),
+        (
+            "latentcam_device_cpu_temperature_celsius",
+            "The device's CPU temperature (its latest heartbeat).",
+            |r, _| {
+                r.heartbeat
+                    .and_then(|h| h.cpu_temp_millicelsius)
+                    .map(|t| f64::from(t) / 1000.0)
+            },
+        ),
+        (
+            "latentcam_device_inference_p50_seconds",
+            "Median encoder time on the device over its latest heartbeat interval.",
+            |r, _| {
+                r.heartbeat
+                    .filter(|h| h.inference.count > 0)
+                    .map(|h| f64::from(h.inference.p50_us) / 1e6)
+            },
+        ),
+    ];
+    for (name, help, get) in gauges {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
+        for (id, record, presence) in &states {
+            if let Some(value) = get(record, presence) {
+                let _ = writeln!(out, "{name}{{device=\"{}\"}} {value}", label(id));
+            }
         }
     }
     let heads = state.context.live.heads();
@@ -746,13 +816,16 @@ const PAGE: &str = r#"<!doctype html>
 body{font-family:system-ui,sans-serif;margin:2em;color:#222}
 table{border-collapse:collapse}td,th{padding:.3em .8em;border-bottom:1px solid #ddd;text-align:left}
 .num{text-align:right;font-variant-numeric:tabular-nums}
+.online{color:#176d2c;font-weight:600}.offline{color:#a11;font-weight:600}
+tr.down td{color:#888}tr.down td.offline{color:#a11}
 </style></head><body>
 <h1>latentcam host</h1>
 <p id="summary">loading…</p>
-<table><thead><tr><th>device</th><th>model</th><th>encoder</th><th class="num">fps</th><th class="num">latents</th><th class="num">missing</th><th>latest</th><th>few-shot</th><th>anomaly</th></tr></thead>
+<table><thead><tr><th>device</th><th>state</th><th>last seen</th><th>model</th><th>encoder</th><th class="num">fps</th><th class="num">latents</th><th class="num">missing</th><th class="num">spooled</th><th class="num">dropped</th><th class="num">encode p50</th><th class="num">CPU</th><th>latest</th><th>few-shot</th><th>anomaly</th></tr></thead>
 <tbody id="devices"></tbody></table>
 <script>
 const SHOWN=200;
+function ago(s){return s<90?`${s.toFixed(0)} s`:s<5400?`${(s/60).toFixed(0)} min`:s<172800?`${(s/3600).toFixed(0)} h`:`${(s/86400).toFixed(0)} d`}
 function cell(text, cls){const td=document.createElement('td');td.textContent=text;if(cls)td.className=cls;return td}
 async function refresh(){
   try{
@@ -767,13 +840,21 @@ async function refresh(){
       const few=heads.fewshot&&heads.fewshot.label?heads.fewshot.label:'—';
       const a=heads.anomaly;
       const anomaly=!a||a.error?'—':!a.warm?'warming up':`${a.score.toFixed(3)}${a.alarm?' ALARM':''}`;
-      tr.append(cell(d.id),cell(d.record.model),cell(`${d.record.backend} ${d.record.precision}`.trim()||'—'),cell(d.fps.toFixed(1),'num'),cell(d.record.latents,'num'),
-        cell(d.record.missing,'num'),cell(top?`${top.label} ${(top.p*100).toFixed(0)}%`:'—'),cell(few),
-        cell(anomaly,'num'));
+      const hb=d.record.heartbeat;
+      const seen=d.seen_seconds_ago===null?'never':d.seen_seconds_ago<1?'now':`${ago(d.seen_seconds_ago)} ago`;
+      const p50=hb&&hb.inference.count>0?`${(hb.inference.p50_us/1000).toFixed(1)} ms`:'—';
+      const temp=hb&&hb.cpu_temp_millicelsius!==null?`${(hb.cpu_temp_millicelsius/1000).toFixed(0)} °C`:'—';
+      if(!d.online)tr.className='down';
+      const since=cell(seen);if(d.last_seen)since.title=d.last_seen;
+      tr.append(cell(d.id),cell(d.online?'online':'offline',d.online?'online':'offline'),since,cell(d.record.model),cell(`${d.record.backend} ${d.record.precision}`.trim()||'—'),
+        cell(d.online?d.fps.toFixed(1):'—','num'),cell(d.record.latents,'num'),cell(d.record.missing,'num'),
+        cell(d.spool_depth===null?'—':d.spool_depth,'num'),cell(hb?hb.frames_dropped:'—','num'),cell(p50,'num'),cell(temp,'num'),
+        cell(top?`${top.label} ${(top.p*100).toFixed(0)}%`:'—'),cell(few),cell(anomaly,'num'));
       body.append(tr);
     }
     const more=data.next_offset!==null?` (the first ${data.devices.length} shown)`:'';
-    document.getElementById('summary').textContent=`${data.total} device(s), ${data.processed} latents processed${more}`;
+    const online=data.devices.filter(d=>d.online).length;
+    document.getElementById('summary').textContent=`${data.total} device(s), ${online} online, ${data.processed} latents processed${more}`;
   }catch(e){document.getElementById('summary').textContent='host unreachable: '+e}
 }
 refresh();setInterval(refresh,1000);

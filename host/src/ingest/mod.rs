@@ -43,7 +43,7 @@ use crate::heads::{Head, LatentRef};
 use crate::recorder::Recorder;
 pub use conn::{Conn, Done, Env, Job, Limits, Step};
 pub use live::Live;
-pub use registry::{DeviceRecord, Registry};
+pub use registry::{DeviceRecord, Presence, Registry};
 
 /// Most latents the head worker takes at once. Latents of every device
 /// that queued up while the heads ran form one batch (see
@@ -309,7 +309,7 @@ pub fn run_heads(
         let heads_us = (started.elapsed() / batch.len() as u32).as_micros() as u64;
         let mut lines = Vec::with_capacity(batch.len());
         for (job, result) in batch.iter().zip(results) {
-            let line = json!({
+            let mut line = json!({
                 "device": job.device,
                 "seq": job.seq,
                 "capture_us": job.capture_us,
@@ -318,6 +318,11 @@ pub fn run_heads(
                 "heads_us": heads_us,
                 "heads": Value::Object(result),
             });
+            if let Value::Object(fields) = &mut line {
+                for (key, value) in crate::clock::result_times(job.wall, job.received) {
+                    fields.insert(key.to_owned(), value);
+                }
+            }
             writeln!(out.writer(), "{line}")?;
             lines.push(line);
         }
@@ -389,6 +394,7 @@ impl Context {
             manifest: &self.manifest,
             registry: &self.registry,
             host_id: &self.host_id,
+            received: std::time::SystemTime::now(),
         }
     }
 }

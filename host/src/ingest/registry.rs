@@ -14,7 +14,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use latentcam_wire::{Heartbeat, Hello, MAX_SEQ};
 use serde::Serialize;
@@ -56,14 +56,63 @@ pub struct RegistryLimits {
     pub max_devices: usize,
     /// A record silent this long may be evicted to make room for a new id.
     pub evict_after: Duration,
+    /// A device silent this long is shown offline: above three of its
+    /// heartbeat intervals (the edge sends one every 5 s by default).
+    pub offline_after: Duration,
 }
 
 impl Default for RegistryLimits {
-    /// 10 000 devices; evict after 10 minutes of silence.
+    /// 10 000 devices; offline after 15 s of silence, evicted after 10
+    /// minutes.
     fn default() -> Self {
         Self {
             max_devices: 10_000,
             evict_after: Duration::from_secs(600),
+            offline_after: Duration::from_secs(15),
+        }
+    }
+}
+
+/// Whether a device is online and when it was last heard from, as
+/// `/api/devices`, `/metrics` and the live page show it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Presence {
+    /// Heard from within [`RegistryLimits::offline_after`].
+    pub online: bool,
+    /// When the device last sent anything the host accepted, ISO-8601 UTC
+    /// on the host's clock; `None` if never (a record resumed from results).
+    pub last_seen: Option<String>,
+    /// The same as microseconds since the Unix epoch.
+    #[serde(skip)]
+    pub last_seen_unix_us: Option<u64>,
+    /// Seconds since then.
+    pub seen_seconds_ago: Option<f64>,
+    /// Latents in the device's spool, waiting for the link, as its latest
+    /// heartbeat said.
+    pub spool_depth: Option<u64>,
+}
+
+impl Presence {
+    /// `record`'s presence at `now` (monotonic) = `wall` (the host's clock).
+    pub fn of(
+        record: &DeviceRecord,
+        offline_after: Duration,
+        now: Instant,
+        wall: SystemTime,
+    ) -> Self {
+        let ago = record
+            .last_seen
+            .map(|seen| now.saturating_duration_since(seen));
+        let last_seen_unix_us = ago.and_then(|ago| {
+            let at = wall.checked_sub(ago)?.duration_since(UNIX_EPOCH).ok()?;
+            u64::try_from(at.as_micros()).ok()
+        });
+        Self {
+            online: ago.is_some_and(|ago| ago < offline_after),
+            last_seen: last_seen_unix_us.map(crate::clock::iso8601_us),
+            last_seen_unix_us,
+            seen_seconds_ago: ago.map(|ago| ago.as_secs_f64()),
+            spool_depth: record.heartbeat.map(|h| h.spool_depth),
         }
     }
 }
@@ -408,6 +457,12 @@ impl Registry {
         self.lock().contains_key(device)
     }
 
+    /// A device's [`Presence`] at `now` (monotonic) = `wall` (the host's
+    /// clock).
+    pub fn presence(&self, record: &DeviceRecord, now: Instant, wall: SystemTime) -> Presence {
+        Presence::of(record, self.limits.offline_after, now, wall)
+    }
+
     /// Most devices this registry holds.
     pub fn max_devices(&self) -> usize {
         self.limits.max_devices
@@ -457,6 +512,30 @@ mod tests {
     use latentcam_wire::{AuthOffer, AuthScheme, Codec, ModelIdentity};
 
     use super::*;
+
+    #[test]
+    fn a_device_goes_offline_after_the_window_and_says_when_it_was_seen() {
+        let t0 = Instant::now();
+        let wall = UNIX_EPOCH + Duration::from_secs(1_780_000_000);
+        let window = Duration::from_secs(15);
+        let mut record = DeviceRecord::default();
+        let never = Presence::of(&record, window, t0, wall);
+        assert!(!never.online);
+        assert_eq!((never.last_seen, never.seen_seconds_ago), (None, None));
+        record.last_seen = Some(t0);
+        let later = t0 + Duration::from_secs(14);
+        let now = Presence::of(&record, window, later, wall);
+        assert!(now.online);
+        assert_eq!(now.seen_seconds_ago, Some(14.0));
+        assert_eq!(
+            now.last_seen.as_deref(),
+            Some("2026-05-28T20:26:26.000000Z")
+        );
+        assert_eq!(now.last_seen_unix_us, Some(1_779_999_986_000_000));
+        let gone = Presence::of(&record, window, t0 + window, wall);
+        assert!(!gone.online, "silent for the whole window");
+        assert_eq!(gone.spool_depth, None);
+    }
 
     fn hello(id: &str) -> Hello<'_> {
         Hello {
@@ -535,6 +614,7 @@ mod tests {
         let limits = RegistryLimits {
             max_devices: 3,
             evict_after: Duration::from_secs(60),
+            ..RegistryLimits::default()
         };
         let registry = Registry::in_memory().with_limits(limits);
         for id in ["a", "b", "c"] {

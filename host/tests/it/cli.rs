@@ -241,6 +241,11 @@ fn inspect_accounts_for_sequence_numbers_per_device() {
         );
         assert!(said.contains(&line), "{line:?} in {said}");
     }
+    // These latents are of protocol revision 1: no wall-clock time.
+    assert!(
+        said.contains("capture times: none (the device sent no wall-clock time)"),
+        "{said}"
+    );
 
     // cam-2 loses seq 20..23 and sends 30 twice; the others stay clean.
     let mut latents = interleaved(&devices, 0..50);

@@ -510,6 +510,12 @@ fn every_ack_follows_a_sync_of_its_results_in_a_syscall_trace() {
     let recorded = written_at(&calls, is_recording, |data, found| {
         decoder.feed_all(data, |item| {
             if let Ok(Message::Latent(l)) = item {
+                // A recording keeps the edge's wall-clock capture time.
+                assert!(
+                    l.wall.is_some(),
+                    "latent {} recorded without its time",
+                    l.seq
+                );
                 found(l.seq);
             }
         });

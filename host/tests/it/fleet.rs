@@ -354,6 +354,7 @@ fn two_hundred_devices_three_workers_a_kill_and_a_broker_restart_lose_nothing() 
             feed.send(EncodedLatent {
                 payload: recorded.payload.clone(),
                 capture_us: now_us(),
+                wall: None,
                 width: recorded.width,
                 height: recorded.height,
             })

@@ -323,6 +323,7 @@ fn run_device(
             codec: edge.identity.codec,
             payload: &recorded.payload,
             mac: &[],
+            wall: None,
         }))
         .unwrap();
         mailbox.inbox.lock().unwrap().sent_at.push(Instant::now());

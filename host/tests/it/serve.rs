@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::sync::mpsc;
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use crate::common;
 
@@ -451,6 +451,7 @@ fn hostile_peers_lose_only_their_own_connection() {
         codec: Codec::F32,
         payload: &[0; 16],
         mac: &[],
+        wall: None,
     }))
     .unwrap();
     assert_eq!(
@@ -500,6 +501,15 @@ fn request_bytes(
     (answer.status, answer.text())
 }
 
+/// `iso` is an ISO-8601 UTC time within a minute of now.
+fn assert_near_now(iso: &str) {
+    let t = humantime::parse_rfc3339(iso).unwrap_or_else(|e| panic!("{iso:?}: {e}"));
+    assert!(iso.ends_with('Z'), "{iso} is not UTC");
+    let now = SystemTime::now();
+    let off = now.duration_since(t).unwrap_or_else(|e| e.duration());
+    assert!(off < Duration::from_secs(60), "{iso} is {off:?} from now");
+}
+
 #[test]
 fn api_metrics_and_the_live_page_in_headless_chromium() {
     let dir = scratch("http");
@@ -508,7 +518,15 @@ fn api_metrics_and_the_live_page_in_headless_chromium() {
     let host = Host::start_with(
         &jsonl,
         "127.0.0.1:0",
-        &["--http", "127.0.0.1:0", "--index", &index, "--anomaly"],
+        &[
+            "--http",
+            "127.0.0.1:0",
+            "--index",
+            &index,
+            "--anomaly",
+            "--offline-after",
+            "5",
+        ],
     );
     let api = host.api();
     let originals = repo().join("models/efficientnet-lite0/fixtures/originals");
@@ -518,14 +536,25 @@ fn api_metrics_and_the_live_page_in_headless_chromium() {
     assert_eq!(report.encoded, 3);
 
     let (status, body) = get(&api, "/api/devices");
+    let asked = Instant::now();
     assert_eq!(status, 200);
     let devices: Value = serde_json::from_str(&body).unwrap();
-    assert_eq!(devices["devices"][0]["id"], "porch");
-    assert_eq!(devices["devices"][0]["record"]["latents"], 3);
+    let porch = &devices["devices"][0];
+    assert_eq!(porch["id"], "porch");
+    assert_eq!(porch["record"]["latents"], 3);
+    // Just heard from: online, seen a moment ago on the host's clock.
+    assert_eq!(porch["online"], true, "{porch}");
+    assert!(porch["seen_seconds_ago"].as_f64().unwrap() < 5.0, "{porch}");
+    assert_near_now(porch["last_seen"].as_str().unwrap());
+    assert!(porch["spool_depth"].is_u64() || porch["spool_depth"].is_null());
     let (status, body) = get(&api, "/api/devices/porch/latest");
     assert_eq!(status, 200);
     let latest: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(latest["seq"], 2);
+    // Real time: the edge's wall clock at capture and the host's at receipt.
+    assert_near_now(latest["captured_at"].as_str().unwrap());
+    assert_near_now(latest["received_at"].as_str().unwrap());
+    assert!(latest["clock_synced"].is_boolean(), "{latest}");
     assert_eq!(latest["heads"]["search"]["indexed"], 3);
     let (status, _) = get(&api, "/api/devices/nobody/latest");
     assert_eq!(status, 404);
@@ -557,6 +586,23 @@ fn api_metrics_and_the_live_page_in_headless_chromium() {
         "{metrics}"
     );
     assert!(metrics.contains("latentcam_head_runs_total{head=\"imagenet\"} 3"));
+    assert!(
+        metrics.contains("latentcam_device_up{device=\"porch\"} 1"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("latentcam_device_last_seen_timestamp_seconds{device=\"porch\"} 1"));
+
+    // Silent for the offline window: offline everywhere, last seen kept.
+    std::thread::sleep(Duration::from_secs(5).saturating_sub(asked.elapsed()));
+    let devices = api.get("/api/devices").json();
+    let porch = &devices["devices"][0];
+    assert_eq!(porch["online"], false, "{porch}");
+    assert_near_now(porch["last_seen"].as_str().unwrap());
+    let (_, metrics) = get(&api, "/metrics");
+    assert!(
+        metrics.contains("latentcam_device_up{device=\"porch\"} 0"),
+        "{metrics}"
+    );
 
     // The live page renders the device and its latest top label in a real
     // browser (Debian's chromium, headless; scripts/setup.sh installs it),
@@ -585,7 +631,11 @@ fn api_metrics_and_the_live_page_in_headless_chromium() {
         dom.contains(&top_label),
         "top label {top_label:?} missing:\n{dom}"
     );
-    assert!(dom.contains("1 device(s), 3 latents processed"), "{dom}");
+    assert!(
+        dom.contains("1 device(s), 0 online, 3 latents processed"),
+        "{dom}"
+    );
+    assert!(dom.contains(r#"<td class="offline">offline</td>"#), "{dom}");
     // Three latents are too few for the anomaly head's reference of normal.
     assert!(dom.contains("warming up"), "{dom}");
     host.stop();

@@ -67,6 +67,7 @@ fn train_then_replay_a_new_head_on_stored_latents() {
             codec,
             payload: &payload[..len],
             mac: &[],
+            wall: None,
         });
         let n = frame::encode(&message, &mut framed).unwrap();
         bytes.extend_from_slice(&framed[..n]);

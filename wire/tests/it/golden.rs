@@ -46,6 +46,34 @@ fn golden_latent() {
     );
 }
 
+/// Revision 2 appends the wall-clock time; the bytes before it are the
+/// revision-1 latent's.
+#[test]
+fn golden_latent_with_wall_time() {
+    check(
+        latent_with_wall(),
+        "001201042a8080f9c0c1c482038005e003010c0103803f01010101010102c00e8080cddde8dc940301574aaf7500",
+    );
+}
+
+/// A revision-1 body decodes with no wall time, and bytes appended after
+/// the known fields (a later revision's) are ignored.
+#[test]
+fn latent_bodies_of_other_revisions() {
+    let revision1 = frame::encode_inner_to_vec(&latent()).unwrap();
+    assert_eq!(frame::decode_inner(&revision1).unwrap(), latent());
+    let mut later = frame::encode_inner_to_vec(&latent_with_wall()).unwrap();
+    later.extend_from_slice(&[0x07, 0xFF, 0x00]);
+    assert_eq!(frame::decode_inner(&later).unwrap(), latent_with_wall());
+    // A tail that is not a wall time is refused, not read as one.
+    let mut bad = revision1.clone();
+    bad.push(0x80); // a varint that never ends
+    assert_eq!(frame::decode_inner(&bad), Err(FrameError::Undecodable));
+    let mut bad = frame::encode_inner_to_vec(&latent_with_wall()).unwrap();
+    *bad.last_mut().unwrap() = 2; // `synced` is a bool
+    assert_eq!(frame::decode_inner(&bad), Err(FrameError::Undecodable));
+}
+
 #[test]
 fn golden_heartbeat() {
     check(
@@ -90,6 +118,7 @@ fn largest_latent_fits_sealed() {
         codec: Codec::F32,
         payload: &payload,
         mac: &mac,
+        wall: None,
     });
     let inner = frame::encode_inner_to_vec(&latent).unwrap();
     let ciphertext = vec![0xEE; inner.len() + 16];
@@ -118,20 +147,25 @@ fn latent_1280_framed_sizes() {
     let latent: Vec<f32> = (0..1280).map(|i| (i as f32 * 0.37).sin()).collect();
     // (codec, payload bytes, framed bytes)
     for (codec, payload_len, framed_len) in [
-        (Codec::U8Affine, 1288, 1318),
-        (Codec::F16, 2560, 2593),
-        (Codec::F32, 5120, 5162),
+        (Codec::U8Affine, 1288, 1324),
+        (Codec::F16, 2560, 2599),
+        (Codec::F32, 5120, 5168),
     ] {
         let payload = codec.encode_to_vec(&latent).unwrap();
         assert_eq!(payload.len(), payload_len);
+        // An hour after the device program started, in 2026.
         let message = Message::Latent(Latent {
             seq: 1_000_000,
-            capture_us: 1_700_000_000_000_000,
+            capture_us: 3_600_000_000,
             frame_width: 1920,
             frame_height: 1080,
             codec,
             payload: &payload,
             mac: &[],
+            wall: Some(WallTime {
+                unix_us: 1_780_000_000_000_000,
+                synced: true,
+            }),
         });
         let framed = encode(&message);
         assert_eq!(

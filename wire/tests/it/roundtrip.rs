@@ -81,6 +81,10 @@ impl Owned {
                 codec: Codec::from_u8(self.small[0]),
                 payload: &self.blob,
                 mac: &self.mac,
+                wall: self.opt.map(|unix_us| WallTime {
+                    unix_us,
+                    synced: self.small[1] & 1 == 1,
+                }),
             }),
             4 => Message::Heartbeat(Heartbeat {
                 uptime_ms: n[0],
@@ -339,6 +343,7 @@ fn oversized_fields_are_refused_both_ways() {
         codec: Codec::U8Affine,
         payload: &payload,
         mac: &[],
+        wall: None,
     });
     assert!(matches!(
         frame::encode_to_vec(&latent),

@@ -42,6 +42,7 @@ fn message_for(i: u64, payloads: &[Vec<u8>]) -> Message<'_> {
             codec: Codec::U8Affine,
             payload: &payloads[(i % payloads.len() as u64) as usize],
             mac: &[],
+            wall: None,
         }),
     }
 }
@@ -333,6 +334,7 @@ fn oversized_frame_is_rejected_without_buffering_and_decoder_recovers() {
         codec: Codec::F32,
         payload: &payload,
         mac: &[],
+        wall: None,
     });
     let mut bytes = common::encode(&latent);
     bytes.extend(common::encode(&common::ack()));

@@ -253,7 +253,7 @@ impl FrameSource for V4lSource {
             frame,
             &device,
         )?;
-        frame.capture_us = self.pacer.stamp();
+        self.pacer.stamp(frame);
         frame.index = self.index;
         self.index += 1;
         Ok(SourceEvent::Frame)

@@ -329,6 +329,11 @@ pub struct ServeArgs {
     /// one silent for 10 minutes, or is answered Busy.
     #[arg(long, default_value_t = 10_000)]
     pub max_devices: usize,
+    /// Seconds of silence after which a device shows offline (page,
+    /// `/api/devices`, `latentcam_device_up`); keep it above three of the
+    /// devices' heartbeat intervals.
+    #[arg(long, default_value_t = 15.0)]
+    pub offline_after: f64,
     /// Host id sent to devices.
     #[arg(long, default_value = "latentcam-host")]
     pub host_id: String,

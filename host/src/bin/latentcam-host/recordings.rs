@@ -182,6 +182,22 @@ pub fn inspect(args: InspectArgs) -> anyhow::Result<()> {
             "  {whose}: {} latents, seq {first}..={last}, {} missing, {} out of order or duplicate",
             seq.latents, seq.missing, seq.out_of_order_or_duplicate,
         );
+        match seq.captured {
+            Some((first, last)) => println!(
+                "    captured {} to {}{}{}",
+                latentcam_host::clock::iso8601_us(first),
+                latentcam_host::clock::iso8601_us(last),
+                match seq.unsynced {
+                    0 => String::new(),
+                    n => format!(", {n} on an unsynchronised clock"),
+                },
+                match seq.without_time {
+                    0 => String::new(),
+                    n => format!(", {n} without a time"),
+                },
+            ),
+            None => println!("    capture times: none (the device sent no wall-clock time)"),
+        }
     }
     if summary.errors.is_empty() {
         println!("frame errors: none");

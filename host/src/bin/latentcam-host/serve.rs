@@ -46,6 +46,7 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
         max_connections_per_ip,
         idle_timeout,
         max_devices,
+        offline_after,
         host_id,
         heads,
         record,
@@ -159,6 +160,10 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     .with_limits(RegistryLimits {
         max_devices: max_devices.max(1),
+        offline_after: std::time::Duration::try_from_secs_f64(offline_after)
+            .ok()
+            .filter(|d| !d.is_zero() && d.as_secs() <= 86_400)
+            .context("--offline-after must be more than 0 and at most a day of seconds")?,
         ..RegistryLimits::default()
     });
     anyhow::ensure!(

@@ -275,6 +275,8 @@ pub(super) fn read_latent(
                 device: device.to_owned(),
                 seq: latent.seq,
                 capture_us: latent.capture_us,
+                wall: latent.wall,
+                received: std::time::SystemTime::now(),
                 frame_size: (latent.frame_width, latent.frame_height),
                 payload_bytes: latent.payload.len(),
                 latent: vector,
@@ -316,6 +318,7 @@ mod tests {
             codec: Codec::U8Affine,
             payload,
             mac: &[],
+            wall: None,
         }))
         .unwrap()
     }

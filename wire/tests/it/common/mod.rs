@@ -64,6 +64,21 @@ pub fn latent() -> Message<'static> {
         codec: Codec::F32,
         payload: &PAYLOAD,
         mac: &[],
+        wall: None,
+    })
+}
+
+/// [`latent`] of protocol revision 2: with its wall-clock capture time.
+pub fn latent_with_wall() -> Message<'static> {
+    let Message::Latent(latent) = latent() else {
+        unreachable!()
+    };
+    Message::Latent(Latent {
+        wall: Some(WallTime {
+            unix_us: 1_780_000_000_000_000,
+            synced: true,
+        }),
+        ..latent
     })
 }
 
