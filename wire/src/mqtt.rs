@@ -3,8 +3,9 @@
 //! worker hash every worker of a group must agree on, and a topic parser.
 //!
 //! Every MQTT message carries exactly one frame, the same bytes as a UDP
-//! datagram (both delimiters included), except `status`, `_workers` and
-//! `result`, which carry text or JSON for other systems.
+//! datagram (both delimiters included), except `status` and `_workers`
+//! (text) and `result`, `state` and `events` (JSON only), which are for
+//! other systems.
 //!
 //! ```text
 //! latentcam/<site>/<device>/hello         device → workers   QoS 1, retained  Hello frame
@@ -13,8 +14,10 @@
 //! latentcam/<site>/<device>/status        device → any       QoS 1, retained  "online" / will "offline"
 //! latentcam/<site>/<device>/welcome       owner  → device    QoS 1            Welcome frame
 //! latentcam/<site>/<device>/ack/<p>       owner  → device    QoS 1, retained  Ack frame
-//! latentcam/<site>/<device>/result        owner  → anyone    QoS 1            JSON result line
-//! latentcam/_workers/<group>/<worker>     worker → workers   QoS 1, retained  "online" / will: empty
+//! latentcam/<site>/<device>/result        owner  → anyone    QoS 0            JSON result line
+//! latentcam/<site>/<device>/state         owner  → anyone    QoS 1, retained  JSON: latest labels, anomaly
+//! latentcam/<site>/<device>/events        owner  → anyone    QoS 1            JSON: alarms, label changes
+//! latentcam/_workers/<group>/<worker>     worker → workers   QoS 1, retained  "online" / will "offline"
 //! ```
 //!
 //! `<p>` is [`partition`]`(device)`, a number below [`PARTITIONS`].
@@ -136,6 +139,10 @@ pub enum TopicKind {
     Ack(u16),
     /// `…/result`
     Result,
+    /// `…/state`
+    State,
+    /// `…/events`
+    Events,
 }
 
 /// A parsed device topic, borrowing from the topic string.
@@ -175,6 +182,8 @@ pub fn parse_device_topic(topic: &str) -> Option<DeviceTopic<'_>> {
         ("welcome", None) => TopicKind::Welcome,
         ("ack", p) => TopicKind::Ack(own(p)?),
         ("result", None) => TopicKind::Result,
+        ("state", None) => TopicKind::State,
+        ("events", None) => TopicKind::Events,
         _ => return None,
     };
     Some(DeviceTopic { site, device, kind })
@@ -211,6 +220,10 @@ mod owned {
         pub ack: String,
         /// `latentcam/<site>/<device>/result`
         pub result: String,
+        /// `latentcam/<site>/<device>/state`
+        pub state: String,
+        /// `latentcam/<site>/<device>/events`
+        pub events: String,
     }
 
     impl DeviceTopics {
@@ -231,6 +244,8 @@ mod owned {
                 welcome: format!("{base}/welcome"),
                 ack: format!("{base}/ack/{p}"),
                 result: format!("{base}/result"),
+                state: format!("{base}/state"),
+                events: format!("{base}/events"),
             })
         }
     }
@@ -558,6 +573,15 @@ mod tests {
         assert_eq!(t.latent, alloc::format!("latentcam/shop/cam-01/latent/{p}"));
         assert_eq!(t.ack, alloc::format!("latentcam/shop/cam-01/ack/{p}"));
         assert_eq!(t.hello, "latentcam/shop/cam-01/hello");
+        assert_eq!(t.state, "latentcam/shop/cam-01/state");
+        assert_eq!(t.events, "latentcam/shop/cam-01/events");
+        for (topic, kind) in [
+            (&t.result, TopicKind::Result),
+            (&t.state, TopicKind::State),
+            (&t.events, TopicKind::Events),
+        ] {
+            assert_eq!(parse_device_topic(topic).map(|t| t.kind), Some(kind));
+        }
         assert!(DeviceTopics::new("shop", "a/b").is_none());
         assert_eq!(
             shared_latent_filter("g", 7),

@@ -22,14 +22,21 @@ pub(super) fn check_clock() -> Check {
             "enable time synchronisation (timedatectl set-ntp true); a Pi has no battery clock",
         );
     }
-    if Path::new("/run/systemd/timesync/synchronized").exists() {
-        Check::ok("clock", "set and synchronised (systemd-timesyncd)")
-    } else {
-        Check::warn(
+    match crate::clock::kernel_synchronised() {
+        Some(true) => Check::ok("clock", "set and synchronised (the kernel says so)"),
+        None if Path::new("/run/systemd/timesync/synchronized").exists() => {
+            Check::ok("clock", "set and synchronised (systemd-timesyncd)")
+        }
+        Some(false) => Check::warn(
             "clock",
-            "set, but synchronisation is not confirmed (no /run/systemd/timesync/synchronized)",
+            "set, but the kernel says it is not synchronised to a time source",
+            "capture times come from this clock and are sent marked unsynchronised: enable NTP (timedatectl set-ntp true) or chrony",
+        ),
+        None => Check::warn(
+            "clock",
+            "set, but synchronisation could not be confirmed (adjtimex refused, no /run/systemd/timesync/synchronized)",
             "capture times come from this clock: enable NTP (timedatectl set-ntp true) or chrony",
-        )
+        ),
     }
 }
 

@@ -457,6 +457,11 @@ impl Registry {
         self.lock().contains_key(device)
     }
 
+    /// A copy of one device's record.
+    pub fn get(&self, device: &str) -> Option<DeviceRecord> {
+        self.lock().get(device).cloned()
+    }
+
     /// A device's [`Presence`] at `now` (monotonic) = `wall` (the host's
     /// clock).
     pub fn presence(&self, record: &DeviceRecord, now: Instant, wall: SystemTime) -> Presence {

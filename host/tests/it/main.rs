@@ -11,6 +11,7 @@ mod durability;
 mod fewshot_accuracy;
 mod fleet;
 mod heads;
+mod home;
 mod hostile;
 mod http_security;
 mod ingest_suite;

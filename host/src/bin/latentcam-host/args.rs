@@ -281,6 +281,13 @@ pub struct ServeArgs {
     /// Do not publish each result on latentcam/<site>/<device>/result.
     #[arg(long)]
     pub no_mqtt_results: bool,
+    /// Home Assistant MQTT discovery prefix: each device's label, few-shot
+    /// label, anomaly score and alarm appear in Home Assistant on their own.
+    #[arg(long, default_value = latentcam_host::ingest::mqtt::DISCOVERY_PREFIX, requires = "mqtt")]
+    pub mqtt_discovery_prefix: String,
+    /// Publish no Home Assistant discovery.
+    #[arg(long, requires = "mqtt")]
+    pub no_mqtt_discovery: bool,
     /// A serial line with a device on it (e.g. /dev/ttyUSB0).
     #[arg(long)]
     pub serial: Option<PathBuf>,

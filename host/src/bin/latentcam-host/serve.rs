@@ -34,6 +34,8 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
         mqtt_cert,
         mqtt_key,
         no_mqtt_results,
+        mqtt_discovery_prefix,
+        no_mqtt_discovery,
         serial,
         baud,
         recording,
@@ -167,6 +169,14 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
         ..RegistryLimits::default()
     });
     anyhow::ensure!(
+        !mqtt_discovery_prefix.is_empty()
+            && !mqtt_discovery_prefix.contains(['+', '#'])
+            && !mqtt_discovery_prefix.starts_with('/')
+            && !mqtt_discovery_prefix.ends_with('/'),
+        "--mqtt-discovery-prefix {mqtt_discovery_prefix:?} is not a topic prefix: \
+         give topic levels without wildcards (Home Assistant's default is homeassistant)"
+    );
+    anyhow::ensure!(
         idle_timeout > 0.0 && idle_timeout <= 31_536_000.0,
         "--idle-timeout must be more than 0 and at most a year of seconds"
     );
@@ -207,6 +217,7 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 .zip(mqtt_key)
                 .map(|(cert, key)| latentcam_secure::tls::ClientCert { cert, key }),
             publish_results: !no_mqtt_results,
+            discovery_prefix: (!no_mqtt_discovery).then_some(mqtt_discovery_prefix),
         }));
     }
     if let Some(path) = serial {

@@ -187,6 +187,7 @@ mod tests {
             username: None,
             password: None,
             publish_results: false,
+            discovery_prefix: None,
         }
     }
 
@@ -212,7 +213,7 @@ mod tests {
         assert_eq!(options.max_packet_size(), Some(1 << 20));
         let will = options.last_will().unwrap();
         assert_eq!(will.topic, "latentcam/_workers/g/w1".as_bytes());
-        assert!(will.message.is_empty());
+        assert_eq!(will.message.as_ref(), b"offline");
         assert_eq!((will.qos, will.retain), (QoS::AtLeastOnce, true));
         let login = options.credentials().unwrap();
         assert_eq!(

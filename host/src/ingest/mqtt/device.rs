@@ -12,6 +12,7 @@ use latentcam_wire::mqtt::DeviceTopics;
 use latentcam_wire::{Ack, Hello, MAX_SEQ, Message, frame};
 use tokio::sync::mpsc;
 
+use super::home::HomeState;
 use crate::ingest::{Done, Job};
 use crate::session::{self, Refusal};
 
@@ -36,6 +37,8 @@ pub(super) struct Device {
     admitted: BTreeSet<u64>,
     /// Finished latents at or above `floor`.
     finished: BTreeSet<u64>,
+    /// What home systems were last told about it.
+    pub(super) home: HomeState,
 }
 
 /// What became of a latent offered to [`Device::admit`].
@@ -58,6 +61,7 @@ impl Device {
             base_next: false,
             admitted: BTreeSet::new(),
             finished: BTreeSet::new(),
+            home: HomeState::default(),
         }
     }
 
@@ -80,6 +84,10 @@ impl Device {
         hello: Arc<[u8]>,
         answered: bool,
     ) {
+        if self.accepted.as_ref().is_none_or(|(_, old)| *old != hello) {
+            // Another model or firmware, perhaps: discovery says it again.
+            self.home.announced = false;
+        }
         self.accepted = Some((accepted, hello));
         if answered && self.floor.is_none() {
             self.base_next = true;

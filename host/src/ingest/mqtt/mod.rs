@@ -6,7 +6,8 @@
 //! 64 partitions between them:
 //!
 //! * every worker announces itself with a retained `latentcam/_workers/G/W`
-//!   (its last will deletes it), and reads everyone else's;
+//!   `online` (its departure and last will say `offline`), and reads
+//!   everyone else's;
 //! * rendezvous hashing over the live members gives each partition one owner
 //!   ([`latentcam_wire::mqtt::owner`]); a worker subscribes to `$share/G/latentcam/+/+/latent/<p>`
 //!   for the partitions it owns, and unsubscribes from those it loses. All of
@@ -24,8 +25,9 @@
 //! `Welcome` carrying what it holds). A worker taking a partition over reads
 //! the retained acks first, so what its predecessor acknowledged counts as
 //! a duplicate. Results are also published as JSON on `…/result` (QoS 0:
-//! the durable record is the results file) for other systems (Home
-//! Assistant, Node-RED).
+//! the durable record is the results file) for other systems, with a
+//! retained `…/state`, `…/events` and Home Assistant discovery (module
+//! `home`).
 //!
 //! Worker sessions are not persistent (clean start): a dead worker's
 //! subscriptions must vanish at once so its partitions move; what was in
@@ -45,6 +47,7 @@
 
 mod connection;
 mod device;
+mod home;
 mod membership;
 mod publish;
 
@@ -60,6 +63,8 @@ use rumqttc::v5::{AsyncClient, EventLoop};
 use tokio::sync::{mpsc, watch};
 
 use self::connection::{FromBroker, drive};
+pub use self::home::DISCOVERY_PREFIX;
+
 use self::device::{Admission, Device, Devices, read_ack, read_hello, read_latent};
 use self::membership::{Membership, Presence};
 use self::publish::{Outbox, Outgoing};
@@ -96,6 +101,9 @@ pub struct MqttIngest {
     pub password: Option<String>,
     /// Publish each result line on `…/result`.
     pub publish_results: bool,
+    /// Publish Home Assistant discovery under this prefix
+    /// ([`DISCOVERY_PREFIX`] by default); `None`: none.
+    pub discovery_prefix: Option<String>,
 }
 
 impl Ingest for MqttIngest {
@@ -263,7 +271,9 @@ impl Worker {
         };
         let topic = topic.to_owned();
         if let Some(name) = topic.strip_prefix(self.workers_prefix.as_str()) {
-            let present = !publish.payload.is_empty();
+            // `online`, or `offline` (a departure or a last will); an
+            // empty retained message (an older worker's will) deletes it.
+            let present = publish.payload.as_ref() == publish::ONLINE;
             match self.membership.presence(name, present, Instant::now()) {
                 Presence::Own | Presence::Unchanged => {}
                 Presence::OwnCleared => {
@@ -408,15 +418,42 @@ impl Worker {
     }
 
     async fn on_done(&mut self, done: Done) {
-        if self.ingest.publish_results
-            && let Some(d) = self.devices.get(&done.device)
-        {
+        let Some(d) = self.devices.get_mut(&done.device) else {
+            return;
+        };
+        if self.ingest.publish_results {
             let message = Outgoing::result(&d.topics, &done.line);
             self.outbox.publish(message).await;
         }
-        if let Some(d) = self.devices.get_mut(&done.device)
-            && d.finish(done.seq)
+        // Discovery once per Hello, by the worker that runs its heads.
+        if let Some(prefix) = &self.ingest.discovery_prefix
+            && !d.home.announced
+            && let Some(record) = self.ctx.registry.get(&done.device)
         {
+            let site = topics::parse_device_topic(&d.topics.hello).map_or("", |t| t.site);
+            let info = home::DeviceInfo {
+                site,
+                device: &done.device,
+                model: &record.model,
+                firmware: &record.firmware,
+            };
+            for message in home::discovery(prefix, &d.topics, &info) {
+                self.outbox.publish(message).await;
+            }
+            d.home.announced = true;
+        }
+        let update = d.home.on_result(&done.line, Instant::now());
+        if let Some(state) = update.state {
+            self.outbox
+                .publish(Outgoing::state(&d.topics, &state))
+                .await;
+        }
+        for event in update.events {
+            self.outbox
+                .publish(Outgoing::event(&d.topics, &event))
+                .await;
+        }
+        if d.finish(done.seq) {
             self.dirty.insert(done.device);
         }
     }

@@ -12,8 +12,11 @@ use rumqttc::v5::AsyncClient;
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::mqttbytes::v5::{Filter, LastWill, Publish};
 
-/// The payload of a live worker's presence; an empty one is none.
+/// The payload of a live worker's presence.
 pub(super) const ONLINE: &[u8] = b"online";
+
+/// The payload of a worker's presence once it left or died (its last will).
+pub(super) const OFFLINE: &[u8] = b"offline";
 
 /// One message to publish.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,14 +42,14 @@ impl Outgoing {
         }
     }
 
-    /// Clears the presence `me`: leaving the group, so the others take the
-    /// partitions at once. The same message is the last will.
+    /// Marks the presence `me` offline: leaving the group, so the others
+    /// take the partitions at once. The same message is the last will.
     pub(super) fn departure(me: &str) -> Self {
         Self {
             topic: me.to_owned(),
             qos: QoS::AtLeastOnce,
             retain: true,
-            payload: Vec::new(),
+            payload: OFFLINE.to_vec(),
         }
     }
 
@@ -88,6 +91,28 @@ impl Outgoing {
             qos: QoS::AtMostOnce,
             retain: false,
             payload: serde_json::to_vec(line).unwrap_or_default(),
+        }
+    }
+}
+
+impl Outgoing {
+    /// A device's retained state for home systems.
+    pub(super) fn state(device: &DeviceTopics, state: &serde_json::Value) -> Self {
+        Self {
+            topic: device.state.clone(),
+            qos: QoS::AtLeastOnce,
+            retain: true,
+            payload: serde_json::to_vec(state).unwrap_or_default(),
+        }
+    }
+
+    /// One event (an alarm, a label change) of a device.
+    pub(super) fn event(device: &DeviceTopics, event: &serde_json::Value) -> Self {
+        Self {
+            topic: device.events.clone(),
+            qos: QoS::AtLeastOnce,
+            retain: false,
+            payload: serde_json::to_vec(event).unwrap_or_default(),
         }
     }
 }
@@ -187,7 +212,7 @@ mod tests {
     }
 
     #[test]
-    fn presence_is_retained_and_the_last_will_clears_it() {
+    fn presence_is_retained_and_the_last_will_says_offline() {
         let me = topics::worker_topic("g", "w1");
         let online = Outgoing::presence(&me);
         assert_eq!(online.topic, "latentcam/_workers/g/w1");
@@ -195,10 +220,10 @@ mod tests {
         assert_eq!(online.payload, b"online");
         let gone = Outgoing::departure(&me);
         assert_eq!((gone.topic.as_str(), gone.retain), (me.as_str(), true));
-        assert!(gone.payload.is_empty());
+        assert_eq!(gone.payload, b"offline");
         let will = Outgoing::last_will(&me);
         assert_eq!(will.topic, me.as_bytes());
-        assert!(will.message.is_empty());
+        assert_eq!(will.message.as_ref(), b"offline");
         assert_eq!((will.qos, will.retain), (QoS::AtLeastOnce, true));
     }
 
