@@ -23,7 +23,8 @@ if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
 # host's durability test checks in a syscall trace that every Ack follows a
 # sync of its results), openssl (test certificates for the HTTPS API and the
 # TLS broker), mosquitto-clients (a forger with a valid device certificate
-# publishing where the broker's ACL must refuse it).
+# publishing where the broker's ACL must refuse it), prometheus (promtool
+# checks the host's /metrics, the alert rules and the dashboard's queries).
 APT_PACKAGES=(
     socat
     ffmpeg
@@ -42,6 +43,7 @@ APT_PACKAGES=(
     procps
     strace
     openssl
+    prometheus
 )
 
 if [ "$MODE" = "--demo" ]; then

@@ -34,7 +34,6 @@ mod server;
 pub mod tls;
 
 use std::convert::Infallible;
-use std::fmt::Write as _;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
@@ -51,8 +50,8 @@ use latentcam_model::picture::PictureError;
 use serde_json::{Value, json};
 use tokio::sync::{Semaphore, mpsc, watch};
 
-use super::live::HeadTiming;
-use super::{Context, DeviceRecord, Job, Presence};
+use super::metrics::{Scalar, Scrape};
+use super::{Context, Job};
 use crate::encode::EncodeError;
 pub use auth::{Access, Guard, Token, TokenError};
 pub use tls::{Tls, TlsError};
@@ -594,216 +593,103 @@ async fn enroll(
     }
 }
 
-/// Escapes a Prometheus label value.
-fn label(value: &str) -> String {
-    value
-        .replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
-}
-
-/// A per-device counter family: name, help, and how to read it.
-type Family = (&'static str, &'static str, fn(&DeviceRecord) -> u64);
-
-/// A per-device gauge: name, help, and how to read it (`None`: no sample).
-type DeviceGauge = (
-    &'static str,
-    &'static str,
-    fn(&DeviceRecord, &Presence) -> Option<f64>,
-);
-
-/// A per-head family: name, help, type, and how to read it.
-type HeadFamily = (
-    &'static str,
-    &'static str,
-    &'static str,
-    fn(&HeadTiming) -> f64,
-);
-
 async fn metrics(State(state): State<ApiState>) -> Response {
-    let mut out = String::new();
-    let devices = state.context.registry.snapshot();
-    let families: [Family; 7] = [
-        ("latentcam_latents_total", "Latents admitted.", |r| {
-            r.latents
-        }),
-        (
-            "latentcam_duplicates_total",
-            "Re-sent latents already held.",
-            |r| r.duplicates,
-        ),
-        (
-            "latentcam_missing_total",
-            "Sequence numbers never received.",
-            |r| r.missing,
-        ),
-        (
-            "latentcam_rate_limited_total",
-            "Latents dropped by the rate limit.",
-            |r| r.rate_limited,
-        ),
-        (
-            "latentcam_seq_rejected_total",
-            "Latents refused for a sequence number implausibly far ahead.",
-            |r| r.seq_rejected,
-        ),
-        (
-            "latentcam_frame_errors_total",
-            "Corrupt frames after Hello.",
-            |r| r.frame_errors,
-        ),
-        (
-            "latentcam_device_dropped_total",
-            "Frames the device dropped (its heartbeat).",
-            |r| r.heartbeat.map_or(0, |h| h.frames_dropped),
-        ),
-    ];
-    for (name, help, get) in families {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
-        for (id, record) in &devices {
-            let _ = writeln!(out, "{name}{{device=\"{}\"}} {}", label(id), get(record));
-        }
-    }
-    // Gauges of each device's state; a device without a value (never seen,
-    // no heartbeat yet, no temperature sensor) has no sample.
     let (now, wall) = (Instant::now(), SystemTime::now());
-    let states: Vec<(&String, &DeviceRecord, Presence)> = devices
-        .iter()
-        .map(|(id, record)| {
-            (
-                id,
-                record,
-                state.context.registry.presence(record, now, wall),
-            )
-        })
-        .collect();
-    let gauges: [DeviceGauge; 5] = [
-        (
-            "latentcam_device_up",
-            "1 if the device was heard from within the offline window, else 0.",
-            |_, p| Some(f64::from(u8::from(p.online))),
-        ),
-        (
-            "latentcam_device_last_seen_timestamp_seconds",
-            "When the device last sent anything accepted (Unix time, host clock).",
-            |_, p| p.last_seen_unix_us.map(|us| us as f64 / 1e6),
-        ),
-        (
-            "latentcam_device_spool_depth",
-            "Latents spooled on the device, waiting for the link (its latest heartbeat).",
-            |_, p| p.spool_depth.map(|d| d as f64),
-        ),
-        (
-            "latentcam_device_cpu_temperature_celsius",
-            "The device's CPU temperature (its latest heartbeat).",
-            |r, _| {
-                r.heartbeat
-                    .and_then(|h| h.cpu_temp_millicelsius)
-                    .map(|t| f64::from(t) / 1000.0)
-            },
-        ),
-        (
-            "latentcam_device_inference_p50_seconds",
-            "Median encoder time on the device over its latest heartbeat interval.",
-            |r, _| {
-                r.heartbeat
-                    .filter(|h| h.inference.count > 0)
-                    .map(|h| f64::from(h.inference.p50_us) / 1e6)
-            },
-        ),
-    ];
-    for (name, help, get) in gauges {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
-        for (id, record, presence) in &states {
-            if let Some(value) = get(record, presence) {
-                let _ = writeln!(out, "{name}{{device=\"{}\"}} {value}", label(id));
-            }
-        }
-    }
-    let heads = state.context.live.heads();
-    let head_families: [HeadFamily; 2] = [
-        (
-            "latentcam_head_seconds_total",
-            "Time spent in each head.",
-            "counter",
-            |t| t.seconds,
-        ),
-        (
-            "latentcam_head_runs_total",
-            "Latents each head ran on.",
-            "counter",
-            |t| t.count as f64,
-        ),
-    ];
-    for (name, help, kind, get) in head_families {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-        for (head, t) in &heads {
-            let _ = writeln!(out, "{name}{{head=\"{}\"}} {}", label(head), get(t));
-        }
-    }
-    let _ = writeln!(
-        out,
-        "# HELP latentcam_processed_total Latents the heads ran on.\n# TYPE latentcam_processed_total counter\nlatentcam_processed_total {}\n# HELP latentcam_head_batches_total Batches the head worker ran (processed / batches is the mean batch size).\n# TYPE latentcam_head_batches_total counter\nlatentcam_head_batches_total {}",
-        state.context.live.processed(),
-        state.context.live.batches()
-    );
-    let _ = writeln!(
-        out,
-        "# HELP latentcam_queue_depth Latents waiting for the heads.\n# TYPE latentcam_queue_depth gauge\nlatentcam_queue_depth {}",
-        queue_depth(&state.jobs)
-    );
-    let _ = writeln!(
-        out,
-        "# HELP latentcam_auth_failures_total Device connections refused at authentication.\n# TYPE latentcam_auth_failures_total counter\nlatentcam_auth_failures_total {}",
-        state.context.auth.failures()
-    );
+    let context = &state.context;
+    let registry = &context.registry;
+    let live = &context.live;
     let http = &state.stats;
-    let http_families: [(&str, &str, &str, &AtomicU64); 6] = [
-        (
-            "latentcam_http_connections_open",
-            "HTTP connections open now.",
-            "gauge",
-            &http.open,
-        ),
-        (
-            "latentcam_http_connections_refused_total",
-            "HTTP connections closed at accept: the connection limit was reached.",
-            "counter",
-            &http.refused,
-        ),
-        (
-            "latentcam_http_header_timeouts_total",
-            "HTTP connections closed for not sending a request head in time.",
-            "counter",
-            &http.header_timeouts,
-        ),
-        (
-            "latentcam_http_body_timeouts_total",
-            "HTTP requests whose body did not arrive in time.",
-            "counter",
-            &http.body_timeouts,
-        ),
-        (
-            "latentcam_http_unauthorized_total",
-            "HTTP requests without a valid token or session.",
-            "counter",
-            &http.unauthorized,
-        ),
-        (
-            "latentcam_http_cross_site_total",
-            "HTTP requests refused by the origin rule.",
-            "counter",
-            &http.forbidden,
-        ),
-    ];
-    for (name, help, kind, value) in http_families {
-        let _ = writeln!(
-            out,
-            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {}",
-            value.load(Ordering::Relaxed)
-        );
+    let scalar = |name, help, gauge, value| Scalar {
+        name,
+        help,
+        gauge,
+        value,
+    };
+    let scrape = Scrape {
+        devices: registry
+            .snapshot()
+            .into_iter()
+            .map(|(id, record)| {
+                let presence = registry.presence(&record, now, wall);
+                (id, record, presence)
+            })
+            .collect(),
+        anomaly: live.anomaly_summary(),
+        heads: live.heads(),
+        scalars: vec![
+            scalar(
+                "latentcam_processed_total",
+                "Latents the heads ran on.",
+                false,
+                live.processed(),
+            ),
+            scalar(
+                "latentcam_head_batches_total",
+                "Batches the head worker ran (processed / batches is the mean batch size).",
+                false,
+                live.batches(),
+            ),
+            scalar(
+                "latentcam_queue_depth",
+                "Latents waiting for the heads.",
+                true,
+                queue_depth(&state.jobs) as u64,
+            ),
+            scalar(
+                "latentcam_auth_failures_total",
+                "Device connections refused at authentication.",
+                false,
+                context.auth.failures(),
+            ),
+            scalar(
+                "latentcam_http_connections_open",
+                "HTTP connections open now.",
+                true,
+                http.open.load(Ordering::Relaxed),
+            ),
+            scalar(
+                "latentcam_http_connections_refused_total",
+                "HTTP connections closed at accept: the connection limit was reached.",
+                false,
+                http.refused.load(Ordering::Relaxed),
+            ),
+            scalar(
+                "latentcam_http_header_timeouts_total",
+                "HTTP connections closed for not sending a request head in time.",
+                false,
+                http.header_timeouts.load(Ordering::Relaxed),
+            ),
+            scalar(
+                "latentcam_http_body_timeouts_total",
+                "HTTP requests whose body did not arrive in time.",
+                false,
+                http.body_timeouts.load(Ordering::Relaxed),
+            ),
+            scalar(
+                "latentcam_http_unauthorized_total",
+                "HTTP requests without a valid token or session.",
+                false,
+                http.unauthorized.load(Ordering::Relaxed),
+            ),
+            scalar(
+                "latentcam_http_cross_site_total",
+                "HTTP requests refused by the origin rule.",
+                false,
+                http.forbidden.load(Ordering::Relaxed),
+            ),
+        ],
+    };
+    match super::metrics::render(&scrape, &live.latency) {
+        Ok(text) => ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response(),
+        Err(e) => {
+            tracing::error!("/metrics: {e}");
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                Json(json!({"error": e.to_string()})),
+            )
+                .into_response()
+        }
     }
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
 }
 
 async fn page() -> Html<&'static str> {

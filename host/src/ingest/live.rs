@@ -11,10 +11,55 @@ use serde_json::Value;
 /// Arrival times kept per device for its frame rate.
 const RATE_WINDOW: usize = 32;
 
+/// Anomaly scores kept per device for the live page's sparkline.
+pub const SCORE_HISTORY: usize = 120;
+
 #[derive(Debug, Default)]
 struct DeviceLive {
     latest: Option<Value>,
     arrivals: VecDeque<Instant>,
+    scores: VecDeque<ScorePoint>,
+    alarms: u64,
+}
+
+/// One anomaly score of a device, for its history.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct ScorePoint {
+    /// The latent's sequence number.
+    pub seq: u64,
+    /// Its capture time (ISO-8601 UTC), when the device sent one.
+    pub captured_at: Option<String>,
+    /// The score.
+    pub score: f64,
+    /// The device was in alarm.
+    pub alarm: bool,
+    /// An alarm started here.
+    pub event: bool,
+}
+
+impl ScorePoint {
+    /// The anomaly head's verdict in a result line, if it gave a score.
+    fn of(line: &Value) -> Option<Self> {
+        let anomaly = &line["heads"]["anomaly"];
+        Some(Self {
+            seq: line["seq"].as_u64()?,
+            captured_at: line["captured_at"].as_str().map(str::to_owned),
+            score: anomaly["score"].as_f64()?,
+            alarm: anomaly["alarm"].as_bool().unwrap_or(false),
+            event: anomaly["event"].as_bool().unwrap_or(false),
+        })
+    }
+}
+
+/// A device's anomaly state, as `/metrics` and the live page show it.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct AnomalyLive {
+    /// The latest score.
+    pub score: Option<f64>,
+    /// Alarms raised since the host started.
+    pub alarms: u64,
+    /// The latest [`SCORE_HISTORY`] scores, oldest first.
+    pub history: Vec<ScorePoint>,
 }
 
 /// Cumulative timing of one head.
@@ -40,6 +85,8 @@ struct Inner {
 #[derive(Debug, Default)]
 pub struct Live {
     inner: Mutex<Inner>,
+    /// Capture → result and receive → result latency.
+    pub latency: super::metrics::Latency,
 }
 
 impl Live {
@@ -72,11 +119,41 @@ impl Live {
         let mut inner = self.lock();
         inner.processed += 1;
         let d = inner.devices.entry(device.to_owned()).or_default();
+        if let Some(point) = ScorePoint::of(&line) {
+            d.alarms += u64::from(point.event);
+            if d.scores.len() == SCORE_HISTORY {
+                d.scores.pop_front();
+            }
+            d.scores.push_back(point);
+        }
         d.latest = Some(line);
         if d.arrivals.len() == RATE_WINDOW {
             d.arrivals.pop_front();
         }
         d.arrivals.push_back(now);
+    }
+
+    /// A device's anomaly scores and alarms (empty without the head).
+    pub fn anomaly(&self, device: &str) -> AnomalyLive {
+        self.lock()
+            .devices
+            .get(device)
+            .map(|d| AnomalyLive {
+                score: d.scores.back().map(|p| p.score),
+                alarms: d.alarms,
+                history: d.scores.iter().cloned().collect(),
+            })
+            .unwrap_or_default()
+    }
+
+    /// Every device's latest anomaly score and alarm count, for `/metrics`.
+    pub fn anomaly_summary(&self) -> Vec<(String, Option<f64>, u64)> {
+        self.lock()
+            .devices
+            .iter()
+            .filter(|(_, d)| !d.scores.is_empty())
+            .map(|(id, d)| (id.clone(), d.scores.back().map(|p| p.score), d.alarms))
+            .collect()
     }
 
     /// The latest result line of a device.
@@ -117,5 +194,36 @@ impl Live {
     /// Latents processed.
     pub fn processed(&self) -> u64 {
         self.lock().processed
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line(seq: u64, score: f64, event: bool) -> Value {
+        serde_json::json!({
+            "seq": seq,
+            "captured_at": "2026-12-04T10:00:00.000000Z",
+            "heads": {"anomaly": {"score": score, "event": event, "alarm": event, "warm": true}},
+        })
+    }
+
+    #[test]
+    fn scores_keep_a_bounded_history_and_count_alarms() {
+        let live = Live::default();
+        let now = Instant::now();
+        for seq in 0..(SCORE_HISTORY as u64 + 5) {
+            live.result("cam", line(seq, seq as f64 / 1000.0, seq % 50 == 7), now);
+        }
+        // Without the anomaly head: no score, no history.
+        live.result("other", serde_json::json!({"seq": 0, "heads": {}}), now);
+        let cam = live.anomaly("cam");
+        assert_eq!(cam.history.len(), SCORE_HISTORY);
+        assert_eq!(cam.history[0].seq, 5, "the oldest dropped first");
+        assert_eq!(cam.score, Some(0.124));
+        assert_eq!(cam.alarms, 3, "seq 7, 57 and 107");
+        assert_eq!(live.anomaly("other"), AnomalyLive::default());
+        assert_eq!(live.anomaly_summary(), [("cam".to_owned(), Some(0.124), 3)]);
     }
 }

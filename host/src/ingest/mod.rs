@@ -25,6 +25,7 @@ pub mod conn;
 pub mod file;
 pub mod http;
 pub mod live;
+pub mod metrics;
 pub mod mqtt;
 pub mod registry;
 pub mod serial;
@@ -341,8 +342,10 @@ pub fn run_heads(
             None => out.commit()?,
         }
         let now = Instant::now();
+        let written = std::time::SystemTime::now();
         stats.processed += batch.len() as u64;
         for (job, line) in batch.drain(..).zip(lines) {
+            live.latency.observe(job.wall, job.received, written);
             registry.processed(&job.device, job.seq);
             if let Some(done) = &job.done {
                 // The ingest may be gone (shutting down); nothing to tell.

@@ -17,5 +17,6 @@ mod http_security;
 mod ingest_suite;
 mod load;
 mod model_accuracy;
+mod observability;
 mod serve;
 mod train;
