@@ -4,8 +4,9 @@
 //! |---|---|
 //! | `GET /healthz` | `ok`, to anyone: for load balancers and supervisors; tells nothing else |
 //! | `GET /login`, `POST /login` (form `token=...`) | the login form; a right token opens a browser session (cookie) and redirects to `/` |
-//! | `GET /` | live page: devices online or offline, last seen, frame rates, spool depth, drops, encoder time, CPU temperature, latest top label, few-shot label and anomaly score (refreshes itself; without a session, redirects to `/login`) |
-//! | `GET /api/devices?offset=O&limit=L` | a page of devices (default 100, at most 1000): `online`, `last_seen` (ISO-8601 UTC), `seen_seconds_ago`, `spool_depth`, identity, counters, fps, last heartbeat, latest result; `total` and `next_offset` |
+//! | `GET /` | live page: a card per device (online or offline, last seen, fps, spool depth, drops, encoder time, CPU temperature, latest ImageNet and few-shot labels, a sparkline of the anomaly score with alarms marked) and forms to enrol a photo and search by photo (refreshes itself; without a session, redirects to `/login`) |
+//! | `GET /assets/live.js`, `GET /assets/live.css` | the live page's script and style, embedded in the binary |
+//! | `GET /api/devices?offset=O&limit=L` | a page of devices (default 100, at most 1000): `online`, `last_seen` (ISO-8601 UTC), `seen_seconds_ago`, `spool_depth`, `anomaly` (latest score, alarms, the last 120 scores), identity, counters, fps, last heartbeat, latest result; `total` and `next_offset` |
 //! | `GET /api/devices/{id}/latest` | a device's latest result line |
 //! | `GET /api/search?device=D&seq=N&k=K` | frames like a stored one (needs `serve --index`) |
 //! | `POST /api/search` `{"latent": [...], "k": K}` (`application/json`) | frames like a given latent |
@@ -205,6 +206,8 @@ pub fn router(state: ApiState) -> Router {
             ))),
         )
         .route("/", get(page))
+        .route("/assets/live.js", get(page_js))
+        .route("/assets/live.css", get(page_css))
         .route("/api/devices", get(devices))
         .route("/api/devices/{id}/latest", get(latest))
         .route(
@@ -399,6 +402,7 @@ async fn devices(
                 "seen_seconds_ago": presence.seen_seconds_ago,
                 "spool_depth": presence.spool_depth,
                 "fps": live.fps(&id, now),
+                "anomaly": live.anomaly(&id),
                 "record": record,
                 "latest": live.latest(&id),
             })
@@ -692,57 +696,28 @@ async fn metrics(State(state): State<ApiState>) -> Response {
     }
 }
 
+/// The live page, its script and its style, embedded in the binary (the
+/// page loads nothing from elsewhere).
+const PAGE: &str = include_str!("http/assets/live.html");
+const PAGE_JS: &str = include_str!("http/assets/live.js");
+const PAGE_CSS: &str = include_str!("http/assets/live.css");
+
 async fn page() -> Html<&'static str> {
     Html(PAGE)
 }
 
-const PAGE: &str = r#"<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>latentcam host</title>
-<style>
-body{font-family:system-ui,sans-serif;margin:2em;color:#222}
-table{border-collapse:collapse}td,th{padding:.3em .8em;border-bottom:1px solid #ddd;text-align:left}
-.num{text-align:right;font-variant-numeric:tabular-nums}
-.online{color:#176d2c;font-weight:600}.offline{color:#a11;font-weight:600}
-tr.down td{color:#888}tr.down td.offline{color:#a11}
-</style></head><body>
-<h1>latentcam host</h1>
-<p id="summary">loading…</p>
-<table><thead><tr><th>device</th><th>state</th><th>last seen</th><th>model</th><th>encoder</th><th class="num">fps</th><th class="num">latents</th><th class="num">missing</th><th class="num">spooled</th><th class="num">dropped</th><th class="num">encode p50</th><th class="num">CPU</th><th>latest</th><th>few-shot</th><th>anomaly</th></tr></thead>
-<tbody id="devices"></tbody></table>
-<script>
-const SHOWN=200;
-function ago(s){return s<90?`${s.toFixed(0)} s`:s<5400?`${(s/60).toFixed(0)} min`:s<172800?`${(s/3600).toFixed(0)} h`:`${(s/86400).toFixed(0)} d`}
-function cell(text, cls){const td=document.createElement('td');td.textContent=text;if(cls)td.className=cls;return td}
-async function refresh(){
-  try{
-    const r=await fetch('/api/devices?limit='+SHOWN);
-    if(r.status===401){location.href='/login';return}
-    const data=await r.json();
-    const body=document.getElementById('devices');body.replaceChildren();
-    for(const d of data.devices){
-      const tr=document.createElement('tr');tr.dataset.device=d.id;
-      const heads=(d.latest&&d.latest.heads)||{};
-      const top=heads.imagenet&&heads.imagenet[0];
-      const few=heads.fewshot&&heads.fewshot.label?heads.fewshot.label:'—';
-      const a=heads.anomaly;
-      const anomaly=!a||a.error?'—':!a.warm?'warming up':`${a.score.toFixed(3)}${a.alarm?' ALARM':''}`;
-      const hb=d.record.heartbeat;
-      const seen=d.seen_seconds_ago===null?'never':d.seen_seconds_ago<1?'now':`${ago(d.seen_seconds_ago)} ago`;
-      const p50=hb&&hb.inference.count>0?`${(hb.inference.p50_us/1000).toFixed(1)} ms`:'—';
-      const temp=hb&&hb.cpu_temp_millicelsius!==null?`${(hb.cpu_temp_millicelsius/1000).toFixed(0)} °C`:'—';
-      if(!d.online)tr.className='down';
-      const since=cell(seen);if(d.last_seen)since.title=d.last_seen;
-      tr.append(cell(d.id),cell(d.online?'online':'offline',d.online?'online':'offline'),since,cell(d.record.model),cell(`${d.record.backend} ${d.record.precision}`.trim()||'—'),
-        cell(d.online?d.fps.toFixed(1):'—','num'),cell(d.record.latents,'num'),cell(d.record.missing,'num'),
-        cell(d.spool_depth===null?'—':d.spool_depth,'num'),cell(hb?hb.frames_dropped:'—','num'),cell(p50,'num'),cell(temp,'num'),
-        cell(top?`${top.label} ${(top.p*100).toFixed(0)}%`:'—'),cell(few),cell(anomaly,'num'));
-      body.append(tr);
-    }
-    const more=data.next_offset!==null?` (the first ${data.devices.length} shown)`:'';
-    const online=data.devices.filter(d=>d.online).length;
-    document.getElementById('summary').textContent=`${data.total} device(s), ${online} online, ${data.processed} latents processed${more}`;
-  }catch(e){document.getElementById('summary').textContent='host unreachable: '+e}
+async fn page_js() -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
+        PAGE_JS,
+    )
+        .into_response()
 }
-refresh();setInterval(refresh,1000);
-</script></body></html>
-"#;
+
+async fn page_css() -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/css; charset=utf-8")],
+        PAGE_CSS,
+    )
+        .into_response()
+}

@@ -2,7 +2,8 @@
 //! scraped and the exposition checked by `promtool` (Debian's prometheus
 //! package), and the shipped alert rules and Grafana dashboard are checked
 //! against it: their PromQL parses, the rules' own unit tests pass, and
-//! every latentcam metric they name is one the host exposes.
+//! every latentcam metric they name is one the host exposes. The same
+//! host's live page is rendered in headless Chromium.
 
 use std::collections::BTreeSet;
 use std::io::Write;
@@ -12,7 +13,7 @@ use std::process::{Command, Stdio};
 use latentcam_testkit::repo;
 use serde_json::Value;
 
-use crate::serve::{Host, edge_config, run_edge, scratch};
+use crate::serve::{Host, edge_config, has_colour, live_page, run_edge, scratch};
 
 /// Metrics that only a camera with the hardware reports (no thermal zone
 /// on a CI machine): named by the rules and dashboard, absent here.
@@ -111,7 +112,28 @@ fn metrics_rules_and_dashboard_pass_promtool_and_agree() {
     let answer = host.api().get("/metrics");
     assert_eq!(answer.status, 200);
     let exposition = answer.text();
+    // The live page of the same host: the camera's card, online, with the
+    // sparkline of the scores after the warm-up.
+    let shot = dir.join("live.png");
+    let dom = live_page(&host.api(), &shot);
     host.stop();
+    if let Some(keep) = std::env::var_os("LATENTCAM_KEEP_SCREENSHOTS") {
+        std::fs::copy(&shot, Path::new(&keep).join("live.png")).unwrap();
+    }
+    assert!(
+        dom.contains(r#"<span class="state online">online</span>"#),
+        "{dom}"
+    );
+    assert!(dom.contains(r#"<svg class="spark""#), "{dom}");
+    assert!(dom.contains("anomaly score, 4 latents, "), "{dom}");
+    assert!(
+        has_colour(&shot, [0x17, 0x6d, 0x2c]),
+        "the online badge's green"
+    );
+    assert!(
+        has_colour(&shot, [0x3a, 0x5b, 0xa0]),
+        "the sparkline's blue"
+    );
 
     let deploy = repo().join("deploy/prometheus");
     let (ok, said) = promtool(&["check", "metrics"], Some(&exposition), &deploy);

@@ -501,6 +501,43 @@ fn request_bytes(
     (answer.status, answer.text())
 }
 
+/// The live page as headless Chromium renders it (Debian's chromium;
+/// scripts/setup.sh installs it) after logging in through the form (the
+/// login page submits a token given after `#` in its address): its DOM,
+/// and a 1280×900 screenshot written to `shot`.
+pub(crate) fn live_page(api: &common::http::Api, shot: &Path) -> String {
+    let chromium = |extra: &[String]| {
+        Command::new("chromium")
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-dev-shm-usage",
+                "--hide-scrollbars",
+                "--window-size=1280,900",
+                "--virtual-time-budget=5000",
+            ])
+            .args(extra)
+            .arg(format!("{}login#token={}", api.base, api.token))
+            .stderr(Stdio::null())
+            .output()
+            .expect("chromium is needed for the live-page test: apt-get install chromium")
+    };
+    let out = chromium(&["--dump-dom".to_owned()]);
+    let shot_out = chromium(&[format!("--screenshot={}", shot.display())]);
+    assert!(shot_out.status.success(), "chromium screenshot failed");
+    let png = image::open(shot).expect("a PNG screenshot");
+    assert_eq!((png.width(), png.height()), (1280, 900));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Whether the picture at `path` has a pixel within a few steps of `rgb`.
+pub(crate) fn has_colour(path: &Path, rgb: [u8; 3]) -> bool {
+    let png = image::open(path).unwrap().to_rgb8();
+    png.pixels()
+        .any(|p| p.0.iter().zip(rgb).all(|(&a, b)| a.abs_diff(b) <= 6))
+}
+
 /// `iso` is an ISO-8601 UTC time within a minute of now.
 fn assert_near_now(iso: &str) {
     let t = humantime::parse_rfc3339(iso).unwrap_or_else(|e| panic!("{iso:?}: {e}"));
@@ -612,20 +649,11 @@ fn api_metrics_and_the_live_page_in_headless_chromium() {
         .as_str()
         .unwrap()
         .to_owned();
-    let out = Command::new("chromium")
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-dev-shm-usage",
-            "--virtual-time-budget=5000",
-            "--dump-dom",
-        ])
-        .arg(format!("{}login#token={}", api.base, api.token))
-        .stderr(Stdio::null())
-        .output()
-        .expect("chromium is needed for the live-page test: apt-get install chromium");
-    let dom = String::from_utf8_lossy(&out.stdout);
+    let shot = dir.join("live-offline.png");
+    let dom = live_page(&api, &shot);
+    if let Some(keep) = std::env::var_os("LATENTCAM_KEEP_SCREENSHOTS") {
+        std::fs::copy(&shot, Path::new(&keep).join("live-offline.png")).unwrap();
+    }
     assert!(dom.contains(r#"data-device="porch""#), "{dom}");
     assert!(
         dom.contains(&top_label),
@@ -635,9 +663,18 @@ fn api_metrics_and_the_live_page_in_headless_chromium() {
         dom.contains("1 device(s), 0 online, 3 latents processed"),
         "{dom}"
     );
-    assert!(dom.contains(r#"<td class="offline">offline</td>"#), "{dom}");
+    assert!(
+        dom.contains(r#"<span class="state offline">offline</span>"#),
+        "{dom}"
+    );
+    assert!(dom.contains("last seen "), "{dom}");
     // Three latents are too few for the anomaly head's reference of normal.
-    assert!(dom.contains("warming up"), "{dom}");
+    assert!(dom.contains("anomaly: warming up"), "{dom}");
+    // The forms that use the API are there.
+    assert!(dom.contains(r#"<form id="enroll""#) && dom.contains(r#"<form id="search""#));
+    // The style sheet (served by the host, like the script) applied: the
+    // offline badge is drawn in its red.
+    assert!(has_colour(&shot, [0xb3, 0x26, 0x1e]), "{}", shot.display());
     host.stop();
 }
 
