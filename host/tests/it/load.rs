@@ -429,7 +429,10 @@ fn keyed(path: &Path, what: &str) -> BTreeMap<(String, u64), Value> {
             value["device"].as_str().unwrap().to_owned(),
             value["seq"].as_u64().unwrap(),
         );
-        value.as_object_mut().unwrap().remove("heads_us");
+        // The head time, and when the host received it, are of the run.
+        let fields = value.as_object_mut().unwrap();
+        fields.remove("heads_us");
+        assert!(fields.remove("received_at").is_some_and(|t| t.is_string()));
         if lines.insert(key.clone(), value).is_some() {
             duplicates.push(key);
         }
