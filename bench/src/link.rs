@@ -419,6 +419,8 @@ fn top_classes(head: &ImagenetHead, latent: &[f32]) -> Result<Vec<(usize, f32)>>
 struct FrameMeta {
     seq: u64,
     capture_us: u64,
+    /// The wall-clock time every edge sends beside `capture_us`.
+    wall: Option<latentcam_wire::WallTime>,
     width: u32,
     height: u32,
 }
@@ -444,7 +446,7 @@ fn wire_round_trip(
         codec,
         payload: &payload,
         mac: &[],
-        wall: None,
+        wall: meta.wall,
     });
     let len = frame::encode(&message, frame_buf)
         .map_err(|e| anyhow::anyhow!("cannot frame a {codec:?} latent: {e}"))?;
@@ -695,6 +697,7 @@ impl Bench {
             let meta = FrameMeta {
                 seq,
                 capture_us,
+                wall: frame.wall,
                 width: frame.width,
                 height: frame.height,
             };
@@ -1102,6 +1105,7 @@ mod tests {
         let meta = FrameMeta {
             seq: 12,
             capture_us: 1_200_000,
+            wall: None,
             width: 768,
             height: 576,
         };
