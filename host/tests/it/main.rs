@@ -16,5 +16,6 @@ mod http_security;
 mod ingest_suite;
 mod load;
 mod model_accuracy;
+mod operate;
 mod serve;
 mod train;
