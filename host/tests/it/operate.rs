@@ -350,3 +350,65 @@ fn completions_and_the_manual_page_know_the_subcommands() {
     assert!(page.contains("check\\-config"), "{page:.2000}");
 }
 
+/// Off a terminal (a log, a pipe), `train` shows its progress as plain
+/// lines, one as each stage starts, with no bar redraws in between.
+#[test]
+fn train_progress_off_a_terminal_is_plain_lines() {
+    let dir = scratch("train-progress");
+    let manifest = latentcam_model::manifest::Manifest::load(models()).unwrap();
+    let mut bytes = latentcam_wire::frame::encode_to_vec(&latentcam_wire::Message::Hello(
+        latentcam_testkit::hello::hello_of(&manifest, "door"),
+    ))
+    .unwrap();
+    let mut labels = String::from("seq,label\n");
+    for seq in 0..20u64 {
+        let class = seq % 2;
+        let latent: Vec<f32> = (0..manifest.latent_dim)
+            .map(|i| if i % 2 == class as usize { 1.0 } else { 0.0 } + seq as f32 * 1e-3)
+            .collect();
+        bytes.extend(latentcam_testkit::hello::latent_frame(
+            seq,
+            seq * 100_000,
+            &latent,
+        ));
+        labels.push_str(&format!("{seq},{}\n", ["odd", "even"][class as usize]));
+    }
+    let recording = dir.join("door.lcr");
+    std::fs::write(&recording, &bytes).unwrap();
+    let labels_path = dir.join("labels.csv");
+    std::fs::write(&labels_path, labels).unwrap();
+    let head = dir.join("door.head");
+    let out = host_with(
+        None,
+        &[
+            "train".as_ref(),
+            "--models".as_ref(),
+            models().as_os_str(),
+            "--recording".as_ref(),
+            recording.as_os_str(),
+            "--labels".as_ref(),
+            labels_path.as_os_str(),
+            "--out".as_ref(),
+            head.as_os_str(),
+            "--epochs".as_ref(),
+            "20".as_ref(),
+        ],
+    );
+    let stderr = text(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let reading = format!(
+        "reading {}: 0% (0 of {} bytes)",
+        recording.display(),
+        bytes.len()
+    );
+    assert!(stderr.contains(&reading), "{reading:?} in: {stderr}");
+    // 20 steps for each of the four weight decays tried, and the final fit.
+    assert!(
+        stderr.contains("training the head: 0% (step 0 of 100)"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains('\r') && !stderr.contains('\x1b'),
+        "no terminal control: {stderr:?}"
+    );
+}

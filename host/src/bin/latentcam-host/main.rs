@@ -7,6 +7,7 @@ mod enroll;
 mod exit;
 mod heads;
 mod keys;
+mod progress;
 mod recordings;
 mod serve;
 mod tools;
