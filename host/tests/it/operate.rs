@@ -258,22 +258,25 @@ fn a_bad_configuration_file_names_the_file_and_the_key() {
     assert_config_failure(&out, "cannot read the configuration");
 }
 
-/// The shipped example checks as it is (with this repository's models),
-/// and every key it shows commented out is a setting of the right type.
+/// The shipped example and the container's configuration check as they
+/// are (with this repository's models), and every key the example shows
+/// commented out is a setting of the right type.
 #[test]
 fn the_shipped_example_configuration_is_valid() {
     let example = repo().join("host/deploy/host.example.toml");
-    let out = host_with(
-        None,
-        &[
-            "check-config".as_ref(),
-            "--config".as_ref(),
-            example.as_os_str(),
-            "--models".as_ref(),
-            models().as_os_str(),
-        ],
-    );
-    assert!(out.status.success(), "{}", text(&out.stderr));
+    for config in [&example, &repo().join("deploy/compose-host.toml")] {
+        let out = host_with(
+            None,
+            &[
+                "check-config".as_ref(),
+                "--config".as_ref(),
+                config.as_os_str(),
+                "--models".as_ref(),
+                models().as_os_str(),
+            ],
+        );
+        assert!(out.status.success(), "{}", text(&out.stderr));
+    }
 
     // Uncommented, the settings name files that exist only on a host; the
     // keys and types must still be right (those are checked first).
