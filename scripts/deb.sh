@@ -108,6 +108,10 @@ if [ "\$1" = configure ]; then
         adduser --system --group --home /var/lib/latentcam --no-create-home \\
             --shell /usr/sbin/nologin --quiet latentcam
     fi
+    # The state directory exists before the first start (systemd's
+    # StateDirectory= would make it then), for keys made as the user.
+    [ -d /var/lib/latentcam ] ||
+        install -d -o latentcam -g latentcam -m 0750 /var/lib/latentcam
     if [ -d /run/systemd/system ]; then
         systemctl daemon-reload || true
         # An upgrade restarts a running service on the new binary.
@@ -183,6 +187,7 @@ host)
     # A cross build cannot describe itself here: this machine's build does.
     describer="$binary"
     [ -z "$target" ] || describer="$out/$profile/latentcam-host"
+    [ -x "$describer" ] || { echo "deb: $describer missing: this machine's build of the host writes the completions" >&2; exit 1; }
     root="$work/latentcam-host"
     install -d "$root/DEBIAN"
     install -D -m 0755 "$binary" "$root/usr/bin/latentcam-host"
