@@ -238,6 +238,10 @@ fn a_bad_configuration_file_names_the_file_and_the_key() {
             "key `max_fps`: invalid value 'fast'",
         ),
         ("tcp = [\"a:1\", \"b:2\"]\n", "key `tcp`: takes one value"),
+        (
+            "tcp = \"127.0.0.1:0\"\nidle_timeout = -5\n",
+            "--idle-timeout must be more than 0",
+        ),
         ("config = \"other.toml\"\n", "cannot name another"),
         ("tcp = 0.0.0.0:7878\n", "is not valid TOML"),
     ] {

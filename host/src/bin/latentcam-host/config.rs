@@ -38,6 +38,17 @@ pub struct Settings {
 }
 
 impl Settings {
+    /// `error`, found in these settings, with where they came from.
+    pub fn blame(&self, error: anyhow::Error) -> anyhow::Error {
+        match &self.file {
+            Some(path) => error.context(format!(
+                "in the settings of {} and the command line",
+                path.display()
+            )),
+            None => error,
+        }
+    }
+
     /// The effective settings that differ from the defaults, as lines of
     /// a configuration file.
     pub fn to_toml(&self) -> String {
@@ -194,8 +205,7 @@ fn arguments(path: &Path) -> anyhow::Result<Vec<OsString>> {
             }
             (ArgAction::Append, toml::Value::Array(values)) => {
                 for value in values {
-                    arguments.push(flag.clone().into());
-                    arguments.push(scalar(&value).map_err(&bad)?.into());
+                    arguments.push(format!("{flag}={}", scalar(&value).map_err(&bad)?).into());
                 }
             }
             (_, toml::Value::Array(_)) => {
@@ -203,9 +213,9 @@ fn arguments(path: &Path) -> anyhow::Result<Vec<OsString>> {
                     "takes one value, not a list; write {key} = <value>"
                 )));
             }
+            // `--flag=value`: a value may start with a dash.
             (_, value) => {
-                arguments.push(flag.into());
-                arguments.push(scalar(&value).map_err(&bad)?.into());
+                arguments.push(format!("{flag}={}", scalar(&value).map_err(&bad)?).into());
             }
         }
     }

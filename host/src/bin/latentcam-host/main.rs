@@ -24,7 +24,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse_from(&argv);
     latentcam_logging::init("info", cli.log_format);
     let result = match cli.command {
-        Command::Serve(args) => config::load(&argv, *args).and_then(|s| serve::serve(s.args)),
+        Command::Serve(args) => config::load(&argv, *args).and_then(serve::serve),
         Command::CheckConfig(args) => config::load(&argv, *args).and_then(serve::check_config),
         Command::Replay(args) => recordings::replay(args),
         Command::Train(args) => recordings::train(args),

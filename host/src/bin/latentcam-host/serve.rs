@@ -14,6 +14,7 @@ use latentcam_host::recorder::{Recorder, RecorderConfig};
 use latentcam_model::manifest::Manifest;
 
 use crate::args::ServeArgs;
+use crate::config::Settings;
 use crate::exit::OrConfig;
 use crate::heads::{LoadedHeads, load_manifest};
 
@@ -100,8 +101,8 @@ pub fn check(args: &ServeArgs) -> anyhow::Result<Checked> {
 }
 
 /// Prints the settings and what was checked, or fails as `serve` would.
-pub fn check_config(settings: crate::config::Settings) -> anyhow::Result<()> {
-    let checked = check(&settings.args)?;
+pub fn check_config(settings: Settings) -> anyhow::Result<()> {
+    let checked = check(&settings.args).map_err(|error| settings.blame(error))?;
     for warning in &checked.warnings {
         tracing::warn!("{warning}");
     }
@@ -119,14 +120,16 @@ pub fn check_config(settings: crate::config::Settings) -> anyhow::Result<()> {
 }
 
 /// Serves devices until SIGINT/SIGTERM.
-pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
+pub fn serve(settings: Settings) -> anyhow::Result<()> {
+    let checked = check(&settings.args).map_err(|error| settings.blame(error))?;
+    let args = settings.args;
     let Checked {
         auth,
         warnings,
         offline_after,
         idle_timeout,
         manifest: _,
-    } = check(&args)?;
+    } = checked;
     let ServeArgs {
         config: _,
         tcp,
