@@ -27,8 +27,8 @@
 #    into a recording; the x86 host compares it with the x86 edge's
 #    recording of the same photos on the same backend (cosine ≥ 0.999).
 # 4. The aarch64 package: contents, a staged install, the packaged binary's
-#    doctor under qemu, `systemd-analyze verify` of the unit, and a deploy
-#    dry run.
+#    doctor under qemu, `systemd-analyze verify` of the unit, the Debian
+#    packages of both targets (scripts/deb.sh), and a deploy dry run.
 #
 #   scripts/cross.sh [build|check]   step 1 only, steps 2-4 only (after
 #                                    `build`), or (no argument) all of them
@@ -199,7 +199,7 @@ edge_to "$work/a76.lcr" qemu-aarch64-static -cpu cortex-a76 -L /usr/aarch64-linu
 LD_LIBRARY_PATH="$out/debug${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" \
     "$out/debug/latentcam-host" compare --models models "$work/a76.lcr" "$work/x86-$A.lcr"
 
-step "package $A: contents, staged install, doctor, systemd-analyze, deploy dry run"
+step "package $A: contents, staged install, doctor, systemd-analyze, .debs, deploy dry run"
 package=$(bash scripts/package.sh $A --no-build --profile "$profile" | tail -1)
 tar -tzf "$package"
 mkdir -p "$work/unpacked" "$work/root"
@@ -221,6 +221,15 @@ sed -i "s|/usr/bin/latentcam-edge|$work/root/usr/bin/latentcam-edge|" "$unit"
 verify=$(systemd-analyze verify "$unit" 2>&1) || { echo "$verify"; exit 1; }
 [ -z "$verify" ] || { echo "systemd-analyze verify: $verify"; exit 1; }
 echo "systemd-analyze verify: clean"
+# The Debian packages of both device builds, repacked from their tarballs
+# (the armv7 one packed here: seconds, no build), completions and manual
+# page written by the x86 edge of the test build.
+for t in $A $V; do
+    tarball=$package
+    [ "$t" = $A ] || tarball=$(bash scripts/package.sh "$t" --no-build --profile "$profile" | tail -1)
+    deb=$(DEB_COMPRESS=none bash scripts/deb.sh edge "$tarball" --describe "$out/debug/latentcam-edge")
+    bash scripts/deb.sh check "$deb"
+done
 bash scripts/deploy.sh --dry-run --package "$package" pi@raspberrypi.local | tee "$work/deploy.txt"
 grep -q "^+ scp $package pi@raspberrypi.local:" "$work/deploy.txt"
 grep -q "install.sh" "$work/deploy.txt"

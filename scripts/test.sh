@@ -50,6 +50,11 @@ bash models/build/build.sh --tflite
 step "x86 build: every test target of the workspace, every feature"
 bash scripts/with-tflite.sh cargo nextest run "${ALL[@]}" --no-run
 
+step "host .deb of the test build: files, conffile, maintainer scripts, systemd-analyze verify"
+# Seconds: the binary is the test build's, packed without compression.
+host_deb=$(DEB_COMPRESS=none bash scripts/deb.sh host --no-build --profile debug)
+bash scripts/deb.sh check "$host_deb"
+
 # The fleet and load tests load both cores at a fixed rate for tens of
 # seconds: they run after the others, alone (.config/nextest.toml says why).
 HEAVY='package(latentcam-host) & (test(/^fleet::/) | test(/^load::/))'

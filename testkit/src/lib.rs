@@ -68,14 +68,17 @@ impl AsRef<std::ffi::OsStr> for Scratch {
 /// is set: the test scripts set it to `qemu-aarch64-static -L
 /// /usr/aarch64-linux-gnu` (or the armv7 equivalent) for a cross build's
 /// tests, because without binfmt_misc the kernel cannot start a foreign
-/// binary that a test spawns. The edge's default configuration file is
-/// switched off (`LATENTCAM_EDGE_CONFIG` empty); a test that wants one sets
-/// the variable again.
+/// binary that a test spawns. The edge's and the host's default
+/// configuration files are switched off (`LATENTCAM_EDGE_CONFIG` and
+/// `LATENTCAM_HOST_CONFIG` empty); a test that wants one sets the variable
+/// again.
 pub fn program(binary: impl AsRef<std::ffi::OsStr>) -> Command {
     let mut cmd = runner(binary);
-    // The edge reads /etc/latentcam/edge.toml when no --config is given:
-    // a machine's own configuration must not change what a test runs.
+    // The edge reads /etc/latentcam/edge.toml when no --config is given,
+    // the host /etc/latentcam/host.toml: a machine's own configuration
+    // must not change what a test runs.
     cmd.env("LATENTCAM_EDGE_CONFIG", "");
+    cmd.env("LATENTCAM_HOST_CONFIG", "");
     cmd
 }
 

@@ -354,6 +354,20 @@ pub fn fit_softmax(
     classes: usize,
     options: &FitOptions,
 ) -> Result<LinearHead, HeadError> {
+    fit_softmax_with(features, dim, labels, classes, options, &mut |_| {})
+}
+
+/// [`fit_softmax`], calling `step_done` with the number of each step
+/// (1 to `options.epochs`) when it is done: a full-batch step over many
+/// latents takes long enough to show progress.
+pub fn fit_softmax_with(
+    features: &[f32],
+    dim: usize,
+    labels: &[usize],
+    classes: usize,
+    options: &FitOptions,
+    step_done: &mut dyn FnMut(usize),
+) -> Result<LinearHead, HeadError> {
     let n = labels.len();
     if n == 0 || dim == 0 || features.len() != n * dim {
         return Err(HeadError::Training(format!(
@@ -424,6 +438,7 @@ pub fn fit_softmax(
             m2[i] = beta2 * m2[i] + (1.0 - beta2) * grad[i] * grad[i];
             w[i] -= options.learning_rate * (m1[i] / b1t) / ((m2[i] / b2t).sqrt() + eps);
         }
+        step_done(step);
     }
     // Fold the standardisation into the weights: w·((x−m)·s) = (w·s)·x − w·(m·s).
     let mut weight = vec![0f32; classes * dim];

@@ -14,7 +14,7 @@ use latentcam_model::manifest::Manifest;
 use latentcam_wire::Message;
 use serde_json::json;
 
-use super::linear::{FitOptions, HeadError, LinearHead, fit_softmax};
+use super::linear::{FitOptions, HeadError, LinearHead, fit_softmax_with};
 use super::{Head, LatentRef};
 use crate::recording::for_each_frame;
 use crate::session::{Replay, Replayed};
@@ -212,6 +212,31 @@ pub fn train(
     options: &FitOptions,
     choose_l2: bool,
 ) -> Result<TrainReport, HeadError> {
+    train_with(latents, labels, holdout, options, choose_l2, &mut |_, _| {})
+}
+
+/// The optimisation steps [`train`] takes: one fit per weight decay of
+/// [`L2_GRID`] when it chooses one, then the final fit.
+pub fn train_steps(options: &FitOptions, choose_l2: bool) -> usize {
+    options.epochs * (1 + if choose_l2 { L2_GRID.len() } else { 0 })
+}
+
+/// [`train`], calling `progress(done, total)` after each optimisation
+/// step of every fit ([`train_steps`] in all).
+pub fn train_with(
+    latents: &HashMap<(String, u64), Vec<f32>>,
+    labels: &Labels,
+    holdout: &Holdout,
+    options: &FitOptions,
+    choose_l2: bool,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<TrainReport, HeadError> {
+    let total = train_steps(options, choose_l2);
+    let mut done = 0;
+    let mut step_done = |_: usize| {
+        done += 1;
+        progress(done, total);
+    };
     let devices: std::collections::BTreeSet<&String> = latents.keys().map(|(d, _)| d).collect();
     let only = (devices.len() == 1).then(|| (*devices.iter().next().expect("one")).clone());
     let mut classes: BTreeMap<&str, usize> = BTreeMap::new();
@@ -291,7 +316,7 @@ pub fn train(
         }
         let mut best = (options.l2, f64::NEG_INFINITY);
         for l2 in L2_GRID {
-            let candidate = fit_softmax(
+            let candidate = fit_softmax_with(
                 &fit_x,
                 dim,
                 &fit_y,
@@ -300,6 +325,7 @@ pub fn train(
                     l2,
                     ..options.clone()
                 },
+                &mut step_done,
             )?;
             let score = accuracy(&candidate, &val_x, &val_y, dim);
             validation.push((l2, score));
@@ -313,7 +339,7 @@ pub fn train(
     } else {
         options.l2
     };
-    let head = fit_softmax(
+    let head = fit_softmax_with(
         &train_x,
         dim,
         &train_y,
@@ -322,6 +348,7 @@ pub fn train(
             l2,
             ..options.clone()
         },
+        &mut step_done,
     )?;
     Ok(TrainReport {
         accuracy: accuracy(&head, &test_x, &test_y, dim),

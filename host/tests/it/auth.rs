@@ -32,7 +32,7 @@ use latentcam_testkit::VTEST;
 
 /// Runs `latentcam-host ARGS`.
 fn host_cli(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_latentcam-host"))
+    crate::common::host_command()
         .args(args)
         .output()
         .expect("run latentcam-host")

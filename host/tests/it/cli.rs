@@ -22,7 +22,7 @@ fn scratch(name: &str) -> latentcam_testkit::Scratch {
 
 /// Runs `latentcam-host ARGS` to its end.
 fn host(args: &[&OsStr]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_latentcam-host"))
+    crate::common::host_command()
         .args(args)
         .env("LATENTCAM_LOG", "info")
         .stdin(Stdio::null())
@@ -387,7 +387,7 @@ fn an_mqtt_worker_stops_on_sigterm_without_a_warning() {
     let dir = scratch("mqtt-stop");
     let broker = Broker::start(&dir.join("broker"));
     let url = format!("mqtt://{}", broker.address());
-    let mut child = Command::new(env!("CARGO_BIN_EXE_latentcam-host"))
+    let mut child = crate::common::host_command()
         .args(["serve", "--no-imagenet", "--tcp", "127.0.0.1:0", "--models"])
         .arg(models())
         .args(["--mqtt", &url, "--group", "quiet", "--worker", "w1"])

@@ -127,7 +127,7 @@ impl Drop for Host {
 }
 
 fn host_command(extra: &[&std::ffi::OsStr]) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_latentcam-host"));
+    let mut command = crate::common::host_command();
     command
         .args(["serve", "--tcp", "127.0.0.1:0", "--no-imagenet", "--models"])
         .arg(models())
@@ -445,6 +445,7 @@ fn every_ack_follows_a_sync_of_its_results_in_a_syscall_trace() {
         .arg(&trace)
         .arg("--")
         .arg(env!("CARGO_BIN_EXE_latentcam-host"))
+        .env("LATENTCAM_HOST_CONFIG", "")
         .args([
             "serve",
             "--tcp",

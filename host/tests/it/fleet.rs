@@ -85,7 +85,7 @@ struct Worker {
 
 impl Worker {
     fn start(name: &str, broker: &Broker, dir: &Path) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_latentcam-host"))
+        let mut child = crate::common::host_command()
             .args(["serve", "--tcp", "127.0.0.1:0"])
             .arg("--mqtt")
             .arg(format!("mqtt://{}", broker.address()))

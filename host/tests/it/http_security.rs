@@ -144,7 +144,7 @@ fn every_route_but_the_health_check_needs_the_token() {
 
 #[test]
 fn the_api_is_not_served_without_a_token_unless_asked_to_be() {
-    let out = Command::new(env!("CARGO_BIN_EXE_latentcam-host"))
+    let out = crate::common::host_command()
         .args(["serve", "--tcp", "127.0.0.1:0", "--http", "127.0.0.1:0"])
         .output()
         .unwrap();
@@ -159,7 +159,7 @@ fn the_api_is_not_served_without_a_token_unless_asked_to_be() {
     let dir = scratch("http-weak-token");
     let weak = dir.join("weak.token");
     std::fs::write(&weak, "secret\n").unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_latentcam-host"))
+    let out = crate::common::host_command()
         .args(["serve", "--tcp", "127.0.0.1:0", "--http", "127.0.0.1:0"])
         .arg("--http-token-file")
         .arg(&weak)
@@ -172,7 +172,7 @@ fn the_api_is_not_served_without_a_token_unless_asked_to_be() {
 
     // A created token is logged by where it is, never by its value.
     let created = dir.join("new.token");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_latentcam-host"))
+    let mut child = crate::common::host_command()
         .args(["serve", "--tcp", "127.0.0.1:0", "--http", "127.0.0.1:0"])
         .arg("--http-token-file")
         .arg(&created)

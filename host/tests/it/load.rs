@@ -71,7 +71,7 @@ struct Host {
 
 impl Host {
     fn start(extra: &[&std::ffi::OsStr]) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_latentcam-host"))
+        let mut child = crate::common::host_command()
             .args(["serve", "--tcp", "127.0.0.1:0", "--http", "127.0.0.1:0"])
             .arg("--models")
             .arg(models())
@@ -158,7 +158,7 @@ fn get_json(base: &str, token: &str, path: &str) -> Value {
 }
 
 fn enroll(store: &Path, label: &str, photo: &Path) {
-    let out = Command::new(env!("CARGO_BIN_EXE_latentcam-host"))
+    let out = crate::common::host_command()
         .args(["enroll", "--label", label, "--store"])
         .arg(store)
         .arg("--models")
@@ -664,7 +664,7 @@ fn fifty_devices_for_fifteen_seconds_lose_nothing_and_match_a_replay() {
     // fresh index file for the similarity head).
     let replay_jsonl = dir.join("replay.jsonl");
     let t = Instant::now();
-    let out = Command::new(env!("CARGO_BIN_EXE_latentcam-host"))
+    let out = crate::common::host_command()
         .args(["replay", "--models"])
         .arg(models())
         .arg("--jsonl")

@@ -18,5 +18,6 @@ mod ingest_suite;
 mod load;
 mod model_accuracy;
 mod observability;
+mod operate;
 mod serve;
 mod train;

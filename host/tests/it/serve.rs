@@ -86,10 +86,11 @@ impl Host {
                     let mut c = Command::new("prlimit");
                     c.arg(format!("--nofile={n}:{n}"))
                         .arg("--")
-                        .arg(env!("CARGO_BIN_EXE_latentcam-host"));
+                        .arg(env!("CARGO_BIN_EXE_latentcam-host"))
+                        .env("LATENTCAM_HOST_CONFIG", "");
                     c
                 }
-                None => Command::new(env!("CARGO_BIN_EXE_latentcam-host")),
+                None => crate::common::host_command(),
             };
             let mut child = command
                 .args(["serve", "--tcp", address, "--models"])
@@ -254,7 +255,7 @@ fn photos_are_classified_like_the_reference() {
     let originals = repo().join("models/efficientnet-lite0/fixtures/originals");
     // Enroll one photo for the few-shot head, through the CLI.
     let store = dir.join("fewshot.bin");
-    let enrolled = Command::new(env!("CARGO_BIN_EXE_latentcam-host"))
+    let enrolled = crate::common::host_command()
         .args(["enroll", "--label", "my-butterfly", "--store"])
         .arg(&store)
         .arg("--models")
@@ -317,7 +318,7 @@ fn photos_are_classified_like_the_reference() {
         .collect();
     assert_eq!(recorded.len(), 1, "{recorded:?}");
     let replayed = dir.join("replayed.jsonl");
-    let out = Command::new(env!("CARGO_BIN_EXE_latentcam-host"))
+    let out = crate::common::host_command()
         .args(["replay", "--models"])
         .arg(repo().join("models"))
         .arg("--jsonl")

@@ -72,12 +72,7 @@ pub const CONFIG_ENV: &str = "LATENTCAM_EDGE_CONFIG";
 /// The configuration read without `--config`: `$LATENTCAM_EDGE_CONFIG` if
 /// set (empty: none), else [`DEFAULT_CONFIG`] — if the file exists.
 pub fn default_config() -> Option<PathBuf> {
-    let path = match std::env::var_os(CONFIG_ENV) {
-        Some(path) if path.is_empty() => return None,
-        Some(path) => PathBuf::from(path),
-        None => PathBuf::from(DEFAULT_CONFIG),
-    };
-    path.is_file().then_some(path)
+    latentcam_cli::default_config(CONFIG_ENV, DEFAULT_CONFIG)
 }
 
 /// Flags that override keys of the configuration file. They are laid out
@@ -277,7 +272,7 @@ pub enum Command {
     /// `latentcam-edge completions bash > /usr/share/bash-completion/completions/latentcam-edge`.
     Completions {
         /// bash, zsh, fish, elvish or powershell.
-        shell: clap_complete::Shell,
+        shell: latentcam_cli::Shell,
     },
     /// Print the manual page (roff) on stdout, e.g.
     /// `latentcam-edge manpage > /usr/share/man/man1/latentcam-edge.1`.

@@ -165,21 +165,13 @@ pub fn encode(
 }
 
 /// Writes the completion script for `shell` to stdout.
-pub fn completions(shell: clap_complete::Shell) -> anyhow::Result<()> {
-    let mut command = <crate::args::Cli as clap::CommandFactory>::command();
-    clap_complete::generate(
-        shell,
-        &mut command,
-        "latentcam-edge",
-        &mut std::io::stdout(),
-    );
+pub fn completions(shell: latentcam_cli::Shell) -> anyhow::Result<()> {
+    latentcam_cli::completions::<crate::args::Cli>(shell, "latentcam-edge", &mut std::io::stdout());
     Ok(())
 }
 
 /// Writes the manual page to stdout.
 pub fn manpage() -> anyhow::Result<()> {
-    let command = <crate::args::Cli as clap::CommandFactory>::command();
-    clap_mangen::Man::new(command)
-        .render(&mut std::io::stdout())
+    latentcam_cli::manpage::<crate::args::Cli>(&mut std::io::stdout())
         .context("writing the manual page")
 }

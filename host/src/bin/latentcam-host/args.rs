@@ -8,6 +8,7 @@ use latentcam_model::manifest::default_models_dir;
 
 #[derive(Parser)]
 #[command(
+    name = "latentcam-host",
     version,
     about = "latentcam host: receives latents and runs task heads on them"
 )]
@@ -24,7 +25,14 @@ pub struct Cli {
 pub enum Command {
     /// Serve devices: accept TCP connections, run the heads on every latent,
     /// write one JSON line per latent, acknowledge. Stops on SIGINT/SIGTERM.
+    /// Exits 78 when the configuration cannot work (bad flag or file,
+    /// address, keys or model), 1 on any other failure.
     Serve(Box<ServeArgs>),
+    /// Load the configuration as `serve` would (file, then flags), check
+    /// addresses, keys, limits and the model without binding or writing
+    /// anything, print the settings that differ from the defaults, and
+    /// exit: 0 if `serve` could start with them, 78 if not.
+    CheckConfig(Box<ServeArgs>),
     /// Run the heads over a recording at full speed (one JSON line per
     /// latent, as `serve` writes), with a progress bar on stderr.
     Replay(ReplayArgs),
@@ -51,6 +59,15 @@ pub enum Command {
     /// Run the model's ImageNet head over every latent of a recording and
     /// print the top classes.
     Classify(ClassifyArgs),
+    /// Print a completion script for `shell` on stdout, e.g.
+    /// `latentcam-host completions bash > /usr/share/bash-completion/completions/latentcam-host`.
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: latentcam_cli::Shell,
+    },
+    /// Print the manual page (roff) on stdout, e.g.
+    /// `latentcam-host manpage > /usr/share/man/man1/latentcam-host.1`.
+    Manpage,
 }
 
 // `latentcam-host replay`.
@@ -196,9 +213,19 @@ pub struct KeyDir {
     pub dir: PathBuf,
 }
 
-/// Options of `latentcam-host serve`.
+/// Options of `latentcam-host serve`. Each flag overrides itself, so
+/// the last of a repeated flag wins: the configuration file's settings go
+/// first (see `config.rs`), the command line's after them.
 #[derive(Debug, clap::Args)]
+#[command(args_override_self = true)]
 pub struct ServeArgs {
+    /// Configuration file (TOML): its keys are these flags' long names,
+    /// e.g. `tcp = "0.0.0.0:7878"`, `max_fps = 50`, `anomaly = true`,
+    /// `recording = ["a.lcr"]`; flags given here override it. Without it
+    /// /etc/latentcam/host.toml if it exists ($LATENTCAM_HOST_CONFIG
+    /// names another; empty: none).
+    #[arg(long, short)]
+    pub config: Option<PathBuf>,
     /// Address to listen on for devices. Beyond loopback it needs `--keys`
     /// (or `--allow-unauthenticated`).
     #[arg(long, default_value = "0.0.0.0:7878")]

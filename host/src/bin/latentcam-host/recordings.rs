@@ -12,6 +12,7 @@ use latentcam_model::manifest::Manifest;
 
 use crate::args::{ClassifyArgs, CompareArgs, InspectArgs, ReplayArgs, TrainArgs};
 use crate::heads::{LoadedHeads, load_manifest};
+use crate::progress::{Counting, Progress, Unit};
 
 /// Runs the heads over a recording, with a progress bar on stderr.
 pub fn replay(args: ReplayArgs) -> anyhow::Result<()> {
@@ -26,25 +27,23 @@ pub fn replay(args: ReplayArgs) -> anyhow::Result<()> {
     let file = File::open(&recording)
         .with_context(|| format!("cannot open recording {}", recording.display()))?;
     let total = file.metadata().map(|m| m.len()).unwrap_or(0);
-    let bar = indicatif::ProgressBar::new(total);
-    bar.set_style(
-        indicatif::ProgressStyle::with_template(
-            "{bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
-        )
-        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-    );
     let out: Box<dyn std::io::Write + Send> = match &jsonl {
         Some(path) => Box::new(std::io::BufWriter::new(
             File::create(path).with_context(|| format!("cannot create {}", path.display()))?,
         )),
         None => Box::new(std::io::BufWriter::new(std::io::stdout())),
     };
+    let mut progress = Progress::start(
+        format!("replaying {}", recording.display()),
+        total,
+        Unit::Bytes,
+    );
     let summary =
         latentcam_host::replay::replay(BufReader::new(file), &manifest, heads, out, |read| {
-            bar.set_position(read)
+            progress.set(read)
         })
         .with_context(|| format!("replaying {}", recording.display()))?;
-    bar.finish_and_clear();
+    drop(progress);
     eprintln!(
         "{}: {} latents through the heads, {} skipped, {} frame errors",
         recording.display(),
@@ -80,19 +79,36 @@ pub fn train(args: TrainArgs) -> anyhow::Result<()> {
     let manifest = load_manifest(&models)?;
     let file = File::open(&recording)
         .with_context(|| format!("cannot open recording {}", recording.display()))?;
-    let latents = trained::latents_of(BufReader::new(file), &manifest)
-        .with_context(|| format!("reading {}", recording.display()))?;
-    let report = trained::train(
+    let size = file.metadata().map(|m| m.len()).unwrap_or(0);
+    let latents = {
+        let mut reading = Progress::start(
+            format!("reading {}", recording.display()),
+            size,
+            Unit::Bytes,
+        );
+        trained::latents_of(BufReader::new(Counting::new(file, &mut reading)), &manifest)
+            .with_context(|| format!("reading {}", recording.display()))?
+    };
+    let options = latentcam_host::heads::linear::FitOptions {
+        epochs,
+        l2: l2.unwrap_or(1e-4),
+        ..Default::default()
+    };
+    let choose_l2 = l2.is_none();
+    let mut fitting = Progress::start(
+        "training the head",
+        trained::train_steps(&options, choose_l2) as u64,
+        Unit::Steps,
+    );
+    let report = trained::train_with(
         &latents,
         &labelled,
         &holdout,
-        &latentcam_host::heads::linear::FitOptions {
-            epochs,
-            l2: l2.unwrap_or(1e-4),
-            ..Default::default()
-        },
-        l2.is_none(),
+        &options,
+        choose_l2,
+        &mut |done, _| fitting.set(done as u64),
     )?;
+    drop(fitting);
     for (l2, score) in &report.validation {
         println!(
             "weight decay {l2:e}: validation top-1 {:.1}%",

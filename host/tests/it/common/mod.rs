@@ -6,6 +6,16 @@ pub mod http;
 
 use std::io::Read;
 use std::path::PathBuf;
+use std::process::Command;
+
+/// A command that runs this build's `latentcam-host`, with the default
+/// configuration file switched off: /etc/latentcam/host.toml on the
+/// machine must not change what a test runs.
+pub fn host_command() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_latentcam-host"));
+    command.env("LATENTCAM_HOST_CONFIG", "");
+    command
+}
 
 /// Held by the tests that load both cores for tens of seconds (the fleet
 /// and load tests), so that under `cargo test`, which runs the tests of
