@@ -201,16 +201,18 @@ pub fn summarize<R: Read>(reader: R) -> Result<Summary, RecordingError> {
                 }
                 Message::Latent(l) => {
                     // Looked up before inserting: no allocation per latent.
-                    if !summary.sequences.contains_key(&device) {
-                        summary
-                            .sequences
-                            .insert(device.clone(), SequenceStats::default());
-                    }
-                    let Some(stats) = summary.sequences.get_mut(&device) else {
-                        unreachable!("inserted above");
+                    let observe = |stats: &mut SequenceStats| {
+                        stats.observe(l.seq);
+                        stats.observe_time(l.wall);
                     };
-                    stats.observe(l.seq);
-                    stats.observe_time(l.wall);
+                    match summary.sequences.get_mut(&device) {
+                        Some(stats) => observe(stats),
+                        None => {
+                            let mut stats = SequenceStats::default();
+                            observe(&mut stats);
+                            summary.sequences.insert(device.clone(), stats);
+                        }
+                    }
                     summary.payload_bytes += l.payload.len() as u64;
                 }
                 _ => {}

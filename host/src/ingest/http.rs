@@ -398,7 +398,7 @@ async fn devices(
             json!({
                 "id": id,
                 "online": presence.online,
-                "last_seen": presence.last_seen,
+                "last_seen": presence.last_seen(),
                 "seen_seconds_ago": presence.seen_seconds_ago,
                 "spool_depth": presence.spool_depth,
                 "fps": live.fps(&id, now),

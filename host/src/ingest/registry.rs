@@ -75,15 +75,13 @@ impl Default for RegistryLimits {
 
 /// Whether a device is online and when it was last heard from, as
 /// `/api/devices`, `/metrics` and the live page show it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Presence {
     /// Heard from within [`RegistryLimits::offline_after`].
     pub online: bool,
-    /// When the device last sent anything the host accepted, ISO-8601 UTC
-    /// on the host's clock; `None` if never (a record resumed from results).
-    pub last_seen: Option<String>,
-    /// The same as microseconds since the Unix epoch.
-    #[serde(skip)]
+    /// When the device last sent anything the host accepted, microseconds
+    /// since the Unix epoch on the host's clock; `None` if never (a record
+    /// resumed from results).
     pub last_seen_unix_us: Option<u64>,
     /// Seconds since then.
     pub seen_seconds_ago: Option<f64>,
@@ -109,11 +107,16 @@ impl Presence {
         });
         Self {
             online: ago.is_some_and(|ago| ago < offline_after),
-            last_seen: last_seen_unix_us.map(crate::clock::iso8601_us),
             last_seen_unix_us,
             seen_seconds_ago: ago.map(|ago| ago.as_secs_f64()),
             spool_depth: record.heartbeat.map(|h| h.spool_depth),
         }
+    }
+
+    /// [`Presence::last_seen_unix_us`] as ISO-8601 UTC: formatted for the
+    /// API only, not for every device at every scrape.
+    pub fn last_seen(&self) -> Option<String> {
+        self.last_seen_unix_us.map(crate::clock::iso8601_us)
     }
 }
 
@@ -526,14 +529,14 @@ mod tests {
         let mut record = DeviceRecord::default();
         let never = Presence::of(&record, window, t0, wall);
         assert!(!never.online);
-        assert_eq!((never.last_seen, never.seen_seconds_ago), (None, None));
+        assert_eq!((never.last_seen(), never.seen_seconds_ago), (None, None));
         record.last_seen = Some(t0);
         let later = t0 + Duration::from_secs(14);
         let now = Presence::of(&record, window, later, wall);
         assert!(now.online);
         assert_eq!(now.seen_seconds_ago, Some(14.0));
         assert_eq!(
-            now.last_seen.as_deref(),
+            now.last_seen().as_deref(),
             Some("2026-05-28T20:26:26.000000Z")
         );
         assert_eq!(now.last_seen_unix_us, Some(1_779_999_986_000_000));
